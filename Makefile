@@ -1,0 +1,45 @@
+# FreshRec developer entry points. Every target installs into .venv first when needed.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export FRESHREC_HOME ?= $(CURDIR)/.freshrec
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install up down status test demo bench sysdeps
+
+# Reinstall only when pyproject.toml changed (the stamp is older) or the venv is missing.
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || PY=python3
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, exactly pinned: on the dev/CI box pip takes the local CPU wheel; a looser
+	# spec (or letting another package pull it) would download GBs of CUDA wheels.
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP) sysdeps
+
+# Debian packages the product and its tests use, installed only when missing.
+sysdeps:
+	@bash infra/local/sysdeps.sh
+
+up: install
+	@bash infra/local/up.sh
+
+down:
+	@bash infra/local/down.sh
+
+status:
+	@bash infra/local/status.sh
+
+test: install
+	@bash infra/local/run_tests.sh
+
+demo: install
+	@bash infra/local/demo.sh
+
+bench: install
+	$(BIN)/freshrec bench all

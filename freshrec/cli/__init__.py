@@ -1,0 +1,72 @@
+"""The ``freshrec`` command line. The CLI is the face: it may import every plane, nothing imports it.
+
+Each sub-command group lives in its own module and is imported lazily by Typer's registration below,
+so ``freshrec --help`` stays fast and a broken plane cannot break unrelated commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from freshrec.errors import FreshRecError
+
+app = typer.Typer(help="FreshRec: keep a recommender fresh and fast.", no_args_is_help=True, add_completion=False)
+err = Console(stderr=True)
+
+# (module, command group name, help)
+_GROUPS = [
+    ("freshrec.cli.data", "data", "Generate or import raw events into the lake."),
+    ("freshrec.cli.pipeline", "pipeline", "Run the DAGs in-process (features, retrain, release)."),
+    ("freshrec.cli.registry", "registry", "Inspect and move model versions and aliases."),
+    ("freshrec.cli.bench", "bench", "Benchmarks (JSON + PNG under FRESHREC_HOME/reports)."),
+    ("freshrec.cli.release", "release", "Canary releases."),
+]
+# (module, command name): single commands
+_COMMANDS = [
+    ("freshrec.cli.serve", "serve"),
+    ("freshrec.cli.simulate", "simulate"),
+]
+
+
+def _register() -> None:
+    for module_name, name, help_text in _GROUPS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # that plane has not landed yet
+        app.add_typer(module.app, name=name, help=help_text)
+    for module_name, name in _COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        app.command(name)(getattr(module, name))
+
+
+def main() -> None:
+    _register()
+    try:
+        app(standalone_mode=False)
+    except FreshRecError as exc:
+        err.print(f"[bold red]error:[/] {exc.message}")
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors surface here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,163 @@
+"""FreshRec settings: one pydantic-settings object.
+
+Precedence (highest first): explicit keyword arguments > ``FRESHREC_*`` environment variables >
+the optional TOML config file > defaults. The config file is ``$FRESHREC_CONFIG`` when set, else
+``$FRESHREC_HOME/freshrec.toml`` when it exists. Nested groups use ``__`` in env names, e.g.
+``FRESHREC_SERVING__MAX_BATCH=64``. Unknown keys are errors (``extra="forbid"``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from freshrec.errors import ConfigError
+
+# The checkout root when installed editable (the normal dev/CI setup); FRESHREC_HOME overrides it.
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSettings(_Group):
+    quarantine_max_share: float = Field(0.05, ge=0, le=1, description="a day above this invalid share stops the run")
+    future_ts_tolerance_s: int = Field(3600, ge=0, description="events further in the future than this are quarantined")
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    history_length: int = Field(50, ge=1, description="items kept in the ordered per-user history")
+    negatives_per_positive: int = Field(4, ge=0)
+    volume_ratio_min: float = Field(0.2, ge=0, description="raw volume vs trailing average, lower bound")
+    volume_ratio_max: float = Field(5.0, ge=0, description="raw volume vs trailing average, upper bound")
+    drift_max_kl: float = Field(0.5, ge=0, description="max KL divergence of feature distributions vs the previous day")
+    seed: int = 42
+
+
+class TrainingSettings(_Group):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    teacher_epochs: int = Field(30, ge=1)
+    student_epochs: int = Field(40, ge=1)
+    holdout_days: int = Field(7, ge=1, description="temporal holdout used by the gates")
+    seed: int = 42
+
+
+class GateSettings(_Group):
+    min_ndcg_at_10: float = Field(0.0, ge=0, le=1, description="absolute floor for the candidate")
+    max_regression: float = Field(0.01, ge=0, description="relative nDCG@10 loss allowed vs the champion")
+    int8_max_loss: float = Field(0.01, ge=0, description="relative nDCG@10 loss allowed for int8 vs fp32")
+
+
+class ServingSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    providers: list[str] | None = Field(None, description="ONNX Runtime providers in order; None = best available")
+    intra_op_threads: int = Field(1, ge=0)
+    max_batch: int = Field(64, ge=1)
+    max_wait_ms: float = Field(0.5, ge=0, le=1.0)
+    max_queue: int = Field(1024, ge=1)
+    request_deadline_ms: float = Field(200.0, gt=0)
+    cache_ttl_s: float = Field(30.0, ge=0)
+    cache_size: int = Field(100_000, ge=0)
+    reconcile_interval_s: float = Field(5.0, gt=0)
+    slo_latency_ms: float = Field(10.0, gt=0, description="p99 latency SLO threshold (a histogram bucket boundary)")
+
+
+class ReleaseSettings(_Group):
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
+    interval_s: float = Field(60.0, gt=0)
+    min_requests_per_step: int = Field(200, ge=1)
+    failure_threshold: int = Field(1, ge=1)
+    max_p99_ms: float = Field(10.0, gt=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_psi: float = Field(0.25, ge=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable in FreshRec."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRESHREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(_CHECKOUT / ".freshrec", description="state root: lake, models, registry, airflow, reports")
+    config: Path | None = Field(None, description="optional TOML config file (see module doc)")
+    registry_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under home")
+    spark_master: str = Field("local[*]", description="local[N], spark://..., yarn, k8s://... or sc:// (Spark Connect)")
+    spark_driver_memory: str = "4g"
+    admin_token: SecretStr | None = Field(None, description="bearer token for serving admin routes")
+    serving_url: str = Field("http://127.0.0.1:8000", description="where tasks reach the serving tier")
+    serving_replicas: list[str] = Field(default_factory=list, description="replica base URLs; empty = serving_url only")
+    allow_fault_injection: bool = False
+    model_name: str = "freshrec"
+    log_level: str = "INFO"
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def effective_registry_url(self) -> str:
+        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def replicas(self) -> list[str]:
+        return self.serving_replicas or [self.serving_url]
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("FRESHREC_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"FRESHREC_CONFIG points to {path}, which is not a file")
+        return path
+    home = Path(os.environ.get("FRESHREC_HOME", _CHECKOUT / ".freshrec")).expanduser()
+    candidate = home / "freshrec.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation problems into one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid FreshRec settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached). Tests that change the environment call ``get_settings.cache_clear()``."""
+    return load_settings()
