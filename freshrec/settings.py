@@ -31,7 +31,8 @@ class DataSettings(_Group):
     future_ts_tolerance_s: int = Field(3600, ge=0, description="events further in the future than this are quarantined")
     rating_min: float = 0.5
     rating_max: float = 5.0
-    history_length: int = Field(50, ge=1, description="items kept in the ordered per-user history")
+    history_length: int = Field(50, ge=1, description="items kept in the ordered per-user history feature")
+    online_history_length: int = Field(256, ge=1, description="history items per user in the online snapshot (model input)")
     negatives_per_positive: int = Field(4, ge=0)
     volume_ratio_min: float = Field(0.2, ge=0, description="raw volume vs trailing average, lower bound")
     volume_ratio_max: float = Field(5.0, ge=0, description="raw volume vs trailing average, upper bound")
