@@ -1,0 +1,58 @@
+"""``freshrec bench ...``: benchmarks. Each writes JSON + PNG under FRESHREC_HOME/reports/bench."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from freshrec.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True)
+out = Console()
+
+
+def _ints(text: str | None) -> list[int] | None:
+    return [int(x) for x in text.split(",")] if text else None
+
+
+def _run(name: str, **options) -> Path:
+    module = importlib.import_module(f"tasks.bench.{name}")
+    given = {k: v for k, v in options.items() if v is not None}
+    report = module.run(get_settings(), **given)
+    out.print(f"[green]{name} benchmark[/] -> {report} (PNG beside it)")
+    return report
+
+
+@app.command("features")
+def features(sizes: Annotated[Optional[str], typer.Option(help="event counts, e.g. 1000000,3000000,10000000")] = None) -> None:
+    """Spark feature job vs DuckDB: events/s per core, time per stage, peak memory."""
+    _run("features", sizes=_ints(sizes))
+
+
+@app.command("export")
+def export(candidates: Annotated[Optional[str], typer.Option(help="candidates per call, e.g. 1,16,256,1024")] = None) -> None:
+    """ORT teacher fp32 / student fp32 / student int8 vs torch eager: latency, throughput, sizes."""
+    _run("export", candidates=_ints(candidates))
+
+
+@app.command("serving")
+def serving(rates: Annotated[Optional[str], typer.Option(help="open-loop request rates to sweep, e.g. 500,1000,2000")] = None) -> None:
+    """Open-loop and closed-loop HTTP load against torch-eager, ORT fp32/int8 servers."""
+    _run("serving", rates=_ints(rates))
+
+
+@app.command("freshness")
+def freshness() -> None:
+    """New day of events landing -> new model serving as champion, end to end."""
+    _run("freshness")
+
+
+@app.command("all")
+def all_() -> None:
+    """Every benchmark, one after another."""
+    for name in ("features", "export", "serving", "freshness"):
+        _run(name)

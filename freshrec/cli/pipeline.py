@@ -1,0 +1,109 @@
+"""``freshrec pipeline run``: the DAGs in-process (dag.test) against FRESHREC_HOME, stage by stage."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from freshrec.errors import DataValidationError, FreshRecError, InvalidInput, NotFound
+from freshrec.layout import Layout
+from freshrec.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True)
+out = Console()
+
+STAGES = ("features", "retrain", "release")
+
+
+class StageFailed(FreshRecError):
+    exit_code = 11
+
+
+def parse_stages(text: str | None) -> list[str]:
+    if not text:
+        return list(STAGES)
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise InvalidInput(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    return [s for s in STAGES if s in stages]  # always run in pipeline order
+
+
+def resolve_days(lake_days: list[dt.date], start: dt.date | None, end: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The inclusive day range to process: the given bounds, else every day present in the lake."""
+    if start and end and start > end:
+        raise InvalidInput(f"--from {start} is after --to {end}")
+    if start and end:
+        return start, end
+    if not lake_days:
+        raise NotFound("no raw event partitions in the lake; run `freshrec data synth` or `freshrec data import` first")
+    return start or lake_days[0], end or lake_days[-1]
+
+
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{option}: expected YYYY-MM-DD, got {value!r}") from None
+
+
+@app.command("run")
+def run(
+    from_: Annotated[Optional[str], typer.Option("--from", help="first event day (YYYY-MM-DD); default: first day in the lake")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", help="last event day (YYYY-MM-DD); default: last day in the lake")] = None,
+    stages: Annotated[Optional[str], typer.Option(help="comma list of features,retrain,release; default all")] = None,
+) -> None:
+    """Run features for each day, then retrain, then release, in-process against FRESHREC_HOME."""
+    from dags._local import configure_airflow, run_dag
+
+    settings = get_settings()
+    configure_airflow(settings)
+    chosen = parse_stages(stages)
+    start, end = _date(from_, "--from"), _date(to, "--to")
+    layout = Layout(settings.home)
+
+    if "features" in chosen:
+        first, last = resolve_days(layout.raw_days(), start, end)
+        out.print(f"[bold]features[/] {first} .. {last}")
+        state = run_dag("features_daily", {"from_ds": first.isoformat(), "to_ds": last.isoformat()})
+        if state != "success":
+            raise DataValidationError(
+                f"features_daily {first}..{last} ended {state}: validation stopped the run or a task failed; "
+                f"nothing was published for the failing day (see the task log above and {layout.data_docs})"
+            )
+    new_versions: list[str] = []
+    if "retrain" in chosen:
+        before = _known_versions(settings)
+        out.print("[bold]retrain[/]")
+        state = run_dag("retrain", {"trigger_release": False})
+        if state != "success":
+            raise StageFailed(f"retrain ended {state}; see the task log above")
+        new_versions = sorted(set(_known_versions(settings)) - set(before), key=int)
+    if "release" in chosen:
+        for version in _versions_to_release(settings, new_versions if "retrain" in chosen else None):
+            out.print(f"[bold]release[/] version {version}")
+            state = run_dag("release", {"version": version})
+            if state != "success":
+                raise StageFailed(f"release of version {version} ended {state}")
+    out.print("[green]pipeline done[/]")
+
+
+def _known_versions(settings) -> list[str]:
+    from freshrec.registry import open_registry
+
+    return [str(v.version) for v in open_registry(settings).list_versions()]
+
+
+def _versions_to_release(settings, restrict: list[str] | None) -> list[str]:
+    """Candidates waiting for a release: those this run made, or (release alone) the newest candidate."""
+    from freshrec.registry import open_registry
+
+    candidates = [str(v.version) for v in open_registry(settings).list_versions() if v.state == "candidate"]
+    if restrict is not None:
+        return [v for v in candidates if v in restrict]
+    return sorted(candidates, key=int)[-1:]
