@@ -1,0 +1,110 @@
+"""End-to-end slice through every stage, driven only through the public CLI and HTTP API:
+synth -> features (Spark + GX via the features_daily DAG) -> retrain (torch -> ONNX int8 -> registry)
+-> champion -> `freshrec serve` answering /v1/recommend with ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _cli(env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "freshrec"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"freshrec {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("e2e-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRESHREC_", "AIRFLOW"))}
+    env.update(
+        FRESHREC_HOME=str(home),
+        FRESHREC_SPARK_MASTER="local[2]",
+        FRESHREC_TRAINING__TEACHER_EPOCHS="2",
+        FRESHREC_TRAINING__STUDENT_EPOCHS="2",
+        FRESHREC_TRAINING__HOLDOUT_DAYS="1",
+        FRESHREC_ADMIN_TOKEN="e2e-token",
+        PATH=f"{BIN}:{os.environ['PATH']}",
+    )
+    return env
+
+
+def test_slice_end_to_end(stack_env: dict) -> None:
+    home = Path(stack_env["FRESHREC_HOME"])
+    events = home / "lake" / "raw" / "events"
+    _cli(stack_env, "data", "synth", "--out", str(events), "--start", "2026-03-01", "--days", "4",
+         "--users", "300", "--items", "150", "--events-per-day", "3000", "--seed", "11")
+    assert len(list(events.glob("ds=*"))) == 4
+
+    _cli(stack_env, "pipeline", "run", "--stages", "features,retrain")
+    manifests = sorted((home / "lake" / "features").glob("ds=*/_manifest.json"))
+    assert len(manifests) == 4
+    manifest = json.loads(manifests[-1].read_text())
+    assert manifest["input_rows"] == manifest["valid_rows"] + manifest["quarantined_rows"] + manifest["duplicate_rows"]
+
+    versions = json.loads(_cli(stack_env, "registry", "list", "--json").stdout)
+    champions = [v for v in versions if v["state"] == "champion"]
+    assert len(champions) == 1, versions
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "freshrec"), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("server never became ready")
+
+        users = _known_users(home)
+        body = httpx.post(f"{base}/v1/recommend", json={"user_id": users[0], "k": 10, "exclude_seen": True}).json()
+        assert body["user_id"] == users[0]
+        assert body["model_version"] == champions[0]["version"]
+        assert body["variant"] == "champion"
+        assert len(body["items"]) == 10
+        scores = [item["score"] for item in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+
+        cold = httpx.post(f"{base}/v1/recommend", json={"user_id": "nobody-ever", "k": 5}).json()
+        assert len(cold["items"]) == 5
+
+        bad = httpx.post(f"{base}/v1/recommend", json={"user_id": "1", "k": 0})
+        assert bad.status_code == 422 and "k" in bad.text
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _known_users(home: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    online = home / "lake" / "online"
+    snapshot = online / (online / "CURRENT").read_text().strip()
+    return pq.read_table(snapshot / "users.parquet", columns=["user_id"]).column("user_id").to_pylist()
