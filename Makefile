@@ -1,6 +1,6 @@
 # FreshRec developer entry points. Every target installs into .venv first when needed.
 SHELL := /bin/bash
-PY ?= python3.11
+PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -11,8 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # Reinstall only when pyproject.toml changed (the stamp is older) or the venv is missing.
 $(STAMP): pyproject.toml
-	@command -v $(PY) >/dev/null || PY=python3
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, exactly pinned: on the dev/CI box pip takes the local CPU wheel; a looser
 	# spec (or letting another package pull it) would download GBs of CUDA wheels.
