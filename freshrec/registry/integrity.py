@@ -1,0 +1,41 @@
+"""Artifact checksums: computed at registration, verified before anything loads or releases a model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from freshrec.errors import ArtifactIntegrityError
+from freshrec.registry.views import ArtifactView
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_artifact(artifact: ArtifactView) -> None:
+    """Raise ArtifactIntegrityError unless the file exists with the registered size and sha256."""
+    path = Path(artifact.uri)
+    if not path.is_file():
+        raise ArtifactIntegrityError(
+            f"artifact {artifact.variant or ''} missing: {path}".replace("  ", " "),
+            details={"uri": str(path)},
+        )
+    size = path.stat().st_size
+    if size != artifact.size:
+        raise ArtifactIntegrityError(
+            f"artifact {path} has {size} bytes, the registry recorded {artifact.size}",
+            details={"uri": str(path), "expected_size": artifact.size, "size": size},
+        )
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise ArtifactIntegrityError(
+            f"artifact {path} sha256 {actual[:12]}... does not match the registered {artifact.sha256[:12]}...",
+            details={"uri": str(path), "expected_sha256": artifact.sha256, "sha256": actual},
+        )
