@@ -78,6 +78,23 @@ class ReleaseSettings(_Group):
     max_p99_ms: float = Field(10.0, gt=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_psi: float = Field(0.25, ge=0)
+    max_p99_ratio_vs_champion: float = Field(1.5, ge=1, description="canary p99 may be this times the champion's")
+    p99_slack_ms: float = Field(2.0, ge=0, description="... or this much above it (histogram bucket resolution)")
+    ctr_min_delta: float = Field(0.02, gt=0, le=1, description="smallest absolute CTR change the online test must detect")
+    max_extensions: int = Field(1, ge=0, description="times a step with too little traffic is extended")
+    convergence_timeout_s: float = Field(60.0, gt=0, description="wait for every replica to load a change")
+    require_approval: bool = Field(False, description="Inconclusive canaries wait for a human instead of rolling back")
+
+
+class MonitoringSettings(_Group):
+    availability_target: float = Field(0.999, gt=0, lt=1, description="share of requests that must not fail")
+    latency_target: float = Field(0.99, gt=0, lt=1, description="share of requests faster than serving.slo_latency_ms")
+    max_model_age_h: float = Field(48.0, gt=0, description="champion older than this is stale -> retrain")
+    max_features_age_h: float = Field(48.0, gt=0, description="newest features partition older than this is stale")
+    max_drift_psi: float = Field(0.25, ge=0, description="champion score PSI vs its reference above this -> retrain")
+    prometheus_url: str | None = Field(None, description="read counters from this Prometheus server instead of /metrics")
+    webhook_url: str | None = Field(None, description="alerts are also POSTed here as JSON")
+    retention_days: float = Field(7.0, gt=0, description="counter snapshots older than this are deleted")
 
 
 class Settings(BaseSettings):
@@ -107,6 +124,7 @@ class Settings(BaseSettings):
     gates: GateSettings = Field(default_factory=GateSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @field_validator("home")
     @classmethod
