@@ -1,0 +1,211 @@
+"""Synthetic raw events with a known ground truth (``freshrec data synth``).
+
+Events are drawn from a ``World`` (tasks.data.world): each view picks an item by popularity times
+taste, then a funnel view -> click -> rating / purchase follows from the user's affinity for it.
+Volume follows a weekly cycle and timestamps a daily one. Each day has its own random generator
+seeded from (seed, day index), so a day's file is the same whichever range it was generated in, and
+the same seed always gives byte-identical files. A day is produced hour by hour and streamed to disk,
+so memory stays flat however many events are asked for.
+
+The ground-truth loader the traffic simulator uses is re-exported here: ``load_world(path)`` returns a
+``World`` with ``click_probability(user_id, item_id, day)`` and ``sample_users(n, day, rng)``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from freshrec.layout import ds_name
+from tasks.data.partitions import PART_NAME, FileFormat, check_format, replace_partition, staging_dir, write_event_file
+from tasks.data.world import DAY_STREAM, World, WorldConfig, load_world, make_world, save_world
+
+__all__ = ["EVENT_SCHEMA", "SynthConfig", "DayReport", "generate_day", "synthesize", "load_world", "save_world", "World"]
+
+EVENT_SCHEMA = pa.schema(
+    [("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()), ("value", pa.float64()), ("ts", pa.string())]
+)
+
+# Monday..Sunday volume factors, and the share of a day's events in each UTC hour (evening peak,
+# a smaller lunch peak, a quiet night).
+WEEKDAY_VOLUME = np.array([0.94, 0.92, 0.95, 0.98, 1.05, 1.12, 1.04])
+_HOURS = np.arange(24) + 0.5
+HOURLY_SHARE = 0.15 + np.exp(-(((_HOURS - 20.5) / 3.0) ** 2)) + 0.45 * np.exp(-(((_HOURS - 12.5) / 1.8) ** 2))
+HOURLY_SHARE = HOURLY_SHARE / HOURLY_SHARE.sum()
+
+# Funnel: P(rating | click); purchases follow affinity. EVENTS_PER_VIEW turns an events target into
+# a number of views (measured on the default world; the realised count varies by a few percent).
+RATING_SHARE = 0.35
+EVENTS_PER_VIEW = 1.6
+_BLOCK = 4096  # views scored at once: bounds the (views x candidates x dim) temporary
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    out: Path
+    start: dt.date
+    days: int
+    users: int = 2000
+    items: int = 1000
+    events_per_day: int = 20_000
+    seed: int = 42
+    fmt: FileFormat = "parquet"
+    candidates: int = 64  # popularity-drawn candidates per view, re-weighted by taste
+
+    def world_config(self) -> WorldConfig:
+        return WorldConfig(users=self.users, items=self.items, days=self.days, seed=self.seed, start=self.start.isoformat())
+
+
+@dataclass
+class DayReport:
+    day: dt.date
+    path: Path
+    rows: int
+    by_type: dict[str, int] = field(default_factory=dict)
+
+
+def synthesize(config: SynthConfig, world: World | None = None) -> Iterator[DayReport]:
+    """Write metadata, then one partition per day (each swapped in when complete), yielding as it goes."""
+    fmt = check_format(config.fmt)
+    world = world or make_world(config.world_config())
+    write_metadata(world, config.out)
+    with staging_dir(config.out, "synth") as staging:
+        for t in range(config.days):
+            day = config.start + dt.timedelta(days=t)
+            rng = np.random.default_rng([config.seed, DAY_STREAM, t])
+            staged = staging / ds_name(day)
+            staged.mkdir()
+            counts: Counter[str] = Counter()
+            chunks = _counted(generate_day(world, t, config.events_per_day, rng, config.candidates), counts)
+            rows = write_event_file(staged / f"{PART_NAME}.{fmt}", chunks, fmt, EVENT_SCHEMA)
+            target = replace_partition(config.out, day, staged, staging / "trash")
+            yield DayReport(day=day, path=target, rows=rows, by_type=dict(counts))
+
+
+def generate_day(world: World, t: int, events_target: int, rng: np.random.Generator, candidates: int = 64) -> Iterator[pa.Table]:
+    """Events of day index t, one table per hour, each sorted by time."""
+    day = world.config.start_date + dt.timedelta(days=t)
+    day_start = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+    volume = events_target * WEEKDAY_VOLUME[day.weekday()] * np.exp(rng.normal(0.0, 0.05)) / EVENTS_PER_VIEW
+    views_per_hour = rng.multinomial(rng.poisson(volume), HOURLY_SHARE)
+
+    active = world.active_users(t)
+    user_cdf = _cdf(world.user_activity[active])
+    item_cdf = _cdf(np.exp(world.item_log_popularity(t)))  # unborn items have weight 0
+    tastes = world.user_vectors(t)
+    user_ids, item_ids = world.user_ids, world.item_ids
+    for hour, n_views in enumerate(views_per_hour):
+        if n_views == 0:
+            continue
+        users = active[_draw(user_cdf, rng.random(n_views))]
+        items, affinity = _choose_items(world, tastes[users], item_cdf, candidates, rng)
+        view_ts = day_start + hour * 3600 + rng.integers(0, 3600, size=n_views)
+        events = _funnel(world, users, items, affinity, view_ts, day_start + 86_399, rng)
+        yield _to_table(events, user_ids, item_ids)
+
+
+def _choose_items(
+    world: World, tastes: np.ndarray, item_cdf: np.ndarray, candidates: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sampling-importance-resampling: candidates by popularity, one kept in proportion to exp(strength * affinity).
+
+    This draws from popularity x exp(strength * affinity) without scoring the whole catalogue per view.
+    """
+    n = tastes.shape[0]
+    chosen = np.empty(n, dtype=np.int64)
+    affinity = np.empty(n)
+    strength = world.config.preference_strength
+    for lo in range(0, n, _BLOCK):
+        hi = min(lo + _BLOCK, n)
+        cand = _draw(item_cdf, rng.random((hi - lo, candidates)))
+        aff = np.einsum("nd,nkd->nk", tastes[lo:hi], world.item_vectors[cand])
+        weights = np.exp(strength * (aff - aff.max(axis=1, keepdims=True)))
+        cum = np.cumsum(weights, axis=1)
+        pick = (cum < rng.random((hi - lo, 1)) * cum[:, -1:]).sum(axis=1)
+        rows = np.arange(hi - lo)
+        chosen[lo:hi] = cand[rows, pick]
+        affinity[lo:hi] = aff[rows, pick]
+    return chosen, affinity
+
+
+def _funnel(
+    world: World, users: np.ndarray, items: np.ndarray, affinity: np.ndarray, view_ts: np.ndarray, day_end: int,
+    rng: np.random.Generator,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """view -> click -> rating | purchase; returns (users, items, values, ts) per event type."""
+    n = users.size
+    clicked = rng.random(n) < world.click_given_affinity(affinity)
+    click_ts = np.minimum(view_ts + 1 + rng.exponential(20.0, n).astype(np.int64), day_end)
+    rated = clicked & (rng.random(n) < RATING_SHARE)
+    stars = np.clip(np.rint(3.0 + 2.5 * (affinity - 0.45) + rng.normal(0.0, 0.6, n)), 1, 5)
+    rating_ts = np.minimum(click_ts + 30 + rng.exponential(120.0, n).astype(np.int64), day_end)
+    bought = clicked & (rng.random(n) < 1.0 / (1.0 + np.exp(-(2.5 * affinity - 3.5))))
+    purchase_ts = np.minimum(click_ts + 10 + rng.exponential(60.0, n).astype(np.int64), day_end)
+    ones = np.ones(n)
+    return {
+        "view": (users, items, ones, view_ts),
+        "click": (users[clicked], items[clicked], ones[clicked], click_ts[clicked]),
+        "rating": (users[rated], items[rated], stars[rated], rating_ts[rated]),
+        "purchase": (users[bought], items[bought], world.item_price[items[bought]], purchase_ts[bought]),
+    }
+
+
+def _to_table(events: dict, user_ids: np.ndarray, item_ids: np.ndarray) -> pa.Table:
+    users = np.concatenate([e[0] for e in events.values()])
+    items = np.concatenate([e[1] for e in events.values()])
+    values = np.concatenate([e[2] for e in events.values()]).astype(np.float64)
+    ts = np.concatenate([e[3] for e in events.values()])
+    kinds = np.repeat(np.array(list(events), dtype=object), [e[0].size for e in events.values()])
+    order = np.argsort(ts, kind="stable")  # ties keep funnel order: view, click, rating, purchase
+    ts_text = np.char.add(np.datetime_as_string(ts[order].astype("datetime64[s]"), unit="s"), "Z")
+    return pa.table(
+        [pa.array(user_ids[users[order]]), pa.array(item_ids[items[order]]), pa.array(kinds[order], pa.string()),
+         pa.array(values[order]), pa.array(ts_text)],
+        schema=EVENT_SCHEMA,
+    )
+
+
+def write_metadata(world: World, out: Path) -> None:
+    """``out/_meta/items.parquet`` (genres derived from the item vectors) and ``users.parquet``."""
+    meta = out / "_meta"
+    meta.mkdir(parents=True, exist_ok=True)
+    start = np.datetime64(world.config.start_date)
+    items = pa.table({
+        "item_id": world.item_ids,
+        "title": np.char.add("Synthetic item ", np.arange(1, world.config.items + 1).astype(str)),
+        "categories": pa.array(world.item_genres(), pa.list_(pa.string())),
+        "price": world.item_price,
+        "release_date": np.datetime_as_string(start + world.item_birth.astype("timedelta64[D]")),
+    })
+    users = pa.table({
+        "user_id": world.user_ids,
+        "signup_date": np.datetime_as_string(start + world.user_birth.astype("timedelta64[D]")),
+    })
+    for name, table in (("items", items), ("users", users)):
+        partial = meta / f".{name}.parquet.tmp"
+        pq.write_table(table, partial)
+        partial.replace(meta / f"{name}.parquet")
+
+
+def _counted(chunks: Iterator[pa.Table], counts: Counter[str]) -> Iterator[pa.Table]:
+    for chunk in chunks:
+        for entry in pc.value_counts(chunk.column("event_type")).to_pylist():
+            counts[entry["values"]] += entry["counts"]
+        yield chunk
+
+
+def _cdf(weights: np.ndarray) -> np.ndarray:
+    cdf = np.cumsum(weights, dtype=np.float64)
+    return cdf / cdf[-1]
+
+
+def _draw(cdf: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    return np.minimum(np.searchsorted(cdf, uniforms, side="right"), cdf.size - 1)
