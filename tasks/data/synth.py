@@ -3,8 +3,9 @@
 Events are drawn from a ``World`` (tasks.data.world): each view picks an item by popularity times
 taste, then a funnel view -> click -> rating / purchase follows from the user's affinity for it.
 Volume follows a weekly cycle and timestamps a daily one. Each day has its own random generator
-seeded from (seed, day index), so a day's file is the same whichever range it was generated in, and
-the same seed always gives byte-identical files. A day is produced hour by hour and streamed to disk,
+seeded from (seed, day index) and the world does not depend on the number of days, so a day's file is
+the same whichever range it was generated in (asking for more days extends a lake without changing
+the days already there), and the same seed always gives byte-identical files. A day is produced hour by hour and streamed to disk,
 so memory stays flat however many events are asked for.
 
 The ground-truth loader the traffic simulator uses is re-exported here: ``load_world(path)`` returns a
@@ -61,7 +62,7 @@ class SynthConfig:
     candidates: int = 64  # popularity-drawn candidates per view, re-weighted by taste
 
     def world_config(self) -> WorldConfig:
-        return WorldConfig(users=self.users, items=self.items, days=self.days, seed=self.seed, start=self.start.isoformat())
+        return WorldConfig(users=self.users, items=self.items, seed=self.seed, start=self.start.isoformat())
 
 
 @dataclass

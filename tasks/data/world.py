@@ -33,10 +33,10 @@ DAY_STREAM = 2
 class WorldConfig:
     users: int = 2000
     items: int = 1000
-    days: int = 30                    # horizon over which late users and items are born
     seed: int = 42
     dim: int = 16
-    initial_share: float = 0.7        # users/items that exist on day 0; the rest are born later
+    initial_share: float = 0.7        # users/items that exist on day 0; the rest are born later,
+    growth_days: float = 30.0         # ... on day 1 + Exponential(growth_days)
     drift_rate: float = 0.015         # radians per day that each user's taste turns
     preference_strength: float = 4.0
     zipf_exponent: float = 0.9
@@ -47,8 +47,8 @@ class WorldConfig:
     start: str = "2026-01-01"         # the date of day index 0
 
     def __post_init__(self) -> None:
-        if self.users < 1 or self.items < 1 or self.days < 1 or self.dim < 2:
-            raise InvalidInput("users, items and days must be >= 1 and dim >= 2")
+        if self.users < 1 or self.items < 1 or self.dim < 2:
+            raise InvalidInput("users and items must be >= 1 and dim >= 2")
         if not 0 < self.initial_share <= 1:
             raise InvalidInput("initial_share must be in (0, 1]")
 
@@ -86,7 +86,12 @@ class World:
         return _parse_ids(item_ids, "i", self.config.items)
 
     def day_index(self, day: dt.date | int) -> int:
-        return day if isinstance(day, int) else (day - self.config.start_date).days
+        """Days since the world's start; accepts a day index, a date or a datetime."""
+        if isinstance(day, (int, np.integer)):
+            return int(day)
+        if isinstance(day, dt.datetime):
+            day = day.date()
+        return (day - self.config.start_date).days
 
     # ---- the generative model ----------------------------------------------------------------
     def user_vectors(self, t: int, users: np.ndarray | slice = slice(None)) -> np.ndarray:
@@ -200,8 +205,9 @@ def load_world(path: Path) -> World:
 
 
 def _birth_days(rng: np.random.Generator, n: int, config: WorldConfig) -> np.ndarray:
+    # Independent of how many days get generated: asking for more days extends the same world.
     late = rng.random(n) >= config.initial_share
-    days = rng.integers(1, max(config.days, 2), size=n)
+    days = 1 + np.floor(rng.exponential(config.growth_days, size=n))
     return np.where(late, days, 0).astype(np.int64)
 
 
