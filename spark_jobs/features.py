@@ -1,0 +1,175 @@
+"""The features job: raw partitions of a day range -> clean events, quarantine, feature tables, training
+examples, online snapshot and per-day manifests, all in one Spark application.
+
+    python -m spark_jobs.features --home H --from 2026-01-01 --to 2026-01-03            # stage + publish
+    spark-submit spark_jobs/features.py --from A --to B --staging DIR                     # stage only
+
+With ``--staging`` the job only writes that directory (the features_daily DAG validates it and then
+publishes with ``python -m spark_jobs.publish``); without it the job stages under the lake and publishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from freshrec.layout import Layout
+from freshrec.settings import Settings, load_settings
+from spark_jobs import staging as st
+from spark_jobs.clean import EVENT_COLUMNS, CleanRules, clean
+from spark_jobs.feature_tables import item_features, user_features
+from spark_jobs.online_snapshot import snapshot_items, snapshot_users
+from spark_jobs.publish import RUN_FILE, publish_run
+from spark_jobs.raw_reader import list_raw_files, read_raw
+from spark_jobs.session import build_session
+from spark_jobs.training_examples import training_examples
+
+log = logging.getLogger("freshrec.spark.features")
+
+
+def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _has_parquet(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.rglob("*.parquet"))
+
+
+def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.date) -> DataFrame | None:
+    """Published clean events landed before the range with event day <= last (what the run may know)."""
+    if not _has_parquet(layout.clean_events):
+        return None
+    df = spark.read.option("basePath", str(layout.clean_events)).parquet(str(layout.clean_events))
+    return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS, "ds")
+
+
+def read_items_meta(spark: SparkSession, layout: Layout) -> DataFrame | None:
+    path = layout.meta / "items.parquet"
+    if not path.exists():
+        return None
+    meta = spark.read.parquet(str(path))
+    if "categories" not in meta.columns:
+        return None
+    return meta.select(F.col("item_id").cast("string").alias("item_id"), F.col("categories").cast("array<string>"))
+
+
+def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: dt.date, staging: Path) -> dict:
+    """Compute and stage everything for [first, last]; returns the run description written to run.json."""
+    layout = Layout(settings.home)
+    days = day_range(first, last)
+    run = {"run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
+           "days": [d.isoformat() for d in days], "code_version": st.code_version()}
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+        log.info("stage %s done in %.1fs", stage, timings[stage])
+
+    files = list_raw_files(layout.raw_events, days)
+    raw = read_raw(spark, files)
+    rules = CleanRules(settings.data.rating_min, settings.data.rating_max, settings.data.future_ts_tolerance_s, time.time())
+    history = read_history(spark, layout, first, last)
+    empty = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, ds string")
+    if raw is not None:
+        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+        result = clean(raw, history, rules)
+        st.write_partitioned(result.valid, staging / "clean", "ds", "landed")
+        st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
+        counts = st.landing_counts(raw, result.quarantined, result.duplicates,
+                                   spark.read.parquet(str(staging / "clean")) if _has_parquet(staging / "clean") else empty.withColumn("landed", F.lit("")))
+        raw.unpersist()
+    else:
+        counts = st.landing_counts(None, empty, empty, empty)
+    run["landed_days"] = sorted(d for d in run["days"] if (layout.raw_partition(dt.date.fromisoformat(d))).is_dir())
+    lap("clean")
+
+    new_events = spark.read.parquet(str(staging / "clean")).select(*EVENT_COLUMNS, "ds") if _has_parquet(staging / "clean") else empty
+    events = new_events if history is None else history.unionByName(new_events)
+    events = events.persist(StorageLevel.MEMORY_AND_DISK)
+    before = first - dt.timedelta(days=1)  # training examples of `first` need the features of the day before
+    users = user_features(events, before, last, settings.data.history_length).persist(StorageLevel.MEMORY_AND_DISK)
+    items = item_features(events, before, last, read_items_meta(spark, layout)).persist(StorageLevel.MEMORY_AND_DISK)
+    in_range = F.col("ds") >= first.isoformat()
+    st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
+    st.write_partitioned(items.where(in_range), staging / "tables" / "items", "ds")
+    lap("features")
+    examples = training_examples(events.where(in_range), users, items, settings.data.negatives_per_positive, settings.data.seed)
+    st.write_partitioned(examples, staging / "tables" / "training_examples", "ds")
+    lap("training_examples")
+
+    snapshot = f"snap-{run['run_id']}"
+    n_users = st.write_single_parquet(snapshot_users(events, users, last, settings.data.online_history_length),
+                                      staging / "online" / "users.parquet", ["user_id"])
+    n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
+    run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())
+    lap("online_snapshot")
+    for frame in (events, users, items):
+        frame.unpersist()
+
+    for day in run["days"]:
+        target = staging / "features" / f"ds={day}"
+        target.mkdir(parents=True)
+        for table in st.FEATURE_TABLES:
+            src = staging / "tables" / table / f"ds={day}"
+            if src.is_dir():
+                src.rename(target / table)
+        inputs = [{"path": str(p.relative_to(layout.raw_events)), "bytes": p.stat().st_size}
+                  for paths in files.values() for p in paths if p.relative_to(layout.raw_events).parts[0] == f"ds={day}"]
+        manifest = st.build_manifest(dt.date.fromisoformat(day), counts[day], target,
+                                     st.parquet_rows(staging / "clean" / f"ds={day}"), inputs, run)
+        st.write_json(target / "_manifest.json", manifest)
+    shutil.rmtree(staging / "tables", ignore_errors=True)
+    lap("manifests")
+    run["timings_s"] = timings
+    st.write_json(staging / RUN_FILE, run)
+    return run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="FreshRec features job (clean, quarantine, features, snapshot)")
+    parser.add_argument("--home", type=Path, default=None, help="FRESHREC_HOME (default: from settings)")
+    parser.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True)
+    parser.add_argument("--to", dest="last", type=dt.date.fromisoformat, default=None)
+    parser.add_argument("--staging", type=Path, default=None, help="stage only, into this directory (no publish)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    settings = load_settings(**({"home": args.home} if args.home else {}))
+    last = args.last or args.first
+    if last < args.first:
+        raise SystemExit(f"--to {last} is before --from {args.first}")
+    layout = Layout(settings.home)
+    staging = args.staging or layout.lake / "_staging" / f"features-{args.first}-{last}-{uuid.uuid4().hex[:6]}"
+    spark = build_session(settings, "freshrec-features")
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        run = run_features(spark, settings, args.first, last, staging)
+    finally:
+        spark.stop()
+    if args.staging is None:
+        publish_run(layout, staging)
+    print(json.dumps({"staging": str(staging), "run_id": run["run_id"], "days": len(run["days"]), "timings_s": run["timings_s"]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Writing a run's outputs into its staging directory, and the per-day accounting (manifests)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+FEATURE_TABLES = ("users", "items", "training_examples")
+
+
+def write_partitioned(df: DataFrame, path: Path, *partition_cols: str) -> None:
+    """One file per partition: our partitions are a day of data, small enough for one writer each."""
+    df.repartition(*partition_cols).write.mode("overwrite").partitionBy(*partition_cols).parquet(str(path))
+
+
+def write_single_parquet(df: DataFrame, path: Path, sort_by: list[str]) -> int:
+    """Collect a small table through Arrow and write one Parquet file (what the server memory-maps)."""
+    table = df.orderBy(*sort_by).toArrow()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return table.num_rows
+
+
+def parquet_rows(folder: Path) -> int:
+    """Row count from Parquet footers only (no data read)."""
+    if not folder.is_dir():
+        return 0
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.rglob("*.parquet"))
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        return f"git:{sha}"
+    except (OSError, subprocess.SubprocessError):
+        try:
+            return f"freshrec=={importlib.metadata.version('freshrec')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def landing_counts(raw: DataFrame | None, quarantined: DataFrame, duplicates: DataFrame, valid: DataFrame) -> dict[str, dict]:
+    """Per landing day: input, valid, quarantined (by reason), duplicates and late rows, in one small collect."""
+    counts: dict[str, dict] = defaultdict(lambda: {"input_rows": 0, "valid_rows": 0, "quarantined_rows": 0,
+                                                    "duplicate_rows": 0, "late_rows": 0, "quarantine_reasons": {}})
+    if raw is None:
+        return counts
+    for row in raw.groupBy("landed").count().collect():
+        counts[row["landed"]]["input_rows"] = row["count"]
+    for row in duplicates.groupBy("landed").count().collect():
+        counts[row["landed"]]["duplicate_rows"] = row["count"]
+    late = F.sum(F.when(F.col("ds") < F.col("landed"), 1).otherwise(0))
+    for row in valid.groupBy("landed").agg(F.count(F.lit(1)).alias("n"), late.alias("late")).collect():
+        counts[row["landed"]]["valid_rows"] = row["n"]
+        counts[row["landed"]]["late_rows"] = row["late"]
+    for row in quarantined.groupBy("landed", "reason").count().collect():
+        entry = counts[row["landed"]]
+        entry["quarantined_rows"] += row["count"]
+        entry["quarantine_reasons"][row["reason"]] = row["count"]
+    return counts
+
+
+def build_manifest(day: dt.date, counts: dict, staged_day: Path, clean_rows: int, input_files: list[dict],
+                   run: dict) -> dict:
+    outputs = {table: parquet_rows(staged_day / table) for table in FEATURE_TABLES}
+    outputs["clean_events"] = clean_rows
+    return {
+        "ds": day.isoformat(),
+        "input_rows": counts["input_rows"],
+        "valid_rows": counts["valid_rows"],
+        "quarantined_rows": counts["quarantined_rows"],
+        "duplicate_rows": counts["duplicate_rows"],
+        "late_rows": counts["late_rows"],
+        "quarantine_reasons": dict(sorted(counts["quarantine_reasons"].items())),
+        "outputs": outputs,
+        "input_partitions": input_files,
+        "code_version": run["code_version"],
+        "run_id": run["run_id"],
+        "run_range": [run["days"][0], run["days"][-1]],
+    }
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
