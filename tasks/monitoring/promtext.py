@@ -25,8 +25,9 @@ class MetricNames:
     errors: str = "freshrec_request_errors_total"
     scores: str = "freshrec_score"
     feedback: str = "freshrec_feedback_total"
-    # Routes that count for SLOs and canary analysis (the user-facing ones).
-    routes: tuple[str, ...] = ("/v1/recommend", "/v1/score")
+    impressions: str = "freshrec_impressions_total"
+    # Route labels that count for SLOs and canary analysis (the user-facing ones).
+    routes: tuple[str, ...] = ("recommend", "score")
     click_event_types: tuple[str, ...] = ("click",)
 
 
@@ -66,6 +67,7 @@ class VariantCounters:
     errors: float = 0.0
     scores: Histogram | None = None
     clicks: float = 0.0
+    impressions: float = 0.0  # recommendation responses served (the CTR denominator)
 
     @property
     def requests(self) -> float:
@@ -108,13 +110,15 @@ def parse_scrape(text: str, names: MetricNames = METRICS) -> Scrape:
                 buckets[le] = buckets.get(le, 0.0) + sample.value
             elif sample.name == f"{names.latency}_sum" and labels.get("route") in names.routes:
                 latency_sum[variant] = latency_sum.get(variant, 0.0) + sample.value
-            elif sample.name in (names.errors, names.errors.removesuffix("_total")) and labels.get("route") in names.routes:
+            elif sample.name == names.errors and labels.get("route") in names.routes:
                 counters.errors += sample.value
             elif sample.name == f"{names.scores}_bucket":
                 buckets = scores.setdefault(variant, {})
                 le = float(labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value
-            elif sample.name in (names.feedback, names.feedback.removesuffix("_total")) and labels.get(
+            elif sample.name == names.impressions:
+                counters.impressions += sample.value
+            elif sample.name == names.feedback and labels.get(
                 "event_type", "click"
             ) in names.click_event_types:
                 counters.clicks += sample.value
@@ -153,6 +157,7 @@ def counters_increase(before: VariantCounters, after: VariantCounters) -> Varian
         errors=_increase(before.errors, after.errors),
         scores=histogram_increase(before.scores, after.scores),
         clicks=_increase(before.clicks, after.clicks),
+        impressions=_increase(before.impressions, after.impressions),
     )
 
 
@@ -170,6 +175,7 @@ def add_counters(a: VariantCounters, b: VariantCounters) -> VariantCounters:
         errors=a.errors + b.errors,
         scores=add_histograms(a.scores, b.scores),
         clicks=a.clicks + b.clicks,
+        impressions=a.impressions + b.impressions,
     )
 
 

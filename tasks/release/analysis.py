@@ -110,7 +110,8 @@ def summarize(counters: VariantCounters) -> dict[str, Any]:
         "p50_ms": None if p50 is None else p50 * 1000,
         "p99_ms": None if p99 is None else p99 * 1000,
         "clicks": counters.clicks,
-        "ctr": counters.clicks / requests if requests else None,
+        "impressions": counters.impressions,
+        "ctr": counters.clicks / counters.impressions if counters.impressions else None,
         "score_buckets": counters.scores.bucket_counts() if counters.scores else None,
     }
 
@@ -181,7 +182,7 @@ def _psi_check(canary: VariantCounters, champion: VariantCounters, champion_enou
 
 
 def _ctr_check(canary: VariantCounters, champion: VariantCounters, policy: CanaryPolicy) -> Check:
-    n_c, n_b = canary.requests, champion.requests
+    n_c, n_b = canary.impressions, champion.impressions
     if n_c <= 0 or n_b <= 0 or canary.clicks + champion.clicks <= 0:
         return Check("online_ctr", Outcome.SKIPPED, None, None, "no feedback in the window")
     pooled = (canary.clicks + champion.clicks) / (n_c + n_b)
@@ -216,3 +217,22 @@ def decide(outcome: Outcome, progress: Progress, policy: CanaryPolicy, *, last_s
             return Action.EXTEND, replace(progress, extensions=progress.extensions + 1)
         return (Action.AWAIT_APPROVAL if require_approval else Action.ROLLBACK), progress
     return (Action.PROMOTE if last_step else Action.ADVANCE), replace(progress, extensions=0)
+
+
+def analyse_shadow(shadow: VariantCounters, champion: VariantCounters, policy: CanaryPolicy) -> StepAnalysis:
+    """A shadow phase only yields scores (mirrored requests are never answered, so they have no
+    latency or errors of their own): judge the score distribution, with the same minimum-sample rule
+    counted in mirrored responses' scores."""
+    observed = shadow.scores.count if shadow.scores else 0.0
+    if observed < policy.min_requests:
+        sample = Check("min_sample", Outcome.INCONCLUSIVE, observed, policy.min_requests,
+                       f"{observed:.0f} shadow scores in the window, {policy.min_requests} needed")
+    else:
+        sample = Check("min_sample", Outcome.PASS, observed, policy.min_requests, f"{observed:.0f} shadow scores")
+    drift = _psi_check(shadow, champion, True, policy)
+    if sample.outcome is Outcome.INCONCLUSIVE:
+        outcome = Outcome.INCONCLUSIVE
+    else:
+        outcome = Outcome.FAIL if drift.outcome is Outcome.FAIL else Outcome.PASS
+    return StepAnalysis(weight=0.0, outcome=outcome, checks=[sample, drift], canary=summarize(shadow),
+                        champion=summarize(champion))

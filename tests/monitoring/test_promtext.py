@@ -19,18 +19,20 @@ def _registry():
     score = Histogram(METRICS.scores, "scores", ["variant", "version"], registry=reg, buckets=(0.5, 1.0))
     fb = Counter(METRICS.feedback.removesuffix("_total"), "feedback", ["variant", "version", "event_type"],
                  registry=reg)
+    Counter(METRICS.impressions.removesuffix("_total"), "impressions", ["variant", "version"],
+            registry=reg).labels("canary", "2").inc(3)
     return reg, lat, err, score, fb
 
 
 def test_parse_and_window_between_scrapes():
     reg, lat, err, score, fb = _registry()
-    lat.labels("/v1/recommend", "champion", "1").observe(0.002)
+    lat.labels("recommend", "champion", "1").observe(0.002)
     before = {"r1": parse_scrape(generate_latest(reg).decode())}
     for _ in range(3):
-        lat.labels("/v1/recommend", "canary", "2").observe(0.02)
-    lat.labels("/v1/recommend", "champion", "1").observe(0.004)
-    lat.labels("/healthz", "champion", "1").observe(0.5)  # not a user-facing route: ignored
-    err.labels("/v1/recommend", "canary", "2").inc()
+        lat.labels("recommend", "canary", "2").observe(0.02)
+    lat.labels("recommend", "champion", "1").observe(0.004)
+    lat.labels("healthz", "champion", "1").observe(0.5)  # not a user-facing route: ignored
+    err.labels("recommend", "canary", "2").inc()
     score.labels("canary", "2").observe(0.7)
     fb.labels("canary", "2", "click").inc(2)
     fb.labels("canary", "2", "view").inc(5)  # only clicks count
@@ -41,6 +43,7 @@ def test_parse_and_window_between_scrapes():
     assert canary.requests == 3
     assert canary.errors == 1
     assert canary.clicks == 2
+    assert canary.impressions == 0  # incremented before the first scrape
     assert canary.latency.count_at_most(0.01) == 0
     assert canary.latency.count_at_most(0.05) == 3
     assert canary.scores.bucket_counts() == [0, 1, 0]
@@ -53,11 +56,11 @@ def test_parse_and_window_between_scrapes():
 def test_a_restarted_replica_counts_from_zero():
     reg, lat, *_ = _registry()
     for _ in range(10):
-        lat.labels("/v1/recommend", "champion", "1").observe(0.002)
+        lat.labels("recommend", "champion", "1").observe(0.002)
     before = {"r1": parse_scrape(generate_latest(reg).decode())}
     reg2, lat2, *_ = _registry()
     for _ in range(4):
-        lat2.labels("/v1/recommend", "champion", "1").observe(0.002)
+        lat2.labels("recommend", "champion", "1").observe(0.002)
     after = {"r1": parse_scrape(generate_latest(reg2).decode()), "r2": parse_scrape(generate_latest(reg2).decode())}
     # r1 restarted (10 -> 4 counts as 4); r2 is new (4).
     assert window(before, after, "champion").requests == 8

@@ -15,12 +15,14 @@ SCORE_BOUNDS = [0.25, 0.5, 0.75, INF]
 
 
 def _arm(latency_cumulative, errors=0.0, scores=(25, 25, 25, 25), clicks=0.0) -> VariantCounters:
+    # Every request here is a recommendation, so impressions = requests.
     cum, acc = [], 0.0
     for s in scores:
         acc += s
         cum.append(acc)
     return VariantCounters(latency=Histogram(BOUNDS, list(latency_cumulative)), errors=errors,
-                           scores=Histogram(SCORE_BOUNDS, cum), clicks=clicks)
+                           scores=Histogram(SCORE_BOUNDS, cum), clicks=clicks,
+                           impressions=float(latency_cumulative[-1]))
 
 
 HEALTHY_CHAMPION = _arm([0, 5000, 5000, 5000, 5000, 5000], scores=(1000, 1000, 1000, 1000))

@@ -1,0 +1,96 @@
+"""Release preflight: the candidate's artifacts match their checksums and its ONNX model, run offline
+with the serving settings, fits the p99 latency budget. A failure rejects the candidate before any
+user sees it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from freshrec.errors import ArtifactIntegrityError, GateFailed, NotFound
+from freshrec.registry import Registry, VersionView, verify_artifact
+from freshrec.schemas import BUNDLE_VOCAB, ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
+from freshrec.settings import Settings
+
+
+def verify_checksums(view: VersionView) -> dict[str, str]:
+    """sha256 of every registered artifact, re-checked on disk."""
+    if not view.artifacts:
+        raise ArtifactIntegrityError(f"version {view.version} has no artifacts")
+    for artifact in view.artifacts.values():
+        verify_artifact(artifact)
+    return {variant: a.sha256 for variant, a in view.artifacts.items()}
+
+
+def serving_variant(view: VersionView, settings: Settings, providers: list[str]) -> str:
+    """The artifact the serving tier would load (its `artifact_variant` rule)."""
+    wanted = settings.serving.artifact_variant
+    if wanted == "auto":
+        on_gpu = "CUDAExecutionProvider" in providers
+        order = ["fp16", "fp32"] if on_gpu else ["int8", "fp32"]
+    else:
+        order = [wanted]
+    for variant in order:
+        if variant in view.artifacts:
+            return variant
+    raise NotFound(f"version {view.version} has none of the artifacts {order} the serving settings ask for")
+
+
+def session_providers(settings: Settings) -> list[str]:
+    import onnxruntime as ort
+
+    if settings.serving.providers:
+        return list(settings.serving.providers)
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def measure_onnx_latency(model_path: Path, *, n_items: int, history_len: int, n_candidates: int,
+                         providers: list[str], intra_op_threads: int, runs: int = 200,
+                         seed: int = 0) -> dict[str, float]:
+    """Single-request latency of the scoring model (batch 1, full history, every candidate)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+    rng = np.random.default_rng(seed)
+    feeds = {
+        ONNX_INPUT_HISTORY: rng.integers(1, n_items + 1, size=(1, history_len), dtype=np.int64),
+        ONNX_INPUT_CANDIDATES: np.arange(1, n_candidates + 1, dtype=np.int64)[None, :],
+    }
+    for _ in range(10):  # warm-up: first runs allocate arenas
+        session.run([ONNX_OUTPUT_SCORES], feeds)
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run([ONNX_OUTPUT_SCORES], feeds)
+        timings.append((time.perf_counter() - start) * 1000)
+    return {"p50_ms": float(np.percentile(timings, 50)), "p99_ms": float(np.percentile(timings, 99)),
+            "runs": runs, "n_candidates": n_candidates, "history_len": history_len}
+
+
+def run_preflight(settings: Settings, registry: Registry, version: int | str, *, budget_ms: float,
+                  runs: int = 200) -> dict[str, Any]:
+    """Evidence of a passed preflight; raises ArtifactIntegrityError or GateFailed otherwise."""
+    view = registry.get_version(version)
+    checksums = verify_checksums(view)
+    providers = session_providers(settings)
+    variant = serving_variant(view, settings, providers)
+    vocab = json.loads((Path(view.bundle_dir) / BUNDLE_VOCAB).read_text())
+    n_items = len(vocab["items"])
+    latency = measure_onnx_latency(
+        Path(view.artifacts[variant].uri), n_items=n_items, history_len=settings.data.online_history_length,
+        n_candidates=min(n_items, settings.serving.max_candidates), providers=providers,
+        intra_op_threads=settings.serving.intra_op_threads, runs=runs,
+    )
+    evidence = {"checksums": checksums, "variant": variant, "providers": providers, "offline_latency": latency,
+                "budget_ms": budget_ms}
+    if latency["p99_ms"] > budget_ms:
+        raise GateFailed(f"offline p99 {latency['p99_ms']:.2f} ms of the {variant} model exceeds the "
+                         f"{budget_ms:.2f} ms budget", details=evidence)
+    return evidence
