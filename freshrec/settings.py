@@ -68,6 +68,11 @@ class ServingSettings(_Group):
     cache_size: int = Field(100_000, ge=0)
     reconcile_interval_s: float = Field(5.0, gt=0)
     slo_latency_ms: float = Field(10.0, gt=0, description="p99 latency SLO threshold (a histogram bucket boundary)")
+    artifact_variant: Literal["auto", "fp32", "int8", "fp16", "teacher"] = Field(
+        "auto", description="artifact served; auto = int8 on CPU, fp16 (else fp32) on CUDA")
+    max_candidates: int = Field(5000, ge=1, description="catalogues larger than this go through a retrieval stage")
+    cuda_graphs: bool = Field(False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
+    feedback_flush_s: float = Field(2.0, gt=0, description="how often buffered feedback is appended to the raw lake")
 
 
 class ReleaseSettings(_Group):

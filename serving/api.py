@@ -1,0 +1,222 @@
+"""The FastAPI app: HTTP contract of ARCHITECTURE.md, OpenAPI at /docs.
+
+``create_app`` wires the parts (registry gateway, reconciler, request service, cache, metrics,
+feedback writer); the lifespan loads the desired versions before the server accepts traffic and
+keeps reconciling in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from freshrec.errors import FreshRecError, Overloaded, Unauthorized
+from freshrec.layout import Layout
+from freshrec.settings import Settings, get_settings
+from serving import contract
+from serving.cache import ResultCache
+from serving.feedback import FeedbackWriter
+from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.middleware import LABELS_KEY, MetricsMiddleware
+from serving.reconciler import Reconciler
+from serving.registry_gateway import RegistryGateway, SqlRegistryGateway
+from serving.routing import RoutingTable
+from serving.service import RecommendationService
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+class ServingRuntime:
+    """The parts one serving process holds; routes reach it through ``app.state.runtime``."""
+
+    def __init__(self, settings: Settings, gateway: RegistryGateway) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.metrics = ServingMetrics(settings.serving.slo_latency_ms)
+        self.cache = ResultCache(settings.serving.cache_ttl_s, settings.serving.cache_size)
+        # One scoring thread: ORT releases the GIL, so HTTP parsing on the event loop overlaps scoring.
+        self.scoring_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshrec-ort")
+        self.reconciler = Reconciler(settings, gateway, self.scoring_executor, self.metrics, self._swapped)
+        self.service = RecommendationService(self.cache, self.metrics, settings.allow_fault_injection)
+        self.feedback = FeedbackWriter(Layout(settings.home).raw_events, settings.serving.feedback_flush_s)
+        self.tasks: list[asyncio.Task] = []
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.reconciler.table
+
+    def _swapped(self, table: RoutingTable) -> None:
+        self.cache.clear()
+        m = self.metrics
+        m.canary_weight.set(table.canary_weight)
+        m.model_info.clear()
+        m.model_age.clear()
+        for role, served in table.loaded():
+            m.model_info.labels(role, served.version, served.model.artifact_variant, served.model.scorer.provider).set(1)
+        self.refresh_gauges()
+
+    def refresh_gauges(self) -> None:
+        now = time.time()
+        for role, served in self.table.loaded():
+            created = served.model.created_at
+            if created is not None:
+                self.metrics.model_age.labels(role, served.version).set(now - created.timestamp())
+            self.metrics.queue_depth.labels(served.version).set(served.batcher.depth)
+
+    async def start(self) -> None:
+        try:
+            await self.reconciler.reconcile(force=True)
+        except Exception:  # noqa: BLE001 - start unready and keep polling rather than crash-loop
+            log.exception("initial reconcile failed; /readyz stays 503 until a version loads")
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self.reconciler.run_forever()), loop.create_task(self.feedback.run_forever())]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(OSError):
+            await self.feedback.flush()
+        self.scoring_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _runtime(request: Request) -> ServingRuntime:
+    return request.app.state.runtime
+
+
+def _require_admin(request: Request) -> None:
+    token = request.app.state.runtime.settings.admin_token
+    header = request.headers.get("authorization", "")
+    given = header[7:] if header[:7].lower() == "bearer " else ""
+    if token is None or not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("admin routes need 'Authorization: Bearer <FRESHREC_ADMIN_TOKEN>'")
+
+
+def _error_response(exc: FreshRecError) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, Overloaded) else None
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None, gateway: RegistryGateway | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = ServingRuntime(settings, gateway or SqlRegistryGateway(settings))
+        app.state.runtime = runtime
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="FreshRec serving",
+        version="1",
+        description="Recommendations from the registry's champion (and canary), scored with ONNX Runtime.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(MetricsMiddleware, runtime=lambda: getattr(app.state, "runtime", None))
+
+    @app.exception_handler(FreshRecError)
+    async def freshrec_error(_: Request, exc: FreshRecError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str, bytes: lambda b: b.decode("utf-8", "replace")})
+        return JSONResponse(
+            {"error": "InvalidInput", "message": _validation_message(errors), "detail": errors}, status_code=422
+        )
+
+    responses_503 = {503: {"model": contract.ErrorBody, "description": "overloaded or no model loaded (Retry-After)"}}
+
+    @app.post("/v1/recommend", response_model=contract.RecommendResponse, responses=responses_503, tags=["v1"])
+    async def recommend(body: contract.RecommendRequest, request: Request) -> Response:
+        runtime = _runtime(request)
+        payload, variant, version = await runtime.service.recommend(runtime.table, body.user_id, body.k, body.exclude_seen)
+        request.scope[LABELS_KEY] = (variant, version)
+        return Response(payload, media_type=JSON)
+
+    @app.post("/v1/score", response_model=contract.ScoreResponse, responses=responses_503, tags=["v1"])
+    async def score(body: contract.ScoreRequest, request: Request) -> Response:
+        runtime = _runtime(request)
+        payload, variant, version = await runtime.service.score(runtime.table, body.user_id, body.item_ids)
+        request.scope[LABELS_KEY] = (variant, version)
+        return Response(payload, media_type=JSON)
+
+    @app.post("/v1/feedback", response_model=contract.FeedbackResponse, status_code=202, tags=["v1"])
+    async def feedback(body: contract.FeedbackRequest, request: Request) -> Response:
+        runtime = _runtime(request)
+        runtime.feedback.append(body.user_id, body.item_id, body.event_type, float(body.value))
+        runtime.metrics.feedback.labels(body.variant or "unknown", body.model_version or "unknown", body.event_type).inc()
+        return Response(b'{"accepted":true}', status_code=202, media_type=JSON)
+
+    @app.get("/v1/models", tags=["v1"])
+    async def models(request: Request) -> Response:
+        return Response(orjson.dumps(_runtime(request).reconciler.describe()), media_type=JSON)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "no champion loaded and warmed yet"}})
+    async def readyz(request: Request) -> JSONResponse:
+        table = _runtime(request).table
+        if not table.ready:
+            return JSONResponse({"ready": False}, status_code=503)
+        return JSONResponse({"ready": True, "champion": table.champion.version, "generation": table.generation})
+
+    @app.get("/metrics", tags=["ops"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        runtime = _runtime(request)
+        runtime.refresh_gauges()
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    admin = [Depends(_require_admin)]
+    responses_401 = {401: {"model": contract.ErrorBody, "description": "missing or wrong bearer token"}}
+
+    @app.post("/admin/reconcile", dependencies=admin, responses=responses_401, tags=["admin"])
+    async def admin_reconcile(request: Request) -> Response:
+        return Response(orjson.dumps(await _runtime(request).reconciler.reconcile(force=True)), media_type=JSON)
+
+    @app.post("/admin/canary", dependencies=admin, responses=responses_401, tags=["admin"])
+    async def admin_canary(body: contract.CanaryWeightRequest, request: Request) -> Response:
+        runtime = _runtime(request)
+        await asyncio.to_thread(runtime.gateway.set_canary_weight, float(body.weight), "set via the serving admin API")
+        return Response(orjson.dumps(await runtime.reconciler.reconcile()), media_type=JSON)
+
+    @app.post("/admin/promote", dependencies=admin, responses=responses_401, tags=["admin"])
+    async def admin_promote(body: contract.PromoteRequest, request: Request) -> Response:
+        runtime = _runtime(request)
+        await asyncio.to_thread(runtime.gateway.promote, body.version, "promoted via the serving admin API")
+        return Response(orjson.dumps(await runtime.reconciler.reconcile()), media_type=JSON)
+
+    @app.post("/admin/rollback", dependencies=admin, responses=responses_401, tags=["admin"])
+    async def admin_rollback(request: Request) -> Response:
+        runtime = _runtime(request)
+        await asyncio.to_thread(runtime.gateway.rollback, "rolled back via the serving admin API")
+        return Response(orjson.dumps(await runtime.reconciler.reconcile()), media_type=JSON)
+
+    return app

@@ -1,0 +1,71 @@
+"""Request and response bodies of the HTTP contract (ARCHITECTURE.md), validated by pydantic.
+
+Strict types: ``"k": "10"`` or ``"user_id": 42`` is a 422 naming the field, not a silent coercion.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from freshrec.schemas import EVENT_TYPES
+
+UserId = Field(min_length=1, max_length=256, description="the caller's user id; unknown users get a cold-start list")
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "42", "k": 10, "exclude_seen": True}]})
+    user_id: StrictStr = UserId
+    k: StrictInt = Field(10, ge=1, le=1000, description="how many items to return")
+    exclude_seen: StrictBool = Field(True, description="drop items the user already interacted with")
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    items: list[ScoredItem]
+    model_version: str
+    variant: Literal["champion", "canary"]
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "42", "item_ids": ["1", "2"]}]})
+    user_id: StrictStr = UserId
+    item_ids: list[StrictStr] = Field(min_length=1, max_length=10_000, description="items to score (1..10,000)")
+
+
+class ScoreResponse(BaseModel):
+    scores: list[float | None] = Field(description="one per item_id, in order; null for an item the model does not know")
+    model_version: str
+    variant: Literal["champion", "canary"]
+
+
+class FeedbackRequest(BaseModel):
+    user_id: StrictStr = UserId
+    item_id: StrictStr = Field(min_length=1, max_length=256)
+    event_type: Literal[EVENT_TYPES] = Field(description="view | click | rating | purchase")  # type: ignore[valid-type]
+    value: StrictFloat | StrictInt = Field(1.0, description="stars for a rating, else 1")
+    variant: Literal["champion", "canary"] | None = None
+    model_version: StrictStr | None = Field(None, max_length=32)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+
+
+class CanaryWeightRequest(BaseModel):
+    weight: StrictFloat | StrictInt = Field(ge=0, le=100, description="canary traffic share in percent")
+
+
+class PromoteRequest(BaseModel):
+    version: StrictStr = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str

@@ -1,0 +1,89 @@
+"""Prometheus metrics of the serving tier.
+
+Latency buckets put a boundary exactly at the SLO threshold (``settings.serving.slo_latency_ms``) so a
+burn-rate rule can count slow requests exactly. With several workers, PROMETHEUS_MULTIPROC_DIR switches
+prometheus-client to its multiprocess mode and ``/metrics`` aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+BASE_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = (-20, -10, -5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 5, 10, 20)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def latency_buckets(slo_latency_ms: float) -> tuple[float, ...]:
+    return tuple(sorted({*BASE_LATENCY_BUCKETS_S, slo_latency_ms / 1000}))
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServingMetrics:
+    def __init__(self, slo_latency_ms: float) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.latency = Histogram(
+            "freshrec_request_latency_seconds", "Request latency by route, variant and version",
+            ["route", "variant", "version"], buckets=latency_buckets(slo_latency_ms), registry=r,
+        )
+        self.requests = Counter(
+            "freshrec_requests", "Requests by route, variant, version and status",
+            ["route", "variant", "version", "status"], registry=r,
+        )
+        self.errors = Counter(
+            "freshrec_request_errors", "Requests answered with a 5xx status", ["route", "variant", "version"], registry=r,
+        )
+        self.ort_seconds = Histogram(
+            "freshrec_ort_seconds", "Time of one ONNX Runtime batch call", ["version"],
+            buckets=latency_buckets(slo_latency_ms), registry=r,
+        )
+        self.batch_size = Histogram("freshrec_batch_size", "Requests per ORT call", ["version"], buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge(
+            "freshrec_queue_depth", "Scoring jobs waiting", ["version"], multiprocess_mode="livesum", registry=r,
+        )
+        self.cache = Counter("freshrec_cache_requests", "Result cache lookups", ["result"], registry=r)
+        self.scores = Histogram(
+            "freshrec_score", "Scores returned, per variant (drift / PSI)", ["variant", "version"],
+            buckets=SCORE_BUCKETS, registry=r,
+        )
+        self.impressions = Counter(
+            "freshrec_impressions", "Recommendation responses served per variant", ["variant", "version"], registry=r,
+        )
+        self.feedback = Counter(
+            "freshrec_feedback", "Feedback events per variant", ["variant", "version", "event_type"], registry=r,
+        )
+        self.model_age = Gauge(
+            "freshrec_model_age_seconds", "Age of the loaded model version", ["role", "version"],
+            multiprocess_mode="livemax", registry=r,
+        )
+        self.model_info = Gauge(
+            "freshrec_model_loaded", "1 per loaded version", ["role", "version", "artifact", "provider"],
+            multiprocess_mode="livemax", registry=r,
+        )
+        self.canary_weight = Gauge("freshrec_canary_weight", "Canary traffic share (%)", multiprocess_mode="livemax", registry=r)
+        self.load_failures = Counter("freshrec_model_load_failures", "Versions refused at load", ["version"], registry=r)
+        self.reconciles = Counter("freshrec_reconciles", "Reconcile passes by outcome", ["outcome"], registry=r)
+
+    def observe_batch(self, version: str):
+        ort_seconds, batch_size = self.ort_seconds.labels(version), self.batch_size.labels(version)
+
+        def observe(size: int, seconds: float) -> None:
+            batch_size.observe(size)
+            ort_seconds.observe(seconds)
+
+        return observe
+
+    def exposition(self) -> bytes:
+        if multiprocess_dir():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,149 @@
+"""The request path: route -> cache -> user state -> batched ONNX scoring -> seen removed -> top-k.
+
+Responses are rendered to JSON bytes here (orjson) so the cache stores exactly what goes on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import orjson
+
+from freshrec.errors import FreshRecError, Overloaded
+from serving.cache import ResultCache
+from serving.metrics import ServingMetrics
+from serving.ranking import top_k
+from serving.routing import RoutingTable
+from serving.versions import ServedVersion
+
+SHADOW = "shadow"
+SCORES_OBSERVED_PER_RESPONSE = 10
+
+
+class InjectedFault(FreshRecError):
+    """A rehearsal fault the registry asked for (only with FRESHREC_ALLOW_FAULT_INJECTION=1)."""
+
+    http_status = 500
+
+
+class RecommendationService:
+    def __init__(self, cache: ResultCache, metrics: ServingMetrics, allow_fault_injection: bool) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._allow_faults = allow_fault_injection
+        self._background: set[asyncio.Task] = set()
+
+    async def recommend(self, table: RoutingTable, user_id: str, k: int, exclude_seen: bool) -> tuple[bytes, str, str]:
+        """(JSON body, variant, version)."""
+        variant, served, shadow = _route(table, user_id)
+        version = served.version
+        await self._apply_faults(table, version)
+        key = (user_id, k, exclude_seen, variant, version)
+        if self._cache.enabled:
+            cached = self._cache.get(key)
+            self._metrics.cache.labels("hit" if cached is not None else "miss").inc()
+            if cached is not None:
+                self._metrics.impressions.labels(variant, version).inc()
+                return cached, variant, version
+        users = served.users
+        row = users.row(user_id)
+        history = users.history[row] if row is not None else None
+        seen = users.seen[row] if (row is not None and exclude_seen) else None
+        if history is None or history.size == 0:
+            items, scores = _cold_start(served, k, seen)
+        else:
+            row_scores = await served.batcher.score(history)
+            masked = None
+            if seen is not None and seen.size:
+                positions = served.candidate_pos[seen]
+                masked = positions[positions >= 0]
+            positions, scores = top_k(row_scores, k, masked)
+            items = served.candidates[positions]
+            if shadow is not None:
+                self._shadow_score(shadow, history)
+        item_ids = served.model.item_ids
+        body = orjson.dumps(
+            {
+                "user_id": user_id,
+                "items": [{"item_id": item_ids[i - 1], "score": s} for i, s in zip(items.tolist(), scores.tolist())],
+                "model_version": version,
+                "variant": variant,
+            }
+        )
+        if self._cache.enabled:
+            self._cache.put(key, body)
+        self._observe_scores(variant, version, scores)
+        self._metrics.impressions.labels(variant, version).inc()
+        return body, variant, version
+
+    async def score(self, table: RoutingTable, user_id: str, item_ids: list[str]) -> tuple[bytes, str, str]:
+        variant, served, _ = _route(table, user_id)
+        version = served.version
+        await self._apply_faults(table, version)
+        index = served.model.item_index
+        indices = np.fromiter((index.get(i, 0) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        known = indices > 0
+        out: list[float | None] = [None] * len(item_ids)
+        if known.any():
+            users = served.users
+            row = users.row(user_id)
+            history = users.history[row] if row is not None else None
+            if history is None or history.size == 0:
+                values = users.popularity_of[indices[known]]
+            else:
+                values = await served.batcher.score(history, indices[known])
+            for slot, value in zip(np.flatnonzero(known).tolist(), values.tolist()):
+                out[slot] = value
+        body = orjson.dumps({"scores": out, "model_version": version, "variant": variant})
+        return body, variant, version
+
+    async def _apply_faults(self, table: RoutingTable, version: str) -> None:
+        if not self._allow_faults:
+            return
+        faults = table.faults.get(version)
+        if not faults:
+            return
+        latency_ms = faults.get("latency_ms", 0.0)
+        if latency_ms > 0:
+            await asyncio.sleep(latency_ms / 1000)
+        if random.random() < faults.get("error_rate", 0.0):
+            raise InjectedFault(f"injected fault on version {version}")
+
+    def _shadow_score(self, shadow: ServedVersion, history: np.ndarray) -> None:
+        """Score with the canary in the background; its scores are recorded, never returned."""
+
+        async def run() -> None:
+            try:
+                scores = await shadow.batcher.score(history)
+            except Overloaded:
+                return  # shadow work is the first thing to shed
+            best = np.partition(scores, scores.size - min(SCORES_OBSERVED_PER_RESPONSE, scores.size))
+            self._observe_scores(SHADOW, shadow.version, best[-SCORES_OBSERVED_PER_RESPONSE:])
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _observe_scores(self, variant: str, version: str, scores: np.ndarray) -> None:
+        histogram = self._metrics.scores.labels(variant, version)
+        for value in scores[:SCORES_OBSERVED_PER_RESPONSE].tolist():
+            histogram.observe(value)
+
+
+def _route(table: RoutingTable, user_id: str) -> tuple[str, ServedVersion, ServedVersion | None]:
+    variant, served, shadow = table.route(user_id)
+    if served is None:
+        raise Overloaded("no model version is loaded yet", retry_after_s=5.0)
+    return variant, served, shadow
+
+
+def _cold_start(served: ServedVersion, k: int, seen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The most popular items (minus the seen ones), scored by their popularity."""
+    users = served.users
+    if seen is None or seen.size == 0:
+        return users.popular[:k], users.popular_scores[:k]
+    window = min(users.popular.size, k + seen.size)
+    keep = ~np.isin(users.popular[:window], seen)
+    return users.popular[:window][keep][:k], users.popular_scores[:window][keep][:k]
