@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from freshrec.errors import Conflict, InvalidInput, NotFound
@@ -316,19 +316,30 @@ class Registry:
         with self._transaction() as session:
             txn = AliasChange(session, self._model_id, expected_generation)
             before = txn.snapshot()
-            target = version
             if version is not None:
-                before["state"] = self._load(session, version).state
+                self._load(session, version)
+            # The compare-and-set on the generation comes first: it is where concurrent writers queue.
+            txn.bump_generation()
             change(session, txn)
-            if target is None and affected:
-                target = affected[0]
             after = txn.snapshot() | (extra_after or {})
-            if target is not None:
-                after["state"] = session.execute(select(Version.state).where(Version.version == target)).scalar_one()
-            append_audit(
-                session, self._model_id, actor=actor or default_actor(), action=action, version=target,
-                reason=reason, before=before, after=after,
-            )
+            # One audit row per version the change touched, so each version's trail is complete.
+            targets = [v for v in [version, *(affected or [])] if v is not None][:1]
+            targets += [v for v in txn.moved if v not in targets]
+            for number in targets:
+                old_state, new_state = txn.moved.get(number, (None, None))
+                if old_state is None:
+                    old_state = new_state = session.execute(
+                        select(Version.state).where(Version.version == number)
+                    ).scalar_one()
+                append_audit(
+                    session, self._model_id, actor=actor or default_actor(), action=action, version=number,
+                    reason=reason, before=before | {"state": old_state}, after=after | {"state": new_state},
+                )
+            if not targets:
+                append_audit(
+                    session, self._model_id, actor=actor or default_actor(), action=action, version=None,
+                    reason=reason, before=before, after=after,
+                )
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
@@ -337,6 +348,11 @@ class Registry:
                 yield session
         except IntegrityError as exc:
             raise Conflict(f"the registry was changed concurrently: {exc.orig}") from exc
+        except OperationalError as exc:
+            # SQLite gives up after its busy timeout while another writer holds the lock: retryable.
+            if "locked" not in str(exc.orig):
+                raise
+            raise Conflict("the registry database stayed locked by another writer; nothing was changed, retry") from exc
 
     def _load(self, session: Session, number: int) -> Version:
         row = session.execute(

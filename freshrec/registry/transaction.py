@@ -44,6 +44,7 @@ class AliasChange:
         rows = session.execute(select(Alias).where(Alias.model_id == model_id)).scalars()
         self.aliases = {row.name: AliasSnapshot(row.version, row.weight, row.shadow) for row in rows}
         self._bumped = False
+        self.moved: dict[int, tuple[str, str]] = {}
 
     def alias(self, name: str) -> int | None:
         return self.aliases[name].version
@@ -96,7 +97,9 @@ class AliasChange:
 
     def move_state(self, version: int, new_state: State, **values: Any) -> None:
         """Transition ``version`` along the state machine, conditional on the state it had when read."""
-        move_version_state(self.session, version, new_state, **values)
+        old_state = move_version_state(self.session, version, new_state, **values)
+        first_state = self.moved.get(version, (old_state, ""))[0]
+        self.moved[version] = (first_state, new_state.value)
 
 
 def move_version_state(session: Session, version: int, new_state: State, **values: Any) -> str:
