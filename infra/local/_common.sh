@@ -1,0 +1,176 @@
+# Shared by up.sh, down.sh, status.sh, demo.sh and airflow.sh: where things live, the Airflow
+# environment of the local stack, and process bookkeeping. Source it; it defines no side effects
+# beyond exported variables.
+#
+# Knobs (environment):
+#   FRESHREC_HOME            state root (default <checkout>/.freshrec)
+#   FRESHREC_AIRFLOW_HOST    API server bind address (default 127.0.0.1)
+#   FRESHREC_AIRFLOW_PORT    API server / UI port (default 8080)
+#   FRESHREC_SERVING__HOST   serving bind address (default 127.0.0.1)
+#   FRESHREC_SERVING__PORT   serving port (default 8000)
+#   FRESHREC_AIRFLOW_LOG_PORTS    worker and triggerer log server ports (default "8793 8794"; a
+#                            second stack on one machine needs other ones)
+#   FRESHREC_AIRFLOW_PARALLELISM  task slots of the LocalExecutor (default 4: Spark and torch
+#                            tasks each want a core or two, and a dev box has few)
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export PATH="$REPO/.venv/bin:$PATH"
+export FRESHREC_HOME="${FRESHREC_HOME:-$REPO/.freshrec}"
+FRESHREC_HOME="$(mkdir -p "$FRESHREC_HOME" && cd "$FRESHREC_HOME" && pwd)"
+export FRESHREC_HOME
+
+AIRFLOW_BIND_HOST="${FRESHREC_AIRFLOW_HOST:-127.0.0.1}"
+AIRFLOW_PORT="${FRESHREC_AIRFLOW_PORT:-8080}"
+export FRESHREC_SERVING__HOST="${FRESHREC_SERVING__HOST:-127.0.0.1}"
+export FRESHREC_SERVING__PORT="${FRESHREC_SERVING__PORT:-8000}"
+SERVING_HOST="$FRESHREC_SERVING__HOST"
+SERVING_PORT="$FRESHREC_SERVING__PORT"
+# Tasks (release, slo_monitor) reach the serving tier through this URL.
+export FRESHREC_SERVING_URL="${FRESHREC_SERVING_URL:-http://$SERVING_HOST:$SERVING_PORT}"
+AIRFLOW_URL="http://127.0.0.1:$AIRFLOW_PORT"
+SERVING_URL="$FRESHREC_SERVING_URL"
+
+LOG_DIR="$FRESHREC_HOME/logs"
+RUN_DIR="$FRESHREC_HOME/run"
+mkdir -p "$LOG_DIR" "$RUN_DIR"
+
+# Local login of the simple auth manager (development only; production uses a real auth manager).
+AIRFLOW_USER="admin"
+AIRFLOW_PASSWORD="admin"
+EXPECTED_DAGS=(features_daily retrain release slo_monitor)
+
+airflow_env() {
+  export AIRFLOW_HOME="$FRESHREC_HOME/airflow"
+  mkdir -p "$AIRFLOW_HOME"
+  export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
+  export AIRFLOW__CORE__LOAD_EXAMPLES=False
+  export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+  export AIRFLOW__CORE__PARALLELISM="${FRESHREC_AIRFLOW_PARALLELISM:-4}"
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+  export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="$AIRFLOW_USER:admin"
+  export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
+  export AIRFLOW__API__HOST="$AIRFLOW_BIND_HOST"
+  export AIRFLOW__API__PORT="$AIRFLOW_PORT"
+  local log_ports
+  read -r -a log_ports <<<"${FRESHREC_AIRFLOW_LOG_PORTS:-8793 8794}"
+  export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="${log_ports[0]}"
+  export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="${log_ports[1]}"
+  export AIRFLOW__API__BASE_URL="$AIRFLOW_URL"
+  export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="$AIRFLOW_URL/execution/"
+  # Quick feedback while developing DAGs: look for new files and re-parse changed ones often.
+  export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=10
+  export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL=10
+  export AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES=1
+  export AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL=10
+  # One secret shared by every component (scheduler-issued task tokens must validate in the API server).
+  local secret_file="$AIRFLOW_HOME/.jwt_secret"
+  if [ ! -s "$secret_file" ]; then
+    (umask 077 && python -c 'import secrets; print(secrets.token_urlsafe(48))' >"$secret_file")
+  fi
+  AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$secret_file")"
+  export AIRFLOW__API_AUTH__JWT_SECRET
+}
+
+# The documented local login: write admin/admin into the simple auth manager's password file
+# (a JSON object {user: password}) before Airflow first starts, so it never generates a random one.
+write_airflow_password() {
+  python - "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" "$AIRFLOW_USER" "$AIRFLOW_PASSWORD" <<'PY'
+import json, os, sys
+path, user, password = sys.argv[1:]
+passwords = {}
+if os.path.exists(path):
+    text = open(path).read().strip()
+    passwords = json.loads(text) if text else {}
+if passwords.get(user) != password:
+    passwords[user] = password
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(json.dumps(passwords) + "\n")
+    os.replace(tmp, path)
+PY
+}
+
+# ---- process bookkeeping: one PID file per service; every service starts in its own session
+# (setsid), so the PID is also the session id. Stopping a service signals every process of that
+# session: its children too, including task processes that Airflow moves into process groups of
+# their own (they stay in the session).
+
+pidfile() { echo "$RUN_DIR/$1.pid"; }
+
+service_pid() {
+  local file
+  file="$(pidfile "$1")"
+  [ -s "$file" ] && cat "$file"
+}
+
+# True when the service's recorded session still has members that are ours: the leader's
+# environment must carry the marker we started it with (guards against a recycled PID).
+service_running() {
+  local pid
+  pid="$(service_pid "$1")" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 1
+  pgrep -s "$pid" >/dev/null 2>&1 || return 1
+  if [ -r "/proc/$pid/environ" ]; then
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "FRESHREC_STACK_SERVICE=$1" && return 0
+    return 1
+  fi
+  return 0  # leader gone but its session lives on: still ours to stop
+}
+
+# start_service NAME LOGFILE CMD...: detached, in a new session, logging to LOGFILE.
+start_service() {
+  local name="$1" log="$2"
+  shift 2
+  FRESHREC_STACK_SERVICE="$name" setsid "$@" >>"$log" 2>&1 </dev/null &
+  echo $! >"$(pidfile "$name")"
+}
+
+# stop_service NAME [GRACE_S]: TERM the whole session, wait, then KILL what is left.
+stop_service() {
+  local name="$1" grace="${2:-30}" pid
+  pid="$(service_pid "$name")" || { rm -f "$(pidfile "$name")"; return 0; }
+  if [[ "$pid" =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] && pgrep -s "$pid" >/dev/null 2>&1; then
+    echo "stopping $name (session $pid)"
+    pkill -TERM -s "$pid" 2>/dev/null || true
+    local waited=0
+    while pgrep -s "$pid" >/dev/null 2>&1 && [ "$waited" -lt "$((grace * 2))" ]; do
+      sleep 0.5
+      waited=$((waited + 1))
+    done
+    if pgrep -s "$pid" >/dev/null 2>&1; then
+      echo "  $name did not stop within ${grace}s; killing it"
+      pkill -KILL -s "$pid" 2>/dev/null || true
+      sleep 1
+    fi
+  fi
+  rm -f "$(pidfile "$name")"
+}
+
+port_listening() {
+  ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN
+}
+
+# wait_http URL TIMEOUT_S SERVICE: poll until URL answers 2xx; fail early when SERVICE died.
+wait_http() {
+  local url="$1" timeout="$2" service="$3" start
+  start=$(date +%s)
+  until curl -fsS -o /dev/null --max-time 5 "$url" 2>/dev/null; do
+    if ! service_running "$service"; then
+      echo "error: $service exited while waiting for $url" >&2
+      return 1
+    fi
+    if [ $(( $(date +%s) - start )) -ge "$timeout" ]; then
+      echo "error: $url did not answer within ${timeout}s" >&2
+      return 1
+    fi
+    sleep 2
+  done
+}
+
+# airflow_token: a JWT for the REST API from POST /auth/token with the local login.
+airflow_token() {
+  curl -fsS --max-time 30 -X POST "$AIRFLOW_URL/auth/token" -H 'Content-Type: application/json' \
+    -d "{\"username\": \"$AIRFLOW_USER\", \"password\": \"$AIRFLOW_PASSWORD\"}" |
+    python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+}
