@@ -40,10 +40,15 @@ AIRFLOW_PASSWORD="admin"
 EXPECTED_DAGS=(features_daily retrain release slo_monitor)
 
 airflow_env() {
-  export AIRFLOW_HOME="$FRESHREC_HOME/airflow"
+  # The base (AIRFLOW_HOME, DAGs folder, examples off, the spark_default connection) comes from the
+  # same helper `freshrec pipeline run` uses, so the in-process runs and the stack agree.
+  eval "$(cd "$REPO" && python -c '
+import shlex
+from dags._local import airflow_environment
+from freshrec.settings import get_settings
+for key, value in airflow_environment(get_settings()).items():
+    print(f"export {key}={shlex.quote(value)}")')" || { echo "error: could not compute the Airflow environment" >&2; return 1; }
   mkdir -p "$AIRFLOW_HOME"
-  export AIRFLOW__CORE__DAGS_FOLDER="$REPO/dags"
-  export AIRFLOW__CORE__LOAD_EXAMPLES=False
   export AIRFLOW__CORE__EXECUTOR=LocalExecutor
   export AIRFLOW__CORE__PARALLELISM="${FRESHREC_AIRFLOW_PARALLELISM:-4}"
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
