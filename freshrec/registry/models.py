@@ -109,7 +109,7 @@ class Metric(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(ForeignKey("versions.version"), index=True)
     name: Mapped[str] = mapped_column(String(256))
-    value: Mapped[Any] = mapped_column(JSON)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
 
 
 class Lineage(Base):

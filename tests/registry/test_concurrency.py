@@ -115,6 +115,7 @@ def _promote_in_process(url: str, home: str, version: int, results: multiprocess
         registry.close()
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_two_processes_promote_at_once_on_postgres(
     pg_registry: Registry, pg_schema_url: str, freshrec_home: Path, bundle: Path
