@@ -11,26 +11,18 @@ import getpass
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from freshrec.errors import Conflict, InvalidInput, NotFound
 from freshrec.registry import inputs
 from freshrec.registry.models import ALIAS_NAMES, Alias, Artifact, AuditEntryRow, Lineage, Metric, Model, Verdict, Version
-from freshrec.registry.transaction import AliasChange, append_audit, move_version_state
-from freshrec.registry.views import ArtifactView, AuditEntry, ServingState, State, VersionView
-
-T = TypeVar("T")
-_VERSION_LOADS = (
-    selectinload(Version.artifacts),
-    selectinload(Version.metrics),
-    selectinload(Version.lineage),
-    selectinload(Version.verdicts),
-)
-
+from freshrec.registry.reads import VERSION_LOADS, version_view
+from freshrec.registry.transaction import AliasChange, append_audit
+from freshrec.registry.views import AuditEntry, ServingState, State, VersionView
 
 def default_actor() -> str:
     try:
@@ -73,14 +65,14 @@ class Registry:
     def get_version(self, version: int | str) -> VersionView:
         number = parse_version(version)
         with self._sessions() as session:
-            return self._view(self._load(session, number))
+            return version_view(self._load(session, number), self.model_name)
 
     def list_versions(self, states: list[str] | None = None) -> list[VersionView]:
-        query = select(Version).where(Version.model_id == self._model_id).options(*_VERSION_LOADS)
+        query = select(Version).where(Version.model_id == self._model_id).options(*VERSION_LOADS)
         if states:
             query = query.where(Version.state.in_([State(s).value for s in states]))
         with self._sessions() as session:
-            return [self._view(v) for v in session.execute(query.order_by(Version.version)).scalars()]
+            return [version_view(v, self.model_name) for v in session.execute(query.order_by(Version.version)).scalars()]
 
     def generation(self) -> int:
         """The cheap poll: changes whenever an alias, a canary weight or a fault spec changes."""
@@ -94,7 +86,7 @@ class Registry:
 
             def view(name: str) -> VersionView | None:
                 number = aliases[name].version
-                return None if number is None else self._view(self._load(session, number))
+                return None if number is None else version_view(self._load(session, number), self.model_name)
 
             canary = aliases["canary"]
             return ServingState(
@@ -356,38 +348,11 @@ class Registry:
 
     def _load(self, session: Session, number: int) -> Version:
         row = session.execute(
-            select(Version).where(Version.version == number, Version.model_id == self._model_id).options(*_VERSION_LOADS)
+            select(Version).where(Version.version == number, Version.model_id == self._model_id).options(*VERSION_LOADS)
         ).scalar_one_or_none()
         if row is None:
             raise NotFound(f"version {number} of model {self.model_name} does not exist")
         return row
-
-    def _view(self, row: Version) -> VersionView:
-        lineage: dict[str, Any] = {}
-        if row.lineage is not None:
-            lin = row.lineage
-            lineage = {
-                "feature_days": lin.feature_days, "feature_manifests": lin.feature_manifests,
-                "code_version": lin.code_version, "dag_run_id": lin.dag_run_id, "parent_version": lin.parent_version,
-                **lin.extra,
-            }
-        return VersionView(
-            version=row.version,
-            state=row.state,
-            bundle_dir=row.bundle_dir,
-            artifacts={a.variant: ArtifactView(a.uri, a.sha256, a.size, a.variant) for a in row.artifacts},
-            metrics={m.name: m.value for m in row.metrics},
-            lineage=lineage,
-            faults=dict(row.faults or {}),
-            verdicts=[{"at": v.at.isoformat(), "actor": v.actor, "outcome": v.outcome, "verdict": v.verdict} for v in row.verdicts],
-            created_at=row.created_at,
-            reasons=list(row.reasons or []),
-            evidence=dict(row.evidence or {}),
-            card=dict(row.card or {}),
-            created_by=row.created_by,
-            updated_at=row.updated_at,
-            model=self.model_name,
-        )
 
     def _ensure_model(self) -> int:
         """The model row and its three alias rows; racing creators settle on one via the unique name."""
