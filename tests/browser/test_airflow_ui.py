@@ -1,0 +1,54 @@
+"""Headless chromium logs into the Airflow UI of a running stack, lists the DAGs, opens features_daily."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.browser.cdp import Browser
+from tests.infra.stack import PASSWORD, USER, LocalStack
+
+EXPECTED_DAGS = ["features_daily", "retrain", "release", "slo_monitor"]
+
+
+def dag_links_js(dag_id: str) -> str:
+    return f"document.querySelectorAll('a[href$=\"/dags/{dag_id}\"]').length"
+
+
+@pytest.mark.slow
+def test_login_list_dags_and_open_features_daily(local_stack: LocalStack, chromium: str, artifacts_dir: Path) -> None:
+    url = local_stack.airflow_url
+    with Browser(chromium) as page:
+        page.navigate(f"{url}/")
+        page.wait_for("!!document.querySelector('input[name=username]')", 90, "the login form")
+        assert "/auth/login" in page.evaluate("location.pathname"), "an anonymous visitor must land on the login page"
+        page.type_into("input[name=username]", USER)
+        page.type_into("input[name=password]", PASSWORD)
+        page.screenshot(artifacts_dir / "01_login.png")
+        page.evaluate("document.querySelector('button[type=submit]').click()")
+        page.wait_for("!location.pathname.startsWith('/auth/')", 60, "leaving the login page")
+
+        page.navigate(f"{url}/dags")
+        page.wait_for(dag_links_js("features_daily"), 90, "features_daily in the DAG list")
+        page.wait_for(" && ".join(f"({dag_links_js(d)} > 0)" for d in EXPECTED_DAGS), 60, "all FreshRec DAGs listed")
+        page.screenshot(artifacts_dir / "02_dag_list.png")
+        listed = page.evaluate(
+            "[...new Set([...document.querySelectorAll('a[href*=\"/dags/\"]')]"
+            ".map(a => a.getAttribute('href').split('/dags/')[1].split('/')[0]))]"
+        )
+        assert set(EXPECTED_DAGS) <= set(listed), f"DAG list shows {listed}"
+
+        page.navigate(f"{url}/dags/features_daily")
+        # The DAG page shows its tasks in the grid and the tabs of a DAG (Runs, Tasks, Backfills, Code).
+        page.wait_for("document.body.innerText.includes('Backfills') && document.body.innerText.includes('features_daily')",
+                      90, "the features_daily page")
+        text = page.evaluate("document.body.innerText")
+        page.screenshot(artifacts_dir / "03_features_daily.png")
+
+    assert "Runs" in text and "Tasks" in text
+    tasks = local_stack.api().get("/dags/features_daily/tasks").json()["tasks"]
+    shown = [t["task_id"] for t in tasks if t["task_id"].split(".")[0] in text]
+    assert shown, f"none of the DAG's tasks ({[t['task_id'] for t in tasks]}) is shown on its page"
+    (artifacts_dir / "ui.json").write_text(json.dumps({"dags_listed": listed, "tasks_shown": shown}, indent=2))

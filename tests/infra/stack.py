@@ -1,0 +1,117 @@
+"""A real local stack (infra/local/up.sh) for integration tests: temp FRESHREC_HOME, free ports.
+
+One stack per test session, shared by tests/infra and tests/browser (starting Airflow costs a minute or
+more). It runs Airflow only (no serving tier, no bootstrap champion) over a few tiny synthetic days, with
+features_daily unpaused so backfills can run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+UP = REPO / "infra" / "local" / "up.sh"
+DOWN = REPO / "infra" / "local" / "down.sh"
+USER, PASSWORD = "admin", "admin"
+# Days of tiny synthetic events the stack's lake holds: a week ago, for three days.
+FIRST_DAY = dt.date.today() - dt.timedelta(days=7)
+DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(3)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_answers(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class LocalStack:
+    home: Path
+    airflow_port: int
+    serving_port: int
+    env: dict[str, str]
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.airflow_port}"
+
+    def token(self) -> str:
+        response = httpx.post(f"{self.airflow_url}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=30)
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=f"{self.airflow_url}/api/v2", headers={"Authorization": f"Bearer {self.token()}"}, timeout=60)
+
+    def airflow_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(REPO / "infra" / "local" / "airflow.sh"), *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", str(DOWN)], env=self.env, capture_output=True, text=True, timeout=180)
+
+
+def stack_env(home: Path, airflow_port: int, serving_port: int) -> dict[str, str]:
+    """A clean environment: nothing of the test process's Airflow/FreshRec settings leaks into the stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRESHREC_"))}
+    env.update(
+        FRESHREC_HOME=str(home),
+        FRESHREC_AIRFLOW_PORT=str(airflow_port),
+        FRESHREC_SERVING__PORT=str(serving_port),
+        FRESHREC_AIRFLOW_LOG_PORTS=f"{free_port()} {free_port()}",
+        FRESHREC_UP_SEED="0",
+        FRESHREC_UP_SERVING="0",
+        FRESHREC_UP_UNPAUSE="features_daily",
+        FRESHREC_UP_TIMEOUT_S="600",
+        # Tiny days keep each Spark run short.
+        FRESHREC_SPARK_DRIVER_MEMORY="1g",
+    )
+    return env
+
+
+def start_stack() -> LocalStack:
+    home = Path(tempfile.mkdtemp(prefix="freshrec-stack-"))
+    airflow_port, serving_port = free_port(), free_port()
+    env = stack_env(home, airflow_port, serving_port)
+    synth = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "freshrec"), "data", "synth", "--out", str(home / "lake" / "raw" / "events"),
+         "--start", FIRST_DAY.isoformat(), "--days", str(len(DAYS)), "--users", "60", "--items", "40",
+         "--events-per-day", "400", "--seed", "3", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    if synth.returncode != 0:
+        raise RuntimeError(f"freshrec data synth failed:\n{synth.stdout}\n{synth.stderr}")
+    up = subprocess.run(["bash", str(UP)], env=env, capture_output=True, text=True, timeout=900)
+    stack = LocalStack(home, airflow_port, serving_port, env)
+    if up.returncode != 0:
+        stack.down()
+        raise RuntimeError(f"make up failed (exit {up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}")
+    return stack
+
+
+_shared: LocalStack | None = None
+
+
+def shared_stack() -> tuple[LocalStack, bool]:
+    """The session's stack and whether this call started it (the starter stops it)."""
+    global _shared
+    if _shared is None:
+        _shared = start_stack()
+        return _shared, True
+    return _shared, False
