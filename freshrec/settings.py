@@ -73,6 +73,7 @@ class ServingSettings(_Group):
     max_candidates: int = Field(5000, ge=1, description="catalogues larger than this go through a retrieval stage")
     cuda_graphs: bool = Field(False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
     feedback_flush_s: float = Field(2.0, gt=0, description="how often buffered feedback is appended to the raw lake")
+    scoring_thread: bool = Field(False, description="score on a thread (overlaps HTTP parsing) instead of inline on the event loop")
 
 
 class ReleaseSettings(_Group):

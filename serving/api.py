@@ -45,12 +45,15 @@ class ServingRuntime:
         self.gateway = gateway
         self.metrics = ServingMetrics(settings.serving.slo_latency_ms)
         self.cache = ResultCache(settings.serving.cache_ttl_s, settings.serving.cache_size)
-        # One scoring thread: ORT releases the GIL, so HTTP parsing on the event loop overlaps scoring.
-        self.scoring_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshrec-ort")
+        # Inline scoring (None) avoids a thread hop per batch; a scoring thread lets one worker use two cores.
+        self.scoring_executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshrec-ort") if settings.serving.scoring_thread else None
+        )
         self.reconciler = Reconciler(settings, gateway, self.scoring_executor, self.metrics, self._swapped)
         self.service = RecommendationService(self.cache, self.metrics, settings.allow_fault_injection)
         self.feedback = FeedbackWriter(Layout(settings.home).raw_events, settings.serving.feedback_flush_s)
         self.tasks: list[asyncio.Task] = []
+        self._info_labels: set[tuple[str, str, str, str]] = set()
 
     @property
     def table(self) -> RoutingTable:
@@ -60,10 +63,14 @@ class ServingRuntime:
         self.cache.clear()
         m = self.metrics
         m.canary_weight.set(table.canary_weight)
-        m.model_info.clear()
-        m.model_age.clear()
-        for role, served in table.loaded():
-            m.model_info.labels(role, served.version, served.model.artifact_variant, served.model.scorer.provider).set(1)
+        # Zero the series of versions no longer loaded (multiprocess mode cannot remove label sets).
+        loaded = {(role, s.version, s.model.artifact_variant, s.model.scorer.provider) for role, s in table.loaded()}
+        for labels in self._info_labels - loaded:
+            m.model_info.labels(*labels).set(0)
+            m.model_age.labels(*labels[:2]).set(0)
+        for labels in loaded:
+            m.model_info.labels(*labels).set(1)
+        self._info_labels |= loaded
         self.refresh_gauges()
 
     def refresh_gauges(self) -> None:
@@ -90,7 +97,8 @@ class ServingRuntime:
                 await task
         with contextlib.suppress(OSError):
             await self.feedback.flush()
-        self.scoring_executor.shutdown(wait=False, cancel_futures=True)
+        if self.scoring_executor is not None:
+            self.scoring_executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _runtime(request: Request) -> ServingRuntime:

@@ -1,10 +1,14 @@
 """Micro-batching: concurrent scoring requests for one model coalesce into one ONNX Runtime call.
 
-An idle batcher runs a request at once (no added latency). While a call runs on the scoring thread,
-new requests queue; when it returns, everything queued (up to ``max_batch``) goes in the next call, so
-under load the batch window is one ORT call. If that batch is not full, the batcher yields to the event
-loop for up to ``max_wait_ms`` to let requests already on the wire join it. The queue is bounded and
-every job has a deadline: past either, the caller gets ``Overloaded`` (503 + Retry-After).
+An idle batcher starts a drain at once (no added latency). Requests parsed in the same event-loop
+turn join the same call; while a call runs, new requests queue and everything queued (up to
+``max_batch``) goes in the next call, so under load the batch window is one ORT call. If that batch is
+not full, the batcher yields to the event loop for up to ``max_wait_ms`` to let requests already on the
+wire join it. The queue is bounded and every job has a deadline: past either, the caller gets
+``Overloaded`` (503 + Retry-After).
+
+Scoring runs inline on the event loop (executor None: no thread hop, the right choice for one core per
+worker) or on a scoring thread (ORT releases the GIL, so HTTP parsing overlaps scoring).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class MicroBatcher:
     def __init__(
         self,
         run_batch: BatchRunner,
-        executor: Executor,
+        executor: Executor | None,
         *,
         max_batch: int,
         max_wait_ms: float,
@@ -83,7 +87,10 @@ class MicroBatcher:
                     continue
                 started = time.perf_counter()
                 try:
-                    results = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                    if self._executor is None:
+                        results = self._run_batch(batch)
+                    else:
+                        results = await loop.run_in_executor(self._executor, self._run_batch, batch)
                 except Exception as exc:  # noqa: BLE001 - the callers get the failure, the batcher lives on
                     for job in batch:
                         if not job.future.done():

@@ -47,7 +47,7 @@ class Reconciler:
         self,
         settings: Settings,
         gateway: RegistryGateway,
-        scoring_executor: Executor,
+        scoring_executor: Executor | None,
         metrics: ServingMetrics,
         on_swap: Callable[[RoutingTable], None],
     ) -> None:

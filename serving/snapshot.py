@@ -89,7 +89,7 @@ def bind_snapshot(snapshot: OnlineSnapshot, item_index: dict[str, int], history_
         return np.fromiter((i for i in (item_index.get(x, PAD_INDEX) for x in ids) if i != PAD_INDEX), dtype=np.int64)
 
     histories = [indices(h[-history_length:]) for h in snapshot.histories]
-    seen = [indices(s) for s in snapshot.seen]
+    seen = [np.unique(indices(s)) for s in snapshot.seen]  # distinct: top_k counts them
     known = np.fromiter((item_index.get(x, PAD_INDEX) for x in snapshot.item_ids), dtype=np.int64, count=len(snapshot.item_ids))
     keep = known != PAD_INDEX
     order = np.argsort(-snapshot.popularity[keep], kind="stable")

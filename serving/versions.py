@@ -139,7 +139,7 @@ def serve_version(
     model: VersionModel,
     snapshot: OnlineSnapshot,
     settings: Settings,
-    executor: Executor,
+    executor: Executor | None,
     observe: BatchObserver | None = None,
 ) -> ServedVersion:
     users = bind_snapshot(snapshot, model.item_index, settings.data.online_history_length)
@@ -167,7 +167,7 @@ def rebind(
     served: ServedVersion,
     snapshot: OnlineSnapshot,
     settings: Settings,
-    executor: Executor,
+    executor: Executor | None,
     observe: BatchObserver | None = None,
 ) -> ServedVersion:
     """The same model over a new snapshot; the batcher is kept unless the retrieval set changes."""

@@ -1,0 +1,123 @@
+"""Overload sheds with 503 + Retry-After (and keeps serving); the metrics exposition parses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.serving.conftest import RunningServer, World, free_port
+
+
+def test_overload_answers_503_with_retry_after(world: World, champion: str) -> None:
+    settings = world.settings.model_copy(
+        update={"serving": world.settings.serving.model_copy(update={"max_queue": 2, "max_batch": 1})}
+    )
+
+    async def burst(url: str) -> Counter:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            async def one(n: int) -> tuple[int, str | None]:
+                r = await client.post("/v1/recommend", json={"user_id": f"u{n % 40}", "k": 5})
+                return r.status_code, r.headers.get("retry-after")
+
+            results = []
+            for _ in range(5):
+                results += await asyncio.gather(*(one(n) for n in range(64)))
+            return Counter(results)
+
+    with RunningServer(settings) as server:
+        outcomes = asyncio.run(burst(server.url))
+        assert set(outcomes) <= {(200, None), (503, "1")}, outcomes
+        assert outcomes[(503, "1")] > 0 and outcomes[(200, None)] > 0, outcomes
+        # still healthy and answering afterwards
+        assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1"}).status_code == 200
+        errors = _samples(httpx.get(f"{server.url}/metrics").text, "freshrec_request_errors_total")
+        assert sum(errors.values()) == outcomes[(503, "1")]
+
+
+def test_metrics_exposition(server, world: World, champion: str) -> None:
+    for n in range(30):
+        assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": f"u{n}", "k": 5}).status_code == 200
+    httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 0})
+    text = httpx.get(f"{server.url}/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    latency = families["freshrec_request_latency_seconds"]
+    buckets = {s.labels["le"] for s in latency.samples if s.name.endswith("_bucket")}
+    assert {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1"} <= buckets  # 0.01 = the SLO
+    count = _samples(text, "freshrec_request_latency_seconds_count")
+    assert count[(("route", "recommend"), ("variant", "champion"), ("version", champion))] == 30
+    requests = _samples(text, "freshrec_requests_total")
+    assert requests[(("route", "recommend"), ("status", "422"), ("variant", "none"), ("version", "none"))] == 1
+    assert _samples(text, "freshrec_impressions_total")[(("variant", "champion"), ("version", champion))] == 30
+    assert sum(_samples(text, "freshrec_batch_size_count").values()) >= 1
+    assert sum(_samples(text, "freshrec_ort_seconds_count").values()) >= 1
+    assert _samples(text, "freshrec_model_loaded")[
+        (("artifact", "int8"), ("provider", "CPUExecutionProvider"), ("role", "champion"), ("version", champion))
+    ] == 1
+    assert _samples(text, "freshrec_model_age_seconds")[(("role", "champion"), ("version", champion))] >= 0
+    assert "freshrec_score" in families and "freshrec_queue_depth" in families
+
+
+def test_result_cache_hits(world: World, champion: str) -> None:
+    settings = world.settings.model_copy(
+        update={"serving": world.settings.serving.model_copy(update={"cache_ttl_s": 60.0})}
+    )
+    with RunningServer(settings) as server, httpx.Client(base_url=server.url) as client:
+        first = client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).json()
+        second = client.post("/v1/recommend", json={"user_id": "u1", "k": 5}).json()
+        other_k = client.post("/v1/recommend", json={"user_id": "u1", "k": 6}).json()
+        assert first == second and len(other_k["items"]) == 6
+        cache = _samples(client.get("/metrics").text, "freshrec_cache_requests_total")
+    assert cache[(("result", "hit"),)] == 1 and cache[(("result", "miss"),)] == 2
+
+
+@pytest.mark.slow
+def test_freshrec_serve_with_two_workers_aggregates_metrics(world: World, champion: str) -> None:
+    """The real CLI: uvicorn workers, PROMETHEUS_MULTIPROC_DIR set by `freshrec serve`, one /metrics for all."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "freshrec"), "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "server never became ready"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        time.sleep(1.0)  # let the second worker finish its start-up too
+        for n in range(40):
+            # a fresh connection per request so both workers get traffic
+            assert httpx.post(f"{base}/v1/recommend", json={"user_id": f"u{n}", "k": 5}).status_code == 200
+        text = httpx.get(f"{base}/metrics").text
+        count = _samples(text, "freshrec_request_latency_seconds_count")
+        assert count[(("route", "recommend"), ("variant", "champion"), ("version", champion))] == 40
+        assert len(list((world.home / "run" / f"prometheus-{port}").glob("*.db"))) >= 2
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _samples(exposition: str, name: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name:
+                out[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
