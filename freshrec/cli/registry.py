@@ -1,4 +1,4 @@
-"""``freshrec registry list|show|promote|rollback|state``: inspect and move model versions and aliases."""
+"""``freshrec registry list|show|promote|rollback|state|migrate``: inspect and move model versions and aliases."""
 
 from __future__ import annotations
 
@@ -130,3 +130,24 @@ def state(as_json: JsonFlag = False) -> None:
         _emit_json(data)
     else:
         out.print(", ".join(f"{k} {v if v is not None else '-'}" for k, v in data.items()))
+
+
+@app.command()
+def migrate(
+    downgrade: Annotated[str | None, typer.Option(help="downgrade to this revision ('base' drops every table)")] = None,
+    url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: the configured registry)")] = None,
+) -> None:
+    """Upgrade the registry schema to head (or downgrade it); opening the registry upgrades it anyway."""
+    from freshrec.registry import database
+    from freshrec.settings import get_settings
+
+    engine = database.make_engine(url or get_settings().effective_registry_url)
+    try:
+        before = database.current_revision(engine)
+        if downgrade is None:
+            database.upgrade(engine)
+        else:
+            database.downgrade(engine, downgrade)
+        out.print(f"registry schema {before or 'empty'} -> {database.current_revision(engine) or 'empty'}")
+    finally:
+        engine.dispose()

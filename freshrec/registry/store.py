@@ -80,23 +80,27 @@ class Registry:
             return session.execute(select(Model.generation).where(Model.id == self._model_id)).scalar_one()
 
     def serving_state(self) -> ServingState:
-        with self._sessions() as session, session.begin():
-            generation = session.execute(select(Model.generation).where(Model.id == self._model_id)).scalar_one()
-            aliases = {a.name: a for a in session.execute(select(Alias).where(Alias.model_id == self._model_id)).scalars()}
-
-            def view(name: str) -> VersionView | None:
-                number = aliases[name].version
-                return None if number is None else version_view(self._load(session, number), self.model_name)
-
-            canary = aliases["canary"]
-            return ServingState(
-                champion=view("champion"),
-                canary=view("canary"),
-                previous=view("previous"),
-                canary_weight=canary.weight if canary.version is not None else 0.0,
-                shadow=bool(canary.shadow) if canary.version is not None else False,
-                generation=generation,
-            )
+        # Generation and aliases come from one statement, so they describe the same committed state.
+        pointers = select(Model.generation, Alias.name, Alias.version, Alias.weight, Alias.shadow).join(
+            Alias, Alias.model_id == Model.id
+        ).where(Model.id == self._model_id)
+        with self._sessions() as session:
+            rows = session.execute(pointers).all()
+            generation = rows[0].generation
+            aliases = {row.name: row for row in rows}
+            wanted = {row.version for row in rows if row.version is not None}
+            loaded = session.execute(select(Version).where(Version.version.in_(wanted)).options(*VERSION_LOADS)).scalars()
+            views = {row.version: version_view(row, self.model_name) for row in loaded}
+        canary = aliases["canary"]
+        active = canary.version is not None
+        return ServingState(
+            champion=views.get(aliases["champion"].version),
+            canary=views.get(canary.version),
+            previous=views.get(aliases["previous"].version),
+            canary_weight=float(canary.weight) if active else 0.0,
+            shadow=bool(canary.shadow) if active else False,
+            generation=generation,
+        )
 
     def audit_log(self, version: int | str | None = None) -> list[AuditEntry]:
         query = select(AuditEntryRow).where(AuditEntryRow.model_id == self._model_id)

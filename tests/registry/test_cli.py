@@ -71,3 +71,11 @@ def test_errors_exit_non_zero_with_a_message(two_versions: tuple[int, int], fres
     )
     assert done.returncode == NotFound.exit_code, (done.stdout, done.stderr)
     assert "version 99" in done.stderr and "does not exist" in done.stderr
+
+
+def test_migrate_command_round_trip(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    up = runner.invoke(app, ["migrate", "--url", url])
+    assert up.exit_code == 0 and "empty -> 0001_initial" in up.stdout, up.output
+    down = runner.invoke(app, ["migrate", "--url", url, "--downgrade", "base"])
+    assert down.exit_code == 0 and "0001_initial -> empty" in down.stdout, down.output

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from freshrec.errors import Conflict
 from freshrec.registry import Registry, open_registry
@@ -145,13 +145,22 @@ def test_two_threads_promote_at_once_on_sqlite(registry: Registry, bundle: Path)
     blocker = create_engine(registry.engine.url, connect_args={"isolation_level": None})
     release = threading.Event()
     holder = _hold_lock(blocker, release, "BEGIN IMMEDIATE")
+    # SQLite shows no lock queue to inspect: count the racers that reached their first write instead.
+    writers_waiting: list[str] = []
+
+    @event.listens_for(registry.engine, "before_cursor_execute")
+    def _count_writers(conn, cursor, statement, *_):  # noqa: ANN001, ANN202 - SQLAlchemy event signature
+        if statement.startswith("UPDATE models"):
+            writers_waiting.append(statement)
+
     outcomes: dict[int, str] = {}
     racers = [_promote_in_thread(registry, v, outcomes) for v in (a, b)]
-    time.sleep(1.0)  # SQLite shows no lock queue to inspect; both racers are blocked well before this
+    _wait_for(lambda: len(writers_waiting) >= 2)
     assert outcomes == {}
     release.set()
     for thread in (*racers, holder):
         thread.join(60)
+    event.remove(registry.engine, "before_cursor_execute", _count_writers)
     blocker.dispose()
     _assert_exactly_one_won(registry, champion, outcomes)
 
