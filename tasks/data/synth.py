@@ -100,21 +100,27 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
 
     active = world.active_users(t)
     user_cdf = _cdf(world.user_activity[active])
-    item_cdf = _cdf(np.exp(world.item_log_popularity(t)))  # unborn items have weight 0
-    tastes = world.user_vectors(t)
-    user_ids, item_ids = world.user_ids, world.item_ids
+    item_sampler = _alias_table(np.exp(world.item_log_popularity(t)))  # unborn items have weight 0
+    tastes = world.user_vectors(t).astype(np.float32)
+    item_vectors = world.item_vectors.astype(np.float32)
+    user_ids, item_ids = pa.array(world.user_ids), pa.array(world.item_ids)
+    # Every second of the day as ISO text, once: formatting millions of timestamps one by one is slow.
+    seconds = np.datetime64(day.isoformat(), "s") + np.arange(86_400).astype("timedelta64[s]")
+    ts_texts = pa.array(np.char.add(np.datetime_as_string(seconds, unit="s"), "Z"))
     for hour, n_views in enumerate(views_per_hour):
         if n_views == 0:
             continue
         users = active[_draw(user_cdf, rng.random(n_views))]
-        items, affinity = _choose_items(world, tastes[users], item_cdf, candidates, rng)
+        items, affinity = _choose_items(tastes[users], item_vectors, item_sampler, world.config.preference_strength,
+                                        candidates, rng)
         view_ts = day_start + hour * 3600 + rng.integers(0, 3600, size=n_views)
         events = _funnel(world, users, items, affinity, view_ts, day_start + 86_399, rng)
-        yield _to_table(events, user_ids, item_ids)
+        yield _to_table(events, user_ids, item_ids, ts_texts, day_start)
 
 
 def _choose_items(
-    world: World, tastes: np.ndarray, item_cdf: np.ndarray, candidates: int, rng: np.random.Generator
+    tastes: np.ndarray, item_vectors: np.ndarray, item_sampler: tuple[np.ndarray, np.ndarray], strength: float,
+    candidates: int, rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sampling-importance-resampling: candidates by popularity, one kept in proportion to exp(strength * affinity).
 
@@ -123,14 +129,14 @@ def _choose_items(
     n = tastes.shape[0]
     chosen = np.empty(n, dtype=np.int64)
     affinity = np.empty(n)
-    strength = world.config.preference_strength
     for lo in range(0, n, _BLOCK):
         hi = min(lo + _BLOCK, n)
-        cand = _draw(item_cdf, rng.random((hi - lo, candidates)))
-        aff = np.einsum("nd,nkd->nk", tastes[lo:hi], world.item_vectors[cand])
+        cand = _alias_draw(item_sampler, (hi - lo, candidates), rng)
+        aff = np.einsum("nd,nkd->nk", tastes[lo:hi], item_vectors[cand])
         weights = np.exp(strength * (aff - aff.max(axis=1, keepdims=True)))
         cum = np.cumsum(weights, axis=1)
-        pick = (cum < rng.random((hi - lo, 1)) * cum[:, -1:]).sum(axis=1)
+        pick = (cum < rng.random((hi - lo, 1), dtype=np.float32) * cum[:, -1:]).sum(axis=1)
+        pick = np.minimum(pick, candidates - 1)  # float32 rounding at the very top of the cumulative sum
         rows = np.arange(hi - lo)
         chosen[lo:hi] = cand[rows, pick]
         affinity[lo:hi] = aff[rows, pick]
@@ -159,17 +165,16 @@ def _funnel(
     }
 
 
-def _to_table(events: dict, user_ids: np.ndarray, item_ids: np.ndarray) -> pa.Table:
+def _to_table(events: dict, user_ids: pa.Array, item_ids: pa.Array, ts_texts: pa.Array, day_start: int) -> pa.Table:
     users = np.concatenate([e[0] for e in events.values()])
     items = np.concatenate([e[1] for e in events.values()])
     values = np.concatenate([e[2] for e in events.values()]).astype(np.float64)
     ts = np.concatenate([e[3] for e in events.values()])
-    kinds = np.repeat(np.array(list(events), dtype=object), [e[0].size for e in events.values()])
+    kinds = np.repeat(np.arange(len(events)), [e[0].size for e in events.values()])
     order = np.argsort(ts, kind="stable")  # ties keep funnel order: view, click, rating, purchase
-    ts_text = np.char.add(np.datetime_as_string(ts[order].astype("datetime64[s]"), unit="s"), "Z")
     return pa.table(
-        [pa.array(user_ids[users[order]]), pa.array(item_ids[items[order]]), pa.array(kinds[order], pa.string()),
-         pa.array(values[order]), pa.array(ts_text)],
+        [user_ids.take(users[order]), item_ids.take(items[order]), pa.array(list(events), pa.string()).take(kinds[order]),
+         pa.array(values[order]), ts_texts.take(ts[order] - day_start)],
         schema=EVENT_SCHEMA,
     )
 
@@ -206,6 +211,29 @@ def _counted(chunks: Iterator[pa.Table], counts: Counter[str]) -> Iterator[pa.Ta
 def _cdf(weights: np.ndarray) -> np.ndarray:
     cdf = np.cumsum(weights, dtype=np.float64)
     return cdf / cdf[-1]
+
+
+def _alias_table(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias table: O(1) draws from a fixed discrete distribution (a binary search per draw is
+    cache-hostile and dominated the run time for millions of candidate draws)."""
+    n = weights.size
+    scaled = weights * (n / weights.sum())
+    accept = np.ones(n)
+    alias = np.arange(n)
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        accept[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        (small if scaled[g] < 1.0 else large).append(g)
+    return accept, alias  # leftovers keep accept 1: they are exactly full up to rounding
+
+
+def _alias_draw(table: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    accept, alias = table
+    slot = rng.integers(0, accept.size, size=shape)
+    return np.where(rng.random(shape) < accept[slot], slot, alias[slot])
 
 
 def _draw(cdf: np.ndarray, uniforms: np.ndarray) -> np.ndarray:

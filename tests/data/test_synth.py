@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 from freshrec.errors import InvalidInput, NotFound
 from freshrec.schemas import EVENT_TYPES, RAW_COLUMNS
@@ -199,9 +200,16 @@ def test_cli_writes_one_folder_per_day_and_the_truth(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "x").glob("ds=*")) == ["ds=2026-01-01", "ds=2026-01-02", "ds=2026-01-03"]
     assert (tmp_path / "truth.npz").is_file() and (tmp_path / "x" / "_meta" / "items.parquet").is_file()
     assert "events/s" in result.stdout
-    bad = subprocess.run([str(freshrec), "data", "synth", "--out", str(tmp_path / "y"), "--start", "01/02/2026", "--days", "1"],
-                         capture_output=True, text=True, timeout=60)
-    assert bad.returncode == InvalidInput.exit_code and "YYYY-MM-DD" in bad.stderr
+
+
+def test_cli_rejects_a_bad_date_or_format(tmp_path: Path) -> None:
+    from freshrec.cli.data import app
+
+    for option, value in (("--start", "01/02/2026"), ("--format", "xml")):
+        args = ["synth", "--out", str(tmp_path), "--start", "2026-01-01", "--days", "1", option, value]
+        result = CliRunner().invoke(app, args)
+        assert isinstance(result.exception, InvalidInput), result.output
+    assert not list(tmp_path.glob("ds=*"))
 
 
 def test_item_metadata_has_genres_for_every_item(week: tuple[Path, Path]) -> None:

@@ -15,7 +15,10 @@ _PREFIX = "recbole/dataset_example/ml-100k/"
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("FRESHREC_DATA_CACHE", Path.home() / ".cache" / "freshrec"))
+    # tests/conftest.py strips FRESHREC_* variables before tests run, so inside pytest the cache is
+    # steered with XDG_CACHE_HOME; FRESHREC_DATA_CACHE works for scripts.
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "freshrec"
+    root = Path(os.environ.get("FRESHREC_DATA_CACHE", default))
     return root / "ml-100k"
 
 
@@ -34,7 +37,8 @@ def fetch_ml100k() -> Path:
         with zipfile.ZipFile(wheel) as zf:
             for name in FILES:
                 data = zf.read(_PREFIX + name)
-                partial = target / (name + ".part")
+                # A per-process name: parallel test workers may fetch at the same time.
+                partial = target / f"{name}.{os.getpid()}.part"
                 partial.write_bytes(data)
                 partial.replace(target / name)  # atomic: a crash never leaves a half file
     return target
