@@ -1,15 +1,15 @@
 """Alembic environment for the FreshRec registry.
 
 ``freshrec.registry.database`` runs migrations programmatically and hands over an open connection in
-``config.attributes["connection"]``; the ``alembic`` command line works too, with ``sqlalchemy.url``
-set in the Config (``-x url=...`` is not needed then).
+``config.attributes["connection"]``. The ``alembic`` command line works too (``-c
+freshrec/registry/alembic.ini``): it uses ``sqlalchemy.url`` when set, else the configured registry.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
 
+from freshrec.registry.database import make_engine
 from freshrec.registry.models import Base
 
 config = context.config
@@ -28,19 +28,28 @@ def _run(connection) -> None:  # noqa: ANN001 - alembic hands over a plain Conne
         context.run_migrations()
 
 
+def _url() -> str:
+    configured = config.get_main_option("sqlalchemy.url")
+    if configured:
+        return configured
+    from freshrec.settings import get_settings
+
+    return get_settings().effective_registry_url
+
+
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    engine = make_engine(_url())
     with engine.begin() as conn:
         _run(conn)
     engine.dispose()
 
 
 if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:
