@@ -1,0 +1,81 @@
+"""Offline evaluation of a run's models on its holdout: full ranking, seen items removed, cold slice.
+
+The champion is evaluated on the *same* holdout through its exported graph: its vocabulary is a prefix
+of the current one (ids are stable), so items it never saw are padding in its input and unscorable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from freshrec.schemas import BUNDLE_VOCAB
+from tasks.evaluation.metrics import ranking_metrics
+from tasks.evaluation.ranking import Scorer, onnx_scorer, top_k, torch_scorer
+from tasks.training import prepare as prep
+from tasks.training.checkpoint import RunPaths, load_checkpoint
+from tasks.training.dataset import Vocab
+
+log = logging.getLogger(__name__)
+TORCH_MODELS = ("teacher", "student", "control")
+
+
+def evaluate_scorer(scorer: Scorer, test: prep.EvalSet, n_items: int, k: int = 10) -> dict:
+    ranked = top_k(scorer, test.histories, test.seen, k=k)
+    overall = ranking_metrics(ranked, test.relevant, k=k, n_items=n_items)
+    result = {"overall": overall}
+    if test.cold.any():
+        cold = np.flatnonzero(test.cold)
+        result["cold_users"] = ranking_metrics(ranked[cold], [test.relevant[i] for i in cold], k=k, n_items=n_items)
+    return result
+
+
+def champion_scorer(bundle: Path, vocab: Vocab) -> Scorer:
+    """Scores the current catalogue with an older bundle's int8 graph (falls back to fp32)."""
+    old = Vocab.load(bundle / BUNDLE_VOCAB)
+    if vocab.items[: old.n_items] != old.items:
+        raise ValueError(f"champion vocabulary in {bundle} is not a prefix of the current one")
+    graph = bundle / "student.int8.onnx"
+    if not graph.is_file():
+        graph = bundle / "student.fp32.onnx"
+    inner = onnx_scorer(graph, old.n_items)
+
+    def score(history: np.ndarray) -> np.ndarray:
+        clipped = np.where(history > old.n_items, 0, history)
+        scores = np.full((len(history), vocab.n_items + 1), -np.inf, dtype=np.float32)
+        scores[:, : old.n_items + 1] = inner(clipped)
+        return scores
+
+    return score
+
+
+def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
+    """Metrics of teacher, student, control (torch) and the champion; writes work/evaluation_torch.json."""
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    import torch
+
+    categories = torch.from_numpy(data.categories)
+    results: dict = {"protocol": data.protocol, "cutoff": data.cutoff, "counts": data.counts, "models": {}}
+    for name in TORCH_MODELS:
+        ckpt = paths.checkpoint(name)
+        if ckpt.is_file():
+            model, _ = load_checkpoint(ckpt, categories)
+            results["models"][name] = evaluate_scorer(torch_scorer(model), data.test, data.vocab.n_items)
+    if champion_bundle is not None:
+        try:
+            results["models"]["champion"] = evaluate_scorer(champion_scorer(champion_bundle, data.vocab), data.test, data.vocab.n_items)
+        except (ValueError, FileNotFoundError) as exc:
+            log.warning("champion not comparable: %s", exc)
+            results["champion_error"] = str(exc)
+    out = paths.work / "evaluation_torch.json"
+    out.write_text(json.dumps(results, indent=2))
+    return out
+
+
+def evaluate_graph(run_dir: Path, graph: Path) -> dict:
+    data = prep.load(RunPaths(run_dir).data)
+    return evaluate_scorer(onnx_scorer(graph, data.vocab.n_items), data.test, data.vocab.n_items)

@@ -1,0 +1,88 @@
+"""Release gates for a candidate, evaluated on the run's holdout. Pure: metrics in, verdict out.
+
+1. absolute floor: served (int8) nDCG@10 >= settings.gates.min_ndcg_at_10;
+2. no regression: served nDCG@10 >= champion nDCG@10 x (1 - max_regression), same holdout;
+3. int8 fidelity: int8 nDCG@10 >= fp32 nDCG@10 x (1 - int8_max_loss) (max score difference reported);
+4. export parity: torch vs ORT fp32 scores agree within PARITY_TOLERANCE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PARITY_TOLERANCE = 1e-3
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    detail: str
+    evidence: dict = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    gates: list[GateResult]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{g.name}: {g.detail}" for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "gates": [asdict(g) for g in self.gates], "reasons": self.reasons}
+
+
+def floor_gate(int8_ndcg: float, floor: float) -> GateResult:
+    ok = int8_ndcg >= floor
+    return GateResult("floor", ok, f"int8 nDCG@10 {int8_ndcg:.4f} {'>=' if ok else '<'} floor {floor:.4f}",
+                      {"int8_ndcg@10": int8_ndcg, "floor": floor})
+
+
+def regression_gate(int8_ndcg: float, champion_ndcg: float | None, max_regression: float) -> GateResult:
+    if champion_ndcg is None:
+        return GateResult("champion_regression", True, "no champion to compare with", {})
+    bound = champion_ndcg * (1.0 - max_regression)
+    ok = int8_ndcg >= bound
+    return GateResult(
+        "champion_regression", ok,
+        f"int8 nDCG@10 {int8_ndcg:.4f} vs champion {champion_ndcg:.4f} (bound {bound:.4f}, {max_regression:.1%} allowed)",
+        {"int8_ndcg@10": int8_ndcg, "champion_ndcg@10": champion_ndcg, "bound": bound},
+    )
+
+
+def int8_gate(int8_ndcg: float, fp32_ndcg: float, max_loss: float, max_abs_diff: float) -> GateResult:
+    bound = fp32_ndcg * (1.0 - max_loss)
+    ok = int8_ndcg >= bound
+    return GateResult(
+        "int8_fidelity", ok,
+        f"int8 nDCG@10 {int8_ndcg:.4f} vs fp32 {fp32_ndcg:.4f} (bound {bound:.4f}); max score diff {max_abs_diff:.4g}",
+        {"int8_ndcg@10": int8_ndcg, "fp32_ndcg@10": fp32_ndcg, "bound": bound, "max_abs_diff": max_abs_diff},
+    )
+
+
+def parity_gate(max_abs_diffs: dict[str, float], tolerance: float = PARITY_TOLERANCE) -> GateResult:
+    worst = max(max_abs_diffs.values()) if max_abs_diffs else 0.0
+    ok = worst <= tolerance
+    return GateResult("export_parity", ok, f"torch vs ORT fp32 max |diff| {worst:.3g} (tolerance {tolerance:g})",
+                      {"max_abs_diff": max_abs_diffs, "tolerance": tolerance})
+
+
+def decide(
+    int8_ndcg: float,
+    fp32_ndcg: float,
+    int8_max_abs_diff: float,
+    champion_ndcg: float | None,
+    parity: dict[str, float],
+    floor: float,
+    max_regression: float,
+    int8_max_loss: float,
+) -> Verdict:
+    gates = [
+        floor_gate(int8_ndcg, floor),
+        regression_gate(int8_ndcg, champion_ndcg, max_regression),
+        int8_gate(int8_ndcg, fp32_ndcg, int8_max_loss, int8_max_abs_diff),
+        parity_gate(parity),
+    ]
+    return Verdict(all(g.passed for g in gates), gates)

@@ -1,0 +1,77 @@
+"""The evaluation report of a retrain run: JSON + PNG under reports/retrain/<run id>/.
+
+Models side by side (teacher, distilled student, int8 student, control, champion; all users and the
+cold-user slice) and the early-stopping curves (validation nDCG@10 per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from freshrec.layout import Layout  # noqa: E402
+from freshrec.settings import Settings  # noqa: E402
+from tasks.training.checkpoint import RunPaths  # noqa: E402
+from tasks.training.stages import read_training_summaries  # noqa: E402
+
+SHOWN = ("ndcg@10", "recall@10", "precision@10", "map@10", "hr@10", "coverage@10")
+
+
+def collect(run_dir: Path) -> dict:
+    work = RunPaths(run_dir).work
+    evaluation = json.loads((work / "evaluation_torch.json").read_text())
+    export = json.loads((work / "export.json").read_text())
+    gates_file = work / "gates.json"
+    models = dict(evaluation["models"])
+    models["student_fp32_onnx"] = export["student_fp32"]["metrics"]
+    models["student_int8_onnx"] = export["int8"]["metrics"]
+    return {
+        "run_id": run_dir.name,
+        "protocol": evaluation["protocol"],
+        "cutoff": evaluation.get("cutoff"),
+        "counts": evaluation["counts"],
+        "models": models,
+        "int8": {k: export["int8"][k] for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size")},
+        "int8_trials": [{k: t.get(k) for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size", "error")}
+                        for t in export["int8_trials"]],
+        "gates": json.loads(gates_file.read_text()) if gates_file.is_file() else None,
+        "training": read_training_summaries(run_dir),
+    }
+
+
+def plot(report: dict, target: Path) -> Path:
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, 5))
+    names = list(report["models"])
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        values = [report["models"][name]["overall"].get(m, 0.0) for m in SHOWN]
+        bars.bar([j + i * width for j in range(len(SHOWN))], values, width, label=name)
+    bars.set_xticks([j + 0.4 - width / 2 for j in range(len(SHOWN))], SHOWN, rotation=20)
+    bars.set_title(f"holdout ({report['protocol']}), all users")
+    bars.legend(fontsize=8)
+    for name, summary in report["training"].items():
+        points = [p for p in summary.get("curve", []) if "val_ndcg@10" in p]
+        curves.plot([p["epoch"] for p in points], [p["val_ndcg@10"] for p in points], marker="o", label=name)
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("validation nDCG@10")
+    curves.set_title("early stopping")
+    curves.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return target
+
+
+def write_report(settings: Settings, run_dir: Path) -> Path:
+    report = collect(run_dir)
+    folder = Layout(settings.home).reports / "retrain" / run_dir.name
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / "report.json"
+    out.write_text(json.dumps(report, indent=2))
+    plot(report, folder / "report.png")
+    return out

@@ -1,0 +1,136 @@
+"""Export and quantise a run's models, choose the int8 recipe by measurement, check parity.
+
+fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
+``quantize.RECIPES`` is built and measured on the run's holdout (nDCG@10, max score difference vs fp32)
+and for speed (single request, whole catalogue); the fastest recipe within the allowed quality loss is
+kept, else the most accurate one (the int8 gate then rejects the candidate). fp16 for GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tasks.evaluation.evaluate import evaluate_graph
+from tasks.export.latency import onnx_latency
+from tasks.export.onnx_export import export_onnx, optimise_offline, run_scores, session
+from tasks.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
+from tasks.training import prepare as prep
+from tasks.training.checkpoint import RunPaths, load_checkpoint
+from tasks.training.dataset import pad_histories
+
+log = logging.getLogger(__name__)
+CALIBRATION_USERS = 256
+
+
+def export_fp32(model: torch.nn.Module, target: Path) -> Path:
+    raw = target.with_suffix(".raw.onnx")
+    export_onnx(model, raw)
+    optimise_offline(raw, target)
+    raw.unlink()
+    for stray in target.parent.glob(target.name + ".data"):
+        stray.unlink()
+    return target
+
+
+def score_difference(reference: Path, other: Path, histories: np.ndarray, n_items: int) -> float:
+    """Max |score| difference between two graphs over real histories and the whole catalogue."""
+    a, b = session(reference), session(other)
+    candidates = np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (len(histories), n_items)).copy()
+    return float(np.abs(run_scores(a, histories, candidates) - run_scores(b, histories, candidates)).max())
+
+
+def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_items: int, seed: int = 0) -> dict:
+    """torch eager vs ORT on real histories with random candidate sets (max abs and relative diff)."""
+    rng = np.random.default_rng(seed)
+    candidates = rng.integers(1, n_items + 1, size=(len(histories), min(n_items, 100)), dtype=np.int64)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(histories), torch.from_numpy(candidates)).numpy()
+    got = run_scores(session(graph), histories, candidates)
+    diff = np.abs(expected - got)
+    return {"max_abs_diff": float(diff.max()), "max_rel_diff": float((diff / (np.abs(expected) + 1e-6)).max())}
+
+
+def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float) -> dict:
+    """The fastest recipe within ``max_loss`` relative nDCG@10 of fp32, else the most accurate."""
+    floor = fp32_ndcg * (1.0 - max_loss)
+    within = [t for t in trials if t["ndcg@10"] >= floor]
+    if within:
+        return min(within, key=lambda t: t["latency"]["p50_ms"])
+    return max(trials, key=lambda t: t["ndcg@10"])
+
+
+def export_run(run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True) -> Path:
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    n_items = data.vocab.n_items
+    categories = torch.from_numpy(data.categories)
+    sample = _parity_histories(data)
+    report: dict = {"models": {}, "int8_trials": []}
+    for name in ("teacher", "student"):
+        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        report["models"][name] = {"fp32": str(export_fp32(model, paths.onnx(name, "fp32")))}
+    student_fp32 = paths.onnx("student", "fp32")
+    fp32_quality = evaluate_graph(run_dir, student_fp32)
+    fp32_latency = onnx_latency(student_fp32, n_items, data.history_len, n_items)
+    report["student_fp32"] = {"metrics": fp32_quality, "latency": fp32_latency, "size": student_fp32.stat().st_size}
+
+    calibration_histories = pad_histories(list(data.train.values())[:CALIBRATION_USERS], data.history_len)
+    calibration = HistoryCalibration(calibration_histories, n_items)
+    for recipe in recipes:
+        target = paths.work / f"student.int8.{recipe.name}.onnx"
+        try:
+            quantise_int8(student_fp32, target, recipe, calibration)
+        except Exception as exc:  # a recipe ORT cannot apply to this graph is reported, not fatal
+            log.warning("int8 recipe %s failed: %s", recipe.name, exc)
+            report["int8_trials"].append({"recipe": recipe.to_dict(), "error": str(exc)})
+            continue
+        metrics = evaluate_graph(run_dir, target)
+        report["int8_trials"].append({
+            "recipe": recipe.to_dict(),
+            "path": str(target),
+            "ndcg@10": metrics["overall"]["ndcg@10"],
+            "metrics": metrics,
+            "max_abs_diff_vs_fp32": score_difference(student_fp32, target, sample, n_items),
+            "latency": onnx_latency(target, n_items, data.history_len, n_items),
+            "size": target.stat().st_size,
+        })
+    trials = [t for t in report["int8_trials"] if "error" not in t]
+    if not trials:
+        raise RuntimeError("no int8 recipe could be applied to the student graph")
+    chosen = choose_recipe(trials, fp32_quality["overall"]["ndcg@10"], int8_max_loss)
+    for trial in trials:  # the losing recipes are scratch files
+        if trial is not chosen:
+            Path(trial["path"]).unlink(missing_ok=True)
+    Path(chosen["path"]).replace(paths.onnx("student", "int8"))
+    chosen["path"] = str(paths.onnx("student", "int8"))
+    report["int8"] = chosen
+    if fp16:
+        convert_fp16(student_fp32, paths.onnx("student", "fp16"))
+        report["fp16"] = {"path": str(paths.onnx("student", "fp16")), "size": paths.onnx("student", "fp16").stat().st_size}
+    out = paths.work / "export.json"
+    out.write_text(json.dumps(report, indent=2))
+    return out
+
+
+def _parity_histories(data: prep.TrainingData) -> np.ndarray:
+    return data.test.histories[:CALIBRATION_USERS] if len(data.test.histories) else data.validation.histories
+
+
+def check_parity(run_dir: Path) -> Path:
+    """torch vs ORT fp32 for teacher and student on real histories -> work/parity.json."""
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    categories = torch.from_numpy(data.categories)
+    sample = _parity_histories(data)
+    result = {}
+    for name in ("teacher", "student"):
+        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        result[name] = torch_parity(model, paths.onnx(name, "fp32"), sample, data.vocab.n_items)
+    out = paths.work / "parity.json"
+    out.write_text(json.dumps(result, indent=2))
+    return out

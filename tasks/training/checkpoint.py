@@ -1,0 +1,86 @@
+"""Run folders, torch checkpoints and warm start with a grown vocabulary.
+
+A run folder ``models/<run id>/`` is the bundle the registry points at; intermediate files live in its
+``work/`` sub-folder. Checkpoints carry the model config so a later run can rebuild and grow them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tasks.training.models import build_model, config_dict
+
+CHECKPOINTS = {"teacher": "teacher.pt", "student": "student.pt"}
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def data(self) -> Path:
+        return self.work / "data.pkl"
+
+    def checkpoint(self, name: str) -> Path:
+        # teacher and student stay in the bundle (the next run warm-starts from them); the control is scratch
+        return self.root / CHECKPOINTS[name] if name in CHECKPOINTS else self.work / f"{name}.pt"
+
+    def onnx(self, name: str, variant: str) -> Path:
+        return self.root / f"{name}.{variant}.onnx"
+
+    def report(self, name: str) -> Path:
+        return self.root / name
+
+
+def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": config_dict(model), "state": model.state_dict(), **(extra or {})}, path)
+    return path
+
+
+def load_checkpoint(path: Path, categories: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(payload["config"], categories)
+    model.load_state_dict(payload["state"])
+    return model.eval(), payload
+
+
+def grow_into(old_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, list[int]]:
+    """Copy ``old_state`` into ``model``; item-indexed dims may have grown (ids are stable, so old row i
+    is new row i), new rows keep their fresh initialisation. Buffers (side features) stay as built.
+
+    Returns the shape changes per tensor, for the lineage.
+    """
+    grown: dict[str, list[int]] = {}
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, target in params.items():
+            source = old_state.get(name)
+            if source is None or source.dim() != target.dim():
+                raise ValueError(f"warm start: parameter {name} does not match the parent checkpoint")
+            if any(s > t for s, t in zip(source.shape, target.shape)):
+                raise ValueError(f"warm start: {name} shrank from {list(source.shape)} to {list(target.shape)}")
+            block = tuple(slice(0, s) for s in source.shape)
+            target[block] = source.to(target.dtype)
+            if source.shape != target.shape:
+                grown[name] = [list(source.shape), list(target.shape)]
+    return grown
+
+
+def warm_started(config_from_parent: dict, parent_state: dict, model: nn.Module) -> dict:
+    """Initialise ``model`` from the parent when the architectures agree; returns what happened."""
+    current = config_dict(model)
+    same_shape = {k: v for k, v in current.items() if k not in ("n_items",)} == {
+        k: v for k, v in config_from_parent.items() if k not in ("n_items",)
+    }
+    if not same_shape:
+        return {"warm": False, "why": "architecture changed since the parent"}
+    return {"warm": True, "grown": grow_into(parent_state, model)}
