@@ -7,12 +7,7 @@ import datetime as dt
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
-try:  # the Spark plane defines the Asset its features DAG publishes
-    from dags.assets import FEATURES
-except ModuleNotFoundError:  # same URI, hence the same Asset
-    from airflow.sdk import Asset
-
-    FEATURES = Asset("freshrec://features")
+from dags.assets import FEATURES
 
 OWNER = {"owner": "model", "retries": 0}
 
