@@ -70,6 +70,15 @@ def resolve_artifact(variant: str, spec: Any, bundle_dir: Path) -> ArtifactView:
     return ArtifactView(uri=str(path), sha256=actual_sha, size=actual_size, variant=variant)
 
 
+def metric_values(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """One row per top-level metric; names must fit the column."""
+    values = to_jsonable(dict(metrics), "metrics")
+    too_long = [name for name in values if len(name) > 256]
+    if too_long:
+        raise InvalidInput(f"metric names longer than 256 characters: {too_long[0][:40]}...")
+    return values
+
+
 def split_lineage(lineage: Mapping[str, Any]) -> dict[str, Any]:
     """Column values for the lineage table; unknown keys go to ``extra``."""
     plain = to_jsonable(dict(lineage), "lineage")

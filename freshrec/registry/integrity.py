@@ -23,10 +23,8 @@ def verify_artifact(artifact: ArtifactView) -> None:
     """Raise ArtifactIntegrityError unless the file exists with the registered size and sha256."""
     path = Path(artifact.uri)
     if not path.is_file():
-        raise ArtifactIntegrityError(
-            f"artifact {artifact.variant or ''} missing: {path}".replace("  ", " "),
-            details={"uri": str(path)},
-        )
+        label = f"artifact {artifact.variant}" if artifact.variant else "artifact"
+        raise ArtifactIntegrityError(f"{label} missing: {path}", details={"uri": str(path)})
     size = path.stat().st_size
     if size != artifact.size:
         raise ArtifactIntegrityError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -97,7 +97,7 @@ class Artifact(Base):
     variant: Mapped[str] = mapped_column(String(32))
     uri: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
 
 
 class Metric(Base):
@@ -120,8 +120,8 @@ class Lineage(Base):
     version: Mapped[int] = mapped_column(ForeignKey("versions.version"), primary_key=True)
     feature_days: Mapped[list[Any]] = mapped_column(default=list)
     feature_manifests: Mapped[list[Any]] = mapped_column(default=list)
-    code_version: Mapped[str | None] = mapped_column(String(128))
-    dag_run_id: Mapped[str | None] = mapped_column(String(256))
+    code_version: Mapped[str | None] = mapped_column(Text)
+    dag_run_id: Mapped[str | None] = mapped_column(Text)
     parent_version: Mapped[int | None] = mapped_column(ForeignKey("versions.version"))
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
@@ -146,7 +146,7 @@ class Verdict(Base):
     version: Mapped[int] = mapped_column(ForeignKey("versions.version"), index=True)
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     actor: Mapped[str] = mapped_column(String(128))
-    outcome: Mapped[str | None] = mapped_column(String(32))
+    outcome: Mapped[str | None] = mapped_column(Text)
     verdict: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 

@@ -42,6 +42,14 @@ def parse_version(version: int | str) -> int:
     return number
 
 
+def verdict_reason(body: Mapping[str, Any]) -> str | None:
+    """The audit log's one-line why for a verdict: its ``reason`` or its ``reasons`` joined."""
+    if isinstance(body.get("reason"), str):
+        return body["reason"]
+    reasons = body.get("reasons")
+    return "; ".join(map(str, reasons)) if isinstance(reasons, list) and reasons else None
+
+
 class Registry:
     """One model's registry (``settings.model_name``) on one database."""
 
@@ -70,7 +78,10 @@ class Registry:
     def list_versions(self, states: list[str] | None = None) -> list[VersionView]:
         query = select(Version).where(Version.model_id == self._model_id).options(*VERSION_LOADS)
         if states:
-            query = query.where(Version.state.in_([State(s).value for s in states]))
+            unknown = sorted(set(states) - {s.value for s in State})
+            if unknown:
+                raise InvalidInput(f"unknown version state(s) {unknown}; states are {[s.value for s in State]}")
+            query = query.where(Version.state.in_(list(states)))
         with self._sessions() as session:
             return [version_view(v, self.model_name) for v in session.execute(query.order_by(Version.version)).scalars()]
 
@@ -131,7 +142,7 @@ class Registry:
         if not artifacts:
             raise InvalidInput("a candidate needs at least one artifact")
         resolved = [inputs.resolve_artifact(variant, spec, bundle) for variant, spec in artifacts.items()]
-        metric_values = inputs.to_jsonable(dict(metrics or {}), "metrics")
+        metric_values = inputs.metric_values(metrics or {})
         lineage_columns = inputs.split_lineage(lineage or {})
         card_value = inputs.to_jsonable(dict(card or {}), "card")
         actor = actor or default_actor()
@@ -289,7 +300,7 @@ class Registry:
             session.add(Verdict(version=number, actor=actor, outcome=outcome, verdict=body))
             append_audit(
                 session, self._model_id, actor=actor, action="verdict", version=number,
-                reason=body.get("reason") if isinstance(body.get("reason"), str) else None,
+                reason=verdict_reason(body),
                 before={}, after={"outcome": outcome},
             )
         return self.get_version(number)

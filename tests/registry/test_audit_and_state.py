@@ -122,7 +122,8 @@ def test_metrics_lineage_card_and_verdicts_round_trip(registry: Registry, bundle
     assert view.lineage["feature_days"] == ["2024-01-01", "2024-01-02"] and view.lineage["dag_run_id"] == "manual__1"
     assert view.card == {"params": 12345} and view.created_by == "retrain"
     assert set(view.artifacts) == {"fp32", "int8"} and Path(view.artifacts["fp32"].uri).is_absolute()
-    registry.record_verdict(view.version, {"outcome": "inconclusive", "samples": 12}, "release")
+    registry.record_verdict(view.version, {"outcome": "inconclusive", "samples": 12, "reasons": ["too few", "requests"]}, "release")
+    assert registry.audit_log(view.version)[-1].reason == "too few; requests"
     verdicts = registry.get_version(view.version).verdicts
     assert verdicts[0]["outcome"] == "inconclusive" and verdicts[0]["verdict"]["samples"] == 12
     assert view.to_dict()["version"] == str(view.version)

@@ -57,3 +57,32 @@ def test_open_registry_creates_the_default_sqlite_file(freshrec_home: Path) -> N
     # Opening again (another process, later) finds the schema at head and keeps the data.
     with open_registry(get_settings()) as registry:
         assert registry.generation() == 0
+
+
+def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
+    """Scheduler, replicas and CLI may open a brand-new registry at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from freshrec.registry import open_registry
+    from freshrec.settings import load_settings
+
+    settings = load_settings(home=tmp_path)
+
+    def open_and_count(_: int) -> int:
+        with open_registry(settings) as registry:
+            return registry.generation()
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(open_and_count, range(4))) == [0, 0, 0, 0]
+    with open_registry(settings) as registry, registry.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM models").scalar_one() == 1
+        assert conn.exec_driver_sql("SELECT count(*) FROM aliases").scalar_one() == 3
+
+
+def test_in_memory_sqlite_url_works(tmp_path: Path) -> None:
+    from freshrec.registry import open_registry
+    from freshrec.settings import load_settings
+
+    with open_registry(load_settings(home=tmp_path), url="sqlite://") as registry:
+        assert registry.serving_state().champion is None
+        assert database.current_revision(registry.engine) == database.head_revision()

@@ -148,4 +148,6 @@ def test_bad_input_is_refused(registry: Registry, bundle: Path) -> None:
         registry.register_candidate(bundle, {"fp32": bundle / "missing.onnx"}, {}, {}, {}, "test")
     with pytest.raises(InvalidInput, match="parent_version"):
         registry.register_candidate(bundle, artifact_specs(bundle), {}, {"parent_version": 42}, {}, "test")
+    with pytest.raises(InvalidInput, match="unknown version state"):
+        registry.list_versions(["live"])
     assert registry.get_version(str(b)).state == "candidate"
