@@ -1,0 +1,121 @@
+"""The plan of one features run (days, staging dir) and how it reaches Spark and the lake.
+
+tasks/ never imports spark_jobs: the job is *submitted* (spark-submit through the Airflow Spark provider,
+or ``python -m`` here), and publication runs ``python -m spark_jobs.publish`` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from freshrec.errors import FreshRecError, InvalidInput
+from freshrec.layout import Layout
+from freshrec.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPARK_JOBS_DIR = REPO_ROOT / "spark_jobs"
+FEATURES_APPLICATION = SPARK_JOBS_DIR / "features.py"
+
+
+class PublishFailed(FreshRecError):
+    """Moving a validated run into the lake failed; the previous partitions are still the live ones."""
+
+
+@dataclass(frozen=True)
+class FeaturesPlan:
+    from_ds: str
+    to_ds: str
+    staging: str
+    manual: bool  # days came from the run conf (backfill/CLI): no waiting for landing
+
+    @property
+    def days(self) -> list[dt.date]:
+        first, last = dt.date.fromisoformat(self.from_ds), dt.date.fromisoformat(self.to_ds)
+        return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "FeaturesPlan":
+        return cls(**{k: data[k] for k in ("from_ds", "to_ds", "staging", "manual")})
+
+
+def _parse_day(value: object, name: str) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(f"{name}: expected YYYY-MM-DD, got {value!r}") from None
+
+
+def plan_run(settings: Settings, run_id: str, from_ds: object, to_ds: object, scheduled_day: dt.date) -> FeaturesPlan:
+    """Days from the run conf when given (both or one), else the scheduled day (the @daily/backfill case)."""
+    first, last = _parse_day(from_ds, "from_ds"), _parse_day(to_ds, "to_ds")
+    manual = first is not None or last is not None
+    first = first or last or scheduled_day
+    last = last or first
+    if last < first:
+        raise InvalidInput(f"to_ds {last} is before from_ds {first}")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    staging = Layout(settings.home).lake / "_staging" / f"features-{safe}"
+    return FeaturesPlan(first.isoformat(), last.isoformat(), str(staging), manual)
+
+
+def raw_partition_landed(settings: Settings, day: dt.date) -> bool:
+    """A partition counts as landed when its folder holds at least one data file."""
+    folder = Layout(settings.home).raw_partition(day)
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(("_", ".")) for p in folder.rglob("*"))
+
+
+def spark_environment(settings: Settings) -> dict[str, str]:
+    """What spark-submit needs to find itself and run our venv's interpreter with our settings."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "FRESHREC_HOME": str(settings.home),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def spark_arguments(plan: FeaturesPlan) -> list[str]:
+    return ["--from", plan.from_ds, "--to", plan.to_ds, "--staging", plan.staging]
+
+
+def submission(settings: Settings, plan: FeaturesPlan) -> dict:
+    """The plan plus what the SparkSubmitOperator needs (JSON-safe, it travels through XCom)."""
+    return {**plan.to_dict(), "application": str(FEATURES_APPLICATION), "application_args": spark_arguments(plan),
+            "spark_env": spark_environment(settings), "driver_memory": settings.spark_driver_memory}
+
+
+def run_features_locally(settings: Settings, plan: FeaturesPlan) -> None:
+    """The same job without spark-submit (``python -m``), for callers without Airflow."""
+    env = {**os.environ, **spark_environment(settings)}
+    cmd = [sys.executable, "-m", "spark_jobs.features", *spark_arguments(plan)]
+    subprocess.run(cmd, env=env, check=True, cwd=REPO_ROOT)
+
+
+def publish(settings: Settings, plan: FeaturesPlan) -> dict:
+    """Publish a validated staging directory atomically (partition by partition, snapshot last)."""
+    env = {**os.environ, **spark_environment(settings)}
+    cmd = [sys.executable, "-m", "spark_jobs.publish", "--home", str(settings.home), "--staging", plan.staging]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    if result.returncode != 0:
+        raise PublishFailed(f"publishing {plan.staging} failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def discard(plan: FeaturesPlan) -> None:
+    """Drop a staging directory that will not be published (validation stopped the run)."""
+    shutil.rmtree(plan.staging, ignore_errors=True)
