@@ -146,7 +146,7 @@ class Registry:
         lineage_columns = inputs.split_lineage(lineage or {})
         card_value = inputs.to_jsonable(dict(card or {}), "card")
         actor = actor or default_actor()
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             parent = lineage_columns["parent_version"]
             if parent is not None and session.get(Version, parent) is None:
                 raise InvalidInput(f"lineage parent_version {parent} is not a registered version")
@@ -191,16 +191,14 @@ class Registry:
         *, shadow: bool | None = None, expected_generation: int | None = None,
     ) -> ServingState:
         weight = inputs.check_weight(weight)
-        affected: list[int] = []
-
         def change(session: Session, txn: AliasChange) -> None:
             canary = txn.alias("canary")
             if canary is None:
                 raise Conflict("there is no active canary whose weight could be set")
-            affected.append(canary)
+            txn.subject = canary
             txn.move_alias("canary", canary, weight=weight, shadow=shadow)
 
-        self._alias_change("set_canary_weight", None, actor, reason, change, expected_generation, affected=affected)
+        self._alias_change("set_canary_weight", None, actor, reason, change, expected_generation)
         return self.serving_state()
 
     def promote(
@@ -234,25 +232,23 @@ class Registry:
         self, actor: str | None = None, reason: str | None = None, *, expected_generation: int | None = None
     ) -> ServingState:
         """Abort the active canary (rejected, weight 0); without one, champion <- previous."""
-        affected: list[int] = []
-
         def change(session: Session, txn: AliasChange) -> None:
             canary, champion, previous = txn.alias("canary"), txn.alias("champion"), txn.alias("previous")
             if canary is not None:
-                affected.append(canary)
+                txn.subject = canary
                 txn.move_state(canary, State.REJECTED, reasons=[reason or "canary rolled back"])
                 txn.move_alias("canary", None, weight=0.0, shadow=False)
                 return
             if previous is None:
                 raise Conflict("nothing to roll back: no active canary and no previous champion")
-            affected.append(previous)
+            txn.subject = previous
             if champion is not None:
                 txn.move_state(champion, State.ARCHIVED, reasons=[reason or "rolled back"])
             txn.move_state(previous, State.CHAMPION)
             txn.move_alias("champion", previous)
             txn.move_alias("previous", None)
 
-        self._alias_change("rollback", None, actor, reason, change, expected_generation, affected=affected)
+        self._alias_change("rollback", None, actor, reason, change, expected_generation)
         return self.serving_state()
 
     def reject(
@@ -295,7 +291,7 @@ class Registry:
         body = inputs.to_jsonable(dict(verdict), "verdict")
         outcome = next((str(body[k]) for k in ("verdict", "outcome", "decision") if body.get(k) is not None), None)
         actor = actor or default_actor()
-        with self._sessions.begin() as session:
+        with self._transaction() as session:
             self._load(session, number)
             session.add(Verdict(version=number, actor=actor, outcome=outcome, verdict=body))
             append_audit(
@@ -316,37 +312,18 @@ class Registry:
         change: Callable[[Session, AliasChange], None],
         expected_generation: int | None,
         *,
-        affected: list[int] | None = None,
         extra_after: dict[str, Any] | None = None,
     ) -> None:
         """Run ``change`` in one transaction with compare-and-set aliases and an audit record."""
         with self._transaction() as session:
-            txn = AliasChange(session, self._model_id, expected_generation)
+            txn = AliasChange(session, self._model_id, expected_generation, subject=version)
             before = txn.snapshot()
             if version is not None:
                 self._load(session, version)
             # The compare-and-set on the generation comes first: it is where concurrent writers queue.
             txn.bump_generation()
             change(session, txn)
-            after = txn.snapshot() | (extra_after or {})
-            # One audit row per version the change touched, so each version's trail is complete.
-            targets = [v for v in [version, *(affected or [])] if v is not None][:1]
-            targets += [v for v in txn.moved if v not in targets]
-            for number in targets:
-                old_state, new_state = txn.moved.get(number, (None, None))
-                if old_state is None:
-                    old_state = new_state = session.execute(
-                        select(Version.state).where(Version.version == number)
-                    ).scalar_one()
-                append_audit(
-                    session, self._model_id, actor=actor or default_actor(), action=action, version=number,
-                    reason=reason, before=before | {"state": old_state}, after=after | {"state": new_state},
-                )
-            if not targets:
-                append_audit(
-                    session, self._model_id, actor=actor or default_actor(), action=action, version=None,
-                    reason=reason, before=before, after=after,
-                )
+            txn.record(action, actor or default_actor(), reason, before, extra_after or {})
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:

@@ -31,9 +31,12 @@ class AliasSnapshot:
 class AliasChange:
     """Compare-and-set writes against the state read when the change began."""
 
-    def __init__(self, session: Session, model_id: int, expected_generation: int | None = None) -> None:
+    def __init__(
+        self, session: Session, model_id: int, expected_generation: int | None = None, *, subject: int | None = None
+    ) -> None:
         self.session = session
         self.model_id = model_id
+        self.subject = subject  # the version the change is about, for the audit log
         self.generation = session.execute(select(Model.generation).where(Model.id == model_id)).scalar_one()
         if expected_generation is not None and expected_generation != self.generation:
             raise Conflict(
@@ -100,6 +103,23 @@ class AliasChange:
         old_state = move_version_state(self.session, version, new_state, **values)
         first_state = self.moved.get(version, (old_state, ""))[0]
         self.moved[version] = (first_state, new_state.value)
+
+
+    def record(self, action: str, actor: str, reason: str | None, before: dict[str, Any], extra_after: dict[str, Any]) -> None:
+        """Audit rows: one for the subject and one for every other version whose state moved."""
+        after = self.snapshot() | extra_after
+        targets = [self.subject] if self.subject is not None else []
+        targets += [v for v in self.moved if v not in targets]
+        for number in targets or [None]:
+            states: dict[str, Any] = {}
+            if number is not None:
+                current = self.session.execute(select(Version.state).where(Version.version == number)).scalar_one()
+                old, new = self.moved.get(number, (current, current))
+                states = {"before": {"state": old}, "after": {"state": new}}
+            append_audit(
+                self.session, self.model_id, actor=actor, action=action, version=number, reason=reason,
+                before=before | states.get("before", {}), after=after | states.get("after", {}),
+            )
 
 
 def move_version_state(session: Session, version: int, new_state: State, **values: Any) -> str:
