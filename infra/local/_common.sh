@@ -52,6 +52,11 @@ for key, value in airflow_environment(get_settings()).items():
   export AIRFLOW__CORE__EXECUTOR=LocalExecutor
   export AIRFLOW__CORE__PARALLELISM="${FRESHREC_AIRFLOW_PARALLELISM:-4}"
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+  if [[ "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" == sqlite* ]]; then
+    # Four processes share one SQLite file: wait for locks instead of failing (see the module).
+    export PYTHONPATH="$REPO/infra/local/airflow${PYTHONPATH:+:$PYTHONPATH}"
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=freshrec_airflow_local.SQLITE_CONNECT_ARGS
+  fi
   export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="$AIRFLOW_USER:admin"
   export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE="$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
@@ -178,4 +183,18 @@ airflow_token() {
   curl -fsS --max-time 30 -X POST "$AIRFLOW_URL/auth/token" -H 'Content-Type: application/json' \
     -d "{\"username\": \"$AIRFLOW_USER\", \"password\": \"$AIRFLOW_PASSWORD\"}" |
     python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
+}
+
+# Migrate the metadata DB before the components start (clear errors, one writer) and put a SQLite
+# file in WAL mode: readers (the UI, the API) then never block the scheduler's writes.
+migrate_airflow_db() {
+  airflow db migrate >>"$LOG_DIR/airflow-migrate.log" 2>&1 || {
+    tail -n 30 "$LOG_DIR/airflow-migrate.log" >&2
+    echo "error: airflow db migrate failed (log $LOG_DIR/airflow-migrate.log)" >&2
+    return 1
+  }
+  local db="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN#sqlite:///}"
+  if [[ "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" == sqlite:///* ]]; then
+    python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL").fetchall()' "$db"
+  fi
 }

@@ -159,6 +159,7 @@ fi
 
 step "Airflow (standalone) on $AIRFLOW_URL"
 write_airflow_password
+if ! service_running airflow; then migrate_airflow_db; fi
 start airflow airflow standalone
 
 step "waiting for services (up to ${TIMEOUT}s each)"

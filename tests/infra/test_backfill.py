@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import pyarrow.dataset as pads
 import pytest
 
@@ -20,6 +21,16 @@ DAG = "features_daily"
 
 def midnight(day: dt.date) -> str:
     return f"{day.isoformat()}T00:00:00Z"
+
+
+def post_with_retry(api: httpx.Client, path: str, body: dict, attempts: int = 3) -> httpx.Response:
+    """POST, retrying a 503 (SQLite answers "Database is locked" when a writer holds it too long)."""
+    for _ in range(attempts - 1):
+        response = api.post(path, json=body)
+        if response.status_code != 503:
+            return response
+        time.sleep(10)
+    return api.post(path, json=body)
 
 
 def wait_backfill(stack: LocalStack, backfill_id: int, timeout: float = 1500) -> list[dict]:
@@ -60,7 +71,7 @@ def test_rest_and_cli_backfills_produce_identical_partitions(local_stack: LocalS
         dags = api.get("/dags", params={"limit": 100}).raise_for_status().json()["dags"]
         assert DAG in {d["dag_id"] for d in dags}
         assert api.get("/importErrors").raise_for_status().json()["total_entries"] == 0
-        created = api.post("/backfills", json={
+        created = post_with_retry(api, "/backfills", {
             "dag_id": DAG, "from_date": midnight(DAYS[0]), "to_date": midnight(DAYS[-1]),
             "reprocess_behavior": "none", "max_active_runs": 1,
         })
