@@ -8,6 +8,7 @@ prometheus-client to its multiprocess mode and ``/metrics`` aggregates every wor
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -71,6 +72,19 @@ class ServingMetrics:
         self.canary_weight = Gauge("freshrec_canary_weight", "Canary traffic share (%)", multiprocess_mode="livemax", registry=r)
         self.load_failures = Counter("freshrec_model_load_failures", "Versions refused at load", ["version"], registry=r)
         self.reconciles = Counter("freshrec_reconciles", "Reconcile passes by outcome", ["outcome"], registry=r)
+
+        # labels() validates and locks on every call; the hot path reuses each child through these caches.
+        self.request_children = lru_cache(maxsize=4096)(self._request_children)
+        self.response_children = lru_cache(maxsize=1024)(self._response_children)
+
+    def _request_children(self, route: str, variant: str, version: str, status: int):
+        """(latency histogram, request counter, error counter or None) of one label combination."""
+        errors = self.errors.labels(route, variant, version) if status >= 500 else None
+        return self.latency.labels(route, variant, version), self.requests.labels(route, variant, version, str(status)), errors
+
+    def _response_children(self, variant: str, version: str):
+        """(score histogram, impressions counter) of one variant/version."""
+        return self.scores.labels(variant, version), self.impressions.labels(variant, version)
 
     def observe_batch(self, version: str):
         ort_seconds, batch_size = self.ort_seconds.labels(version), self.batch_size.labels(version)

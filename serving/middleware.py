@@ -49,8 +49,8 @@ class MetricsMiddleware:
                 path = scope["path"]
                 route = ROUTES.get(path) or ("admin" if path.startswith("/admin/") else "other")
                 variant, version = scope.get(LABELS_KEY, UNLABELLED)
-                metrics = runtime.metrics
-                metrics.latency.labels(route, variant, version).observe(time.perf_counter() - started)
-                metrics.requests.labels(route, variant, version, str(status)).inc()
-                if status >= 500:
-                    metrics.errors.labels(route, variant, version).inc()
+                latency, requests, errors = runtime.metrics.request_children(route, variant, version, status)
+                latency.observe(time.perf_counter() - started)
+                requests.inc()
+                if errors is not None:
+                    errors.inc()

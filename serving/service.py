@@ -44,7 +44,7 @@ class RecommendationService:
             cached = self._cache.get(key)
             self._metrics.cache.labels("hit" if cached is not None else "miss").inc()
             if cached is not None:
-                self._metrics.impressions.labels(variant, version).inc()
+                self._metrics.response_children(variant, version)[1].inc()
                 return cached, variant, version
         users = served.users
         row = users.row(user_id)
@@ -73,8 +73,11 @@ class RecommendationService:
         )
         if self._cache.enabled:
             self._cache.put(key, body)
-        self._observe_scores(variant, version, scores)
-        self._metrics.impressions.labels(variant, version).inc()
+        score_histogram, impressions = self._metrics.response_children(variant, version)
+        if scores.size:
+            # The best score per response tracks drift at the cost of one observation.
+            score_histogram.observe(float(scores[0]))
+        impressions.inc()
         return body, variant, version
 
     async def score(self, table: RoutingTable, user_id: str, item_ids: list[str]) -> tuple[bytes, str, str]:
@@ -118,16 +121,12 @@ class RecommendationService:
                 scores = await shadow.batcher.score(history)
             except Overloaded:
                 return  # shadow work is the first thing to shed
-            self._observe_scores(SHADOW, shadow.version, scores.max(initial=-np.inf, keepdims=True))
+            if scores.size:
+                self._metrics.response_children(SHADOW, shadow.version)[0].observe(float(scores.max()))
 
         task = asyncio.get_running_loop().create_task(run())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _observe_scores(self, variant: str, version: str, scores: np.ndarray) -> None:
-        # The best score per response tracks drift at the cost of one observation (each costs microseconds).
-        if scores.size:
-            self._metrics.scores.labels(variant, version).observe(float(scores.max()))
 
 
 def _route(table: RoutingTable, user_id: str) -> tuple[str, ServedVersion, ServedVersion | None]:
