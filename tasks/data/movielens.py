@@ -110,7 +110,9 @@ def iter_ratings(ratings: RatingsFile, block_bytes: int = _BLOCK_BYTES) -> Itera
     convert_options = pacsv.ConvertOptions(column_types=_TYPES, include_columns=list(RATING_COLUMNS))
     parse_options = pacsv.ParseOptions(delimiter=delimiter, quote_char='"' if ratings.fmt == "csv" else False)
     try:
-        reader = pacsv.open_csv(ratings.path, read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+        reader = pacsv.open_csv(
+            ratings.path, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
         for batch in reader:
             yield _checked(pa.Table.from_batches([batch]), ratings)
     except pa.ArrowInvalid as exc:
@@ -121,7 +123,8 @@ def read_ratings(path: Path) -> tuple[RatingsFile, pd.DataFrame]:
     """The whole file as a DataFrame (user_id, item_id, rating, timestamp) in file order; for small sets."""
     ratings = detect_format(path)
     tables = list(iter_ratings(ratings))
-    table = pa.concat_tables(tables) if tables else pa.schema([(c, _TYPES[c]) for c in RATING_COLUMNS]).empty_table()
+    empty = pa.schema([(c, pa.int64() if c == "timestamp" else _TYPES[c]) for c in RATING_COLUMNS]).empty_table()
+    table = pa.concat_tables(tables) if tables else empty
     return ratings, table.to_pandas()
 
 
@@ -129,7 +132,8 @@ def write_ratings(frame: pd.DataFrame, path: Path, like: RatingsFile) -> Path:
     """Write (user_id, item_id, rating, timestamp) rows in the format of ``like`` (so they re-import)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = [frame["user_id"].astype(str), frame["item_id"].astype(str), _number_text(frame["rating"]), _number_text(frame["timestamp"])]
+    columns = [frame["user_id"].astype(str), frame["item_id"].astype(str)]
+    columns += [_number_text(frame["rating"]), _number_text(frame["timestamp"])]
     sep = {"udata": "\t", "recbole": "\t", "dat": "::", "csv": ","}[like.fmt]
     header = {
         "udata": None,

@@ -50,7 +50,7 @@ def metadata_files(ratings: RatingsFile) -> dict[str, Path]:
 def copy_metadata(ratings: RatingsFile, next_to: Path) -> list[Path]:
     """Copy the sibling metadata files beside another ratings file of the same format (the split's output)."""
     copied = []
-    for kind, source in metadata_files(ratings).items():
+    for source in metadata_files(ratings).values():
         name = Path(next_to).with_suffix(source.suffix).name if ratings.fmt == "recbole" else source.name
         target = Path(next_to).parent / name
         if target.resolve() != source.resolve():
@@ -119,7 +119,9 @@ def _items_movies_csv(path: Path) -> pd.DataFrame:
 
 
 def _items(ids: pd.Series, titles: pd.Series, categories: list[list[str]]) -> pd.DataFrame:
-    frame = pd.DataFrame({"item_id": ids.astype(str).str.strip(), "title": titles.astype(str).str.strip(), "categories": categories})
+    frame = pd.DataFrame(
+        {"item_id": ids.astype(str).str.strip(), "title": titles.astype(str).str.strip(), "categories": categories}
+    )
     frame["year"] = pd.to_numeric(frame["title"].str.extract(_YEAR)[0], errors="coerce").astype("Int64")
     return frame
 

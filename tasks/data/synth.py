@@ -31,9 +31,10 @@ from tasks.data.world import DAY_STREAM, World, WorldConfig, load_world, make_wo
 
 __all__ = ["EVENT_SCHEMA", "SynthConfig", "DayReport", "generate_day", "synthesize", "load_world", "save_world", "World"]
 
-EVENT_SCHEMA = pa.schema(
-    [("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()), ("value", pa.float64()), ("ts", pa.string())]
-)
+EVENT_SCHEMA = pa.schema([
+    ("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()), ("value", pa.float64()),
+    ("ts", pa.string()),
+])
 
 # Monday..Sunday volume factors, and the share of a day's events in each UTC hour (evening peak,
 # a smaller lunch peak, a quiet night).

@@ -53,7 +53,9 @@ def _write_format(folder: Path, fmt: str) -> Path:
     elif fmt == "dat":
         path = folder / "ratings.dat"
         path.write_text("".join(f"{u}::{i}::{_stars(r)}::{t}\n" for u, i, r, t in ROWS))
-        (folder / "movies.dat").write_text("".join(f"{i}::Star Wars: Part {i} (1977)::Action|Sci-Fi\n" for i in ("10", "20", "30")))
+        (folder / "movies.dat").write_text(
+            "".join(f"{i}::Star Wars: Part {i} (1977)::Action|Sci-Fi\n" for i in ("10", "20", "30"))
+        )
         (folder / "users.dat").write_text("1::M::25::4::85711\n2::F::50::1::94043\n")
     else:
         path = folder / "ratings.csv"
@@ -64,7 +66,8 @@ def _write_format(folder: Path, fmt: str) -> Path:
 
 
 def _events(root: Path) -> pd.DataFrame:
-    return pd.concat([pd.read_parquet(p).assign(ds=p.parent.name) for p in sorted(root.glob("ds=*/*.parquet"))], ignore_index=True)
+    frames = [pd.read_parquet(p).assign(ds=p.parent.name) for p in sorted(root.glob("ds=*/*.parquet"))]
+    return pd.concat(frames, ignore_index=True)
 
 
 @pytest.mark.parametrize("fmt", ["udata", "recbole", "dat", "csv"])

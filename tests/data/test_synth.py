@@ -217,3 +217,21 @@ def test_item_metadata_has_genres_for_every_item(week: tuple[Path, Path]) -> Non
     assert len(items) == 300 and items.item_id.is_unique
     assert items.categories.map(len).ge(1).all()
     assert set(np.concatenate(items.categories.to_numpy())) <= set(GENRES)
+
+
+def test_taste_drift_makes_fresh_knowledge_worth_more() -> None:
+    """Share of a user's true choice probability captured by a top-10 built from taste of day t - gap."""
+    world = make_world(WorldConfig(users=600, items=300, seed=3))
+    t = 90
+    logpop = world.item_log_popularity(t)
+    true = world.config.preference_strength * world.user_vectors(t) @ world.item_vectors.T + logpop
+    choice = np.exp(true - true.max(axis=1, keepdims=True))
+    choice /= choice.sum(axis=1, keepdims=True)
+
+    def captured(gap: int) -> float:
+        model = world.config.preference_strength * world.user_vectors(t - gap) @ world.item_vectors.T + logpop
+        return float(np.take_along_axis(choice, np.argsort(-model, axis=1)[:, :10], axis=1).sum(axis=1).mean())
+
+    fresh, week, month, two_months = captured(0), captured(7), captured(30), captured(60)
+    assert fresh >= week > month > two_months
+    assert week > 0.98 * fresh and two_months < 0.85 * fresh
