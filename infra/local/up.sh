@@ -14,6 +14,7 @@
 #   FRESHREC_UP_BOOTSTRAP=0         do not run the pipeline to bootstrap a champion
 #   FRESHREC_UP_UNPAUSE="a b"       DAG ids to unpause (default: the four FreshRec DAGs)
 #   FRESHREC_DEMO_DAYS=14           days of synthetic demo data, ending today
+#   FRESHREC_DEMO_SYNTH_ARGS        size of the demo world (default: 1500 users, 600 items, 8000 events/day)
 #   FRESHREC_UP_TIMEOUT_S=900       how long to wait for each service to answer
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
@@ -25,6 +26,8 @@ UP_SERVING="${FRESHREC_UP_SERVING:-1}"
 UP_BOOTSTRAP="${FRESHREC_UP_BOOTSTRAP:-$UP_SERVING}"
 read -r -a UNPAUSE <<<"${FRESHREC_UP_UNPAUSE-${EXPECTED_DAGS[*]}}"
 DEMO_DAYS="${FRESHREC_DEMO_DAYS:-14}"
+# Big enough for the models to learn something, small enough to bootstrap in minutes on a laptop.
+read -r -a DEMO_SYNTH_ARGS <<<"${FRESHREC_DEMO_SYNTH_ARGS:---users 1500 --items 600 --events-per-day 8000}"
 TIMEOUT="${FRESHREC_UP_TIMEOUT_S:-900}"
 TRUTH="$FRESHREC_HOME/demo/ground_truth.npz"
 
@@ -80,7 +83,7 @@ seed_demo_data() {
   start_day="$(date -u -d "$((DEMO_DAYS - 1)) days ago" +%F)"
   mkdir -p "$(dirname "$TRUTH")"
   freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DEMO_DAYS" \
-    --seed 7 --truth "$TRUTH" 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
+    --seed 7 --truth "$TRUTH" "${DEMO_SYNTH_ARGS[@]}" --no-progress 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
 }
 
 has_champion() {
