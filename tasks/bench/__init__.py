@@ -1,0 +1,1 @@
+"""Benchmarks: each module exposes ``run(settings, ...) -> Path`` writing JSON + PNG under reports/bench."""
