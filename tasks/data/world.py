@@ -36,12 +36,12 @@ class WorldConfig:
     seed: int = 42
     dim: int = 16
     initial_share: float = 0.7        # users/items that exist on day 0; the rest are born later,
-    growth_days: float = 30.0         # ... on day 1 + Exponential(growth_days)
-    drift_rate: float = 0.015         # radians per day that each user's taste turns
+    growth_days: float = 20.0         # ... on day 1 + Exponential(growth_days)
+    drift_rate: float = 0.02          # radians per day that each user's taste turns
     preference_strength: float = 4.0
     zipf_exponent: float = 0.9
-    novelty_boost: float = 2.0
-    novelty_days: float = 7.0
+    novelty_boost: float = 4.0
+    novelty_days: float = 5.0
     click_slope: float = 3.0
     click_bias: float = -2.2
     start: str = "2026-01-01"         # the date of day index 0
