@@ -1,0 +1,48 @@
+"""The serving benchmark end to end at toy scale: real servers, real load, JSON + PNG."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tasks.bench.loadgen import closed_loop, encode_posts, open_loop
+from tests.serving.conftest import World
+
+
+def _requests(world: World) -> list[bytes]:
+    bodies = [json.dumps({"user_id": u, "k": 5}).encode() for u in world.users]
+    return encode_posts("127.0.0.1", "/v1/recommend", bodies)
+
+
+def test_open_loop_sends_at_the_offered_rate(server, world: World) -> None:
+    result = asyncio.run(open_loop("127.0.0.1", server.port, _requests(world), rate=200, duration_s=1.0, connections=8))
+    summary = result.summary()
+    assert summary["requests"] == 200 and summary["statuses"] == {"200": 200} and summary["unfinished"] == 0
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+
+
+def test_closed_loop_single_stream(server, world: World) -> None:
+    summary = asyncio.run(closed_loop("127.0.0.1", server.port, _requests(world), 1, 0.5)).summary()
+    assert summary["requests"] > 10 and summary["non_2xx"] == 0
+
+
+@pytest.mark.slow
+def test_bench_serving_report(world: World, champion: str) -> None:
+    from tasks.bench.serving import run
+    from tasks.training.checkpoint import save_checkpoint
+    from tasks.training.models import Teacher, TeacherConfig
+
+    # The torch baseline serves the bundle's teacher checkpoint (a small one here).
+    save_checkpoint(Teacher(TeacherConfig(len(world.items), dim=16, hidden=32)), world.home / "models" / "run-1" / "teacher.pt")
+    report_path = run(world.settings, rates=[50, 100], duration_s=1.0,
+                      servers=["torch-eager teacher", "ort int8 student"], connections=8)
+    report = json.loads(report_path.read_text())
+    assert report_path.with_suffix(".png").stat().st_size > 10_000
+    assert set(report["servers"]) == {"torch-eager teacher", "ort int8 student"}
+    for result in report["servers"].values():
+        assert result["single_stream"]["requests"] > 0 and result["single_stream"]["non_2xx"] == 0
+        assert result["closed_loop"]["achieved_rate"] > 0
+        assert [r["offered_rate"] for r in result["open_loop"]][0] == 50
+    assert "ort int8 student" in report["speedup_vs_torch_eager"]
