@@ -102,7 +102,6 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
     active = world.active_users(t)
     user_cdf = _cdf(world.user_activity[active])
     item_sampler = _alias_table(np.exp(world.item_log_popularity(t)))  # unborn items have weight 0
-    tastes = world.user_vectors(t).astype(np.float32)
     item_vectors = world.item_vectors.astype(np.float32)
     user_ids, item_ids = pa.array(world.user_ids), pa.array(world.item_ids)
     # Every second of the day as ISO text, once: formatting millions of timestamps one by one is slow.
@@ -112,7 +111,8 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
         if n_views == 0:
             continue
         users = active[_draw(user_cdf, rng.random(n_views))]
-        items, affinity = _choose_items(tastes[users], item_vectors, item_sampler, world.config.preference_strength,
+        tastes = world.user_vectors(t, users).astype(np.float32)
+        items, affinity = _choose_items(tastes, item_vectors, item_sampler, world.config.preference_strength,
                                         candidates, rng)
         view_ts = day_start + hour * 3600 + rng.integers(0, 3600, size=n_views)
         events = _funnel(world, users, items, affinity, view_ts, day_start + 86_399, rng)

@@ -208,6 +208,7 @@ def _birth_days(rng: np.random.Generator, n: int, config: WorldConfig) -> np.nda
     # Independent of how many days get generated: asking for more days extends the same world.
     late = rng.random(n) >= config.initial_share
     days = 1 + np.floor(rng.exponential(config.growth_days, size=n))
+    late[0] = False  # someone and something exist on day 0, however small the world
     return np.where(late, days, 0).astype(np.int64)
 
 

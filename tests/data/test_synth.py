@@ -235,3 +235,11 @@ def test_taste_drift_makes_fresh_knowledge_worth_more() -> None:
     fresh, week, month, two_months = captured(0), captured(7), captured(30), captured(60)
     assert fresh >= week > month > two_months
     assert week > 0.98 * fresh and two_months < 0.85 * fresh
+
+
+@pytest.mark.parametrize(("users", "items", "events"), [(1, 1, 50), (3, 2, 50), (20, 10, 0)])
+def test_tiny_worlds_and_empty_days_still_write_valid_partitions(tmp_path: Path, users: int, items: int, events: int) -> None:
+    reports = list(synthesize(SynthConfig(out=tmp_path, start=START, days=2, users=users, items=items, events_per_day=events)))
+    assert [r.rows > 0 for r in reports] == [events > 0] * 2
+    for report in reports:
+        assert pq.read_table(report.path / "part-00000.parquet").num_rows == report.rows
