@@ -41,9 +41,17 @@ class CleanRules:
 
 @dataclass(frozen=True)
 class CleanResult:
-    valid: DataFrame        # EVENT_COLUMNS (typed) + ds (event day) + landed
-    quarantined: DataFrame  # landed, reason, raw_row, and the raw string columns
-    duplicates: DataFrame   # landed (one row per dropped copy)
+    classified: DataFrame   # every raw row: typed columns, landed, raw_row, reason (null = passed the rules)
+    deduplicated: DataFrame  # rows that passed the rules: EVENT_COLUMNS, ds (event day), landed, duplicate (bool)
+
+    @property
+    def valid(self) -> DataFrame:
+        return self.deduplicated.where(~F.col("duplicate")).drop("duplicate")
+
+    @property
+    def quarantined(self) -> DataFrame:
+        """The original row and the reason, plus the raw strings for easy inspection."""
+        return self.classified.where(F.col("reason").isNotNull()).select(LANDED, "reason", RAW_ROW, *[F.col(c).cast("string") for c in EVENT_COLUMNS])
 
 
 def _parse_ts(raw: Column) -> Column:
@@ -89,21 +97,19 @@ def parse_and_classify(raw: DataFrame, rules: CleanRules) -> DataFrame:
 
 
 def clean(raw: DataFrame, history_keys: DataFrame | None, rules: CleanRules) -> CleanResult:
-    """Split raw rows into valid / quarantined / duplicates.
+    """Classify raw rows and mark exact duplicates among the ones that pass the rules.
 
     ``history_keys`` holds EVENT_COLUMNS of events already published from earlier landings; a batch row
-    identical to one of them is a duplicate (a re-delivery), never a second event.
+    identical to one of them is a duplicate (a re-delivery), never a second event. Within the batch the
+    copy from the earliest landing day is kept.
     """
     classified = parse_and_classify(raw, rules)
-    quarantined = classified.where(F.col("reason").isNotNull()).select(
-        LANDED, "reason", RAW_ROW, *[F.col(c).cast("string") for c in EVENT_COLUMNS]
-    )
     candidates = classified.where(F.col("reason").isNull()).select(*EVENT_COLUMNS, LANDED, F.lit(1).alias("_new"))
     if history_keys is not None:
         # History sorts first (landed "" < any date), so a re-delivered event is the duplicate.
         candidates = candidates.unionByName(history_keys.select(*EVENT_COLUMNS, F.lit("").alias(LANDED), F.lit(0).alias("_new")))
     rank = F.row_number().over(Window.partitionBy(*EVENT_COLUMNS).orderBy(LANDED))
-    ranked = candidates.withColumn("_rank", rank).where(F.col("_new") == 1)
-    valid = ranked.where(F.col("_rank") == 1).select(*EVENT_COLUMNS, F.to_date("ts").cast("string").alias("ds"), LANDED)
-    duplicates = ranked.where(F.col("_rank") > 1).select(LANDED)
-    return CleanResult(valid=valid, quarantined=quarantined, duplicates=duplicates)
+    deduplicated = candidates.withColumn("_rank", rank).where(F.col("_new") == 1).select(
+        *EVENT_COLUMNS, F.to_date("ts").cast("string").alias("ds"), LANDED, (F.col("_rank") > 1).alias("duplicate")
+    )
+    return CleanResult(classified=classified, deduplicated=deduplicated)

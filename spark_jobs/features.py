@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from freshrec.layout import Layout
 from freshrec.settings import Settings, load_settings
 from spark_jobs import staging as st
-from spark_jobs.clean import EVENT_COLUMNS, CleanRules, clean
+from spark_jobs.clean import EVENT_COLUMNS, CleanResult, CleanRules, clean
 from spark_jobs.feature_tables import item_features, user_features
 from spark_jobs.online_snapshot import snapshot_items, snapshot_users
 from spark_jobs.publish import RUN_FILE, publish_run
@@ -88,15 +88,17 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     history = read_history(spark, layout, first, last)
     empty = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, ds string")
     if raw is not None:
-        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         result = clean(raw, history, rules)
+        classified = result.classified.persist(StorageLevel.MEMORY_AND_DISK)
+        deduplicated = result.deduplicated.persist(StorageLevel.MEMORY_AND_DISK)
+        result = CleanResult(classified=classified, deduplicated=deduplicated)
         st.write_partitioned(result.valid, staging / "clean", "ds", "landed")
         st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
-        counts = st.landing_counts(raw, result.quarantined, result.duplicates,
-                                   spark.read.parquet(str(staging / "clean")) if _has_parquet(staging / "clean") else empty.withColumn("landed", F.lit("")))
-        raw.unpersist()
+        counts = st.landing_counts(classified, deduplicated)
+        classified.unpersist()
+        deduplicated.unpersist()
     else:
-        counts = st.landing_counts(None, empty, empty, empty)
+        counts = st.landing_counts(None, None)
     run["landed_days"] = sorted(d for d in run["days"] if (layout.raw_partition(dt.date.fromisoformat(d))).is_dir())
     lap("clean")
 

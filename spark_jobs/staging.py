@@ -48,24 +48,24 @@ def code_version() -> str:
             return "unknown"
 
 
-def landing_counts(raw: DataFrame | None, quarantined: DataFrame, duplicates: DataFrame, valid: DataFrame) -> dict[str, dict]:
-    """Per landing day: input, valid, quarantined (by reason), duplicates and late rows, in one small collect."""
+def landing_counts(classified: DataFrame | None, deduplicated: DataFrame | None) -> dict[str, dict]:
+    """Per landing day: input, valid, quarantined (by reason), duplicates and late rows (two small collects)."""
     counts: dict[str, dict] = defaultdict(lambda: {"input_rows": 0, "valid_rows": 0, "quarantined_rows": 0,
                                                     "duplicate_rows": 0, "late_rows": 0, "quarantine_reasons": {}})
-    if raw is None:
+    if classified is None or deduplicated is None:
         return counts
-    for row in raw.groupBy("landed").count().collect():
-        counts[row["landed"]]["input_rows"] = row["count"]
-    for row in duplicates.groupBy("landed").count().collect():
-        counts[row["landed"]]["duplicate_rows"] = row["count"]
-    late = F.sum(F.when(F.col("ds") < F.col("landed"), 1).otherwise(0))
-    for row in valid.groupBy("landed").agg(F.count(F.lit(1)).alias("n"), late.alias("late")).collect():
-        counts[row["landed"]]["valid_rows"] = row["n"]
-        counts[row["landed"]]["late_rows"] = row["late"]
-    for row in quarantined.groupBy("landed", "reason").count().collect():
+    for row in classified.groupBy("landed", "reason").count().collect():
         entry = counts[row["landed"]]
-        entry["quarantined_rows"] += row["count"]
-        entry["quarantine_reasons"][row["reason"]] = row["count"]
+        entry["input_rows"] += row["count"]
+        if row["reason"] is not None:
+            entry["quarantined_rows"] += row["count"]
+            entry["quarantine_reasons"][row["reason"]] = row["count"]
+    late = F.sum(F.when(~F.col("duplicate") & (F.col("ds") < F.col("landed")), 1).otherwise(0))
+    valid = F.sum(F.when(~F.col("duplicate"), 1).otherwise(0))
+    dups = F.sum(F.when(F.col("duplicate"), 1).otherwise(0))
+    for row in deduplicated.groupBy("landed").agg(valid.alias("valid"), dups.alias("dups"), late.alias("late")).collect():
+        entry = counts[row["landed"]]
+        entry["valid_rows"], entry["duplicate_rows"], entry["late_rows"] = row["valid"], row["dups"], row["late"]
     return counts
 
 
