@@ -29,7 +29,7 @@ from serving import contract
 from serving.cache import ResultCache
 from serving.feedback import FeedbackWriter
 from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.middleware import LABELS_KEY, MetricsMiddleware
+from serving.middleware import LABELS_KEY, InFlightLimit, MetricsMiddleware
 from serving.reconciler import Reconciler
 from serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from serving.routing import RoutingTable
@@ -163,6 +163,8 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         description="Recommendations from the registry's champion (and canary), scored with ONNX Runtime.",
         lifespan=lifespan,
     )
+    # The last added is the outermost: metrics see everything, including the 503s the limit sends.
+    app.add_middleware(InFlightLimit, limit=settings.serving.max_queue + settings.serving.max_batch)
     app.add_middleware(MetricsMiddleware, runtime=lambda: getattr(app.state, "runtime", None))
 
     @app.exception_handler(FreshRecError)

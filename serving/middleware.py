@@ -54,3 +54,32 @@ class MetricsMiddleware:
                 requests.inc()
                 if errors is not None:
                     errors.inc()
+
+
+class InFlightLimit:
+    """Answers 503 + Retry-After up front once ``limit`` requests are in flight, before reading the body:
+    memory stays bounded however many connections arrive. Probes and /metrics are never shed."""
+
+    EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
+    BODY = b'{"error":"Overloaded","message":"too many requests in flight, retry later"}'
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self._limit = limit
+        self._in_flight = 0
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] in self.EXEMPT:
+            await self.app(scope, receive, send)
+            return
+        if self._in_flight >= self._limit:
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/json"), (b"retry-after", b"1"),
+                (b"content-length", str(len(self.BODY)).encode())]})
+            await send({"type": "http.response.body", "body": self.BODY})
+            return
+        self._in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._in_flight -= 1

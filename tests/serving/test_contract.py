@@ -130,3 +130,19 @@ def test_admin_routes_need_the_token(server) -> None:
     assert httpx.post(f"{server.url}/admin/canary", json={"weight": 10}).status_code == 401
     ok = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers())
     assert ok.status_code == 200 and ok.json()["versions"]
+
+
+def test_large_catalogue_goes_through_retrieval(world: World, champion: str) -> None:
+    """Above serving.max_candidates items only the retrieval set (top by popularity) is scored."""
+    from tests.serving.conftest import RunningServer
+
+    settings = world.settings.model_copy(
+        update={"serving": world.settings.serving.model_copy(update={"max_candidates": 20})}
+    )
+    retrieved = set(world.items[:20])  # the snapshot's popularity decreases along world.items
+    with RunningServer(settings) as running, httpx.Client(base_url=running.url) as client:
+        assert client.get("/v1/models").json()["versions"][0]["n_candidates"] == 20
+        for user in ("u1", "u2", "u3"):
+            body = client.post("/v1/recommend", json={"user_id": user, "k": 50, "exclude_seen": True}).json()
+            ids = {i["item_id"] for i in body["items"]}
+            assert ids == retrieved - set(world.users[user])

@@ -80,6 +80,27 @@ def test_result_cache_hits(world: World, champion: str) -> None:
     assert cache[(("result", "hit"),)] == 1 and cache[(("result", "miss"),)] == 2
 
 
+def test_in_flight_limit_sheds_before_reading_the_body(world: World, champion: str) -> None:
+    """Slow requests (an injected 300 ms latency) pile up: past max_queue + max_batch in flight -> 503."""
+    world.registry.set_faults(champion, latency_ms=300.0, error_rate=0.0, actor="test", reason="slow")
+    settings = world.settings.model_copy(
+        update={"serving": world.settings.serving.model_copy(update={"max_queue": 3, "max_batch": 1})}
+    )
+
+    async def burst(url: str) -> Counter:
+        async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=20), timeout=30) as client:
+            responses = await asyncio.gather(
+                *(client.post("/v1/recommend", json={"user_id": f"u{n}", "k": 5}) for n in range(20))
+            )
+            return Counter((r.status_code, r.headers.get("retry-after")) for r in responses)
+
+    with RunningServer(settings) as server:
+        outcomes = asyncio.run(burst(server.url))
+        assert outcomes == {(200, None): 4, (503, "1"): 16}, outcomes
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1"}).status_code == 200
+
+
 @pytest.mark.slow
 def test_freshrec_serve_with_two_workers_aggregates_metrics(world: World, champion: str) -> None:
     """The real CLI: uvicorn workers, PROMETHEUS_MULTIPROC_DIR set by `freshrec serve`, one /metrics for all."""
