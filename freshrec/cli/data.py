@@ -41,6 +41,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="same seed and options -> byte-identical files")] = 42,
     truth: Annotated[Optional[Path], typer.Option(help="write the hidden ground truth (.npz) here")] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl")] = "parquet",
+    workers: Annotated[int, typer.Option(min=1, help="processes generating days in parallel (same output)")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Generate synthetic raw events with latent tastes, a funnel, seasonality, newcomers and drift."""
@@ -61,7 +62,7 @@ def synth(
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=out, disable=not progress) as bar:
         task = bar.add_task("synth days", total=days, rows=0)
-        for report in synthesize(config, world):
+        for report in synthesize(config, world, workers=workers):
             rows += report.rows
             bar.update(task, advance=1, rows=rows, description=f"synth {report.day}")
     elapsed = time.perf_counter() - began

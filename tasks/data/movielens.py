@@ -52,7 +52,7 @@ class RatingsFile:
     path: Path
     fmt: RatingsFormat
     column_names: tuple[str, ...]   # every column of the file, standard names where known
-    header: str | None              # the original header line (RecBole, CSV), written back by the splitter
+    header: str | None              # the original header line (RecBole, CSV); None when the file has none
 
 
 @dataclass

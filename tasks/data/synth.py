@@ -5,8 +5,9 @@ taste, then a funnel view -> click -> rating / purchase follows from the user's 
 Volume follows a weekly cycle and timestamps a daily one. Each day has its own random generator
 seeded from (seed, day index) and the world does not depend on the number of days, so a day's file is
 the same whichever range it was generated in (asking for more days extends a lake without changing
-the days already there), and the same seed always gives byte-identical files. A day is produced hour by hour and streamed to disk,
-so memory stays flat however many events are asked for.
+the days already there), and the same seed always gives byte-identical files. A day is produced hour
+by hour and streamed to disk, so memory stays flat however many events are asked for; independent
+days also let several worker processes generate them in parallel with the same result.
 
 The ground-truth loader the traffic simulator uses is re-exported here: ``load_world(path)`` returns a
 ``World`` with ``click_probability(user_id, item_id, day)`` and ``sample_users(n, day, rng)``.
@@ -15,8 +16,10 @@ The ground-truth loader the traffic simulator uses is re-exported here: ``load_w
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,22 +77,55 @@ class DayReport:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
-def synthesize(config: SynthConfig, world: World | None = None) -> Iterator[DayReport]:
-    """Write metadata, then one partition per day (each swapped in when complete), yielding as it goes."""
-    fmt = check_format(config.fmt)
+def synthesize(config: SynthConfig, world: World | None = None, workers: int = 1) -> Iterator[DayReport]:
+    """Write metadata, then one partition per day (each swapped in when complete, in day order), yielding as it goes."""
+    check_format(config.fmt)
     world = world or make_world(config.world_config())
     write_metadata(world, config.out)
     with staging_dir(config.out, "synth") as staging:
-        for t in range(config.days):
-            day = config.start + dt.timedelta(days=t)
-            rng = np.random.default_rng([config.seed, DAY_STREAM, t])
-            staged = staging / ds_name(day)
-            staged.mkdir()
-            counts: Counter[str] = Counter()
-            chunks = _counted(generate_day(world, t, config.events_per_day, rng, config.candidates), counts)
-            rows = write_event_file(staged / f"{PART_NAME}.{fmt}", chunks, fmt, EVENT_SCHEMA)
-            target = replace_partition(config.out, day, staged, staging / "trash")
-            yield DayReport(day=day, path=target, rows=rows, by_type=dict(counts))
+        if workers <= 1:
+            staged_days: Iterable[tuple[int, int, dict[str, int]]] = (
+                _stage_day(world, config, t, staging) for t in range(config.days)
+            )
+            yield from _swap_in(staged_days, config, staging)
+            return
+        # spawn, not fork: the parent may already run Arrow's thread pools. The world is sent once per worker.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_set_worker_world, initargs=(world,)) as pool:
+            staged_days = pool.map(_stage_day_in_worker, [(config, t, staging) for t in range(config.days)])
+            yield from _swap_in(staged_days, config, staging)
+
+
+def _swap_in(staged_days: Iterable[tuple[int, int, dict[str, int]]], config: SynthConfig, staging: Path) -> Iterator[DayReport]:
+    for t, rows, counts in staged_days:
+        day = config.start + dt.timedelta(days=t)
+        target = replace_partition(config.out, day, staging / ds_name(day), staging / "trash")
+        yield DayReport(day=day, path=target, rows=rows, by_type=counts)
+
+
+def _stage_day(world: World, config: SynthConfig, t: int, staging: Path) -> tuple[int, int, dict[str, int]]:
+    """Generate day t into ``staging/ds=<day>/``; returns (t, rows, events per type)."""
+    day = config.start + dt.timedelta(days=t)
+    rng = np.random.default_rng([config.seed, DAY_STREAM, t])
+    staged = staging / ds_name(day)
+    staged.mkdir()
+    counts: Counter[str] = Counter()
+    chunks = _counted(generate_day(world, t, config.events_per_day, rng, config.candidates), counts)
+    rows = write_event_file(staged / f"{PART_NAME}.{config.fmt}", chunks, config.fmt, EVENT_SCHEMA)
+    return t, rows, dict(counts)
+
+
+_worker_world: World | None = None
+
+
+def _set_worker_world(world: World) -> None:
+    global _worker_world
+    _worker_world = world
+
+
+def _stage_day_in_worker(job: tuple[SynthConfig, int, Path]) -> tuple[int, int, dict[str, int]]:
+    assert _worker_world is not None, "worker started without its world"
+    return _stage_day(_worker_world, *job)
 
 
 def generate_day(world: World, t: int, events_target: int, rng: np.random.Generator, candidates: int = 64) -> Iterator[pa.Table]:

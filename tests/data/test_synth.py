@@ -65,6 +65,14 @@ def test_a_day_does_not_depend_on_the_range_it_was_generated_in(tmp_path: Path) 
     assert all(long[name] == data for name, data in short.items())
 
 
+@pytest.mark.slow
+def test_parallel_workers_write_the_same_bytes(tmp_path: Path) -> None:
+    list(synthesize(SynthConfig(out=tmp_path / "one", start=START, days=3, seed=2, **SMALL)))
+    reports = list(synthesize(SynthConfig(out=tmp_path / "two", start=START, days=3, seed=2, **SMALL), workers=2))
+    assert [r.day for r in reports] == [START + dt.timedelta(days=t) for t in range(3)]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+
+
 def test_rerun_replaces_days_instead_of_adding_files(tmp_path: Path) -> None:
     list(synthesize(SynthConfig(out=tmp_path, start=START, days=2, seed=1, fmt="csv", **SMALL)))
     list(synthesize(SynthConfig(out=tmp_path, start=START, days=2, seed=1, fmt="parquet", **SMALL)))
