@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,6 +50,17 @@ def serving(rates: Annotated[Optional[str], typer.Option(help="open-loop request
 def freshness() -> None:
     """New day of events landing -> new model serving as champion, end to end."""
     _run("freshness")
+
+
+@app.command("quality")
+def quality(
+    test: Annotated[Path, typer.Argument(help="held-out ratings file (e.g. the msr test part of ML-100K)")],
+    url: Annotated[Optional[str], typer.Option(help="serving base URL; default FRESHREC_SERVING_URL")] = None,
+) -> None:
+    """nDCG/recall/precision/MAP@10 of the live server's /v1/recommend on a held-out file."""
+    report = _run("quality", test=test, url=url)
+    metrics = json.loads(report.read_text())["metrics"]
+    out.print({k: v for k, v in metrics.items() if k.endswith("@10") or k == "users"})
 
 
 @app.command("all")
