@@ -1,14 +1,17 @@
 """Micro-batching: concurrent scoring requests for one model coalesce into one ONNX Runtime call.
 
-An idle batcher starts a drain at once (no added latency). Requests parsed in the same event-loop
-turn join the same call; while a call runs, new requests queue and everything queued (up to
-``max_batch``) goes in the next call, so under load the batch window is one ORT call. If that batch is
-not full, the batcher yields to the event loop for up to ``max_wait_ms`` to let requests already on the
-wire join it. The queue is bounded and every job has a deadline: past either, the caller gets
-``Overloaded`` (503 + Retry-After).
+An idle batcher starts a drain at once (no added latency). Scoring runs either
 
-Scoring runs inline on the event loop (executor None: no thread hop, the right choice for one core per
-worker) or on a scoring thread (ORT releases the GIL, so HTTP parsing overlaps scoring).
+- inline on the event loop (executor None: no thread hop, the right choice with one core per worker):
+  the drain is a plain callback queued behind the request tasks of the current loop turn, so every
+  request parsed in that turn joins the same ORT call; or
+- on a scoring thread (ORT releases the GIL, so HTTP parsing overlaps scoring): while a call runs, new
+  requests queue and everything queued (up to ``max_batch``) goes in the next call, so under load the
+  batch window is one ORT call; a batch that is not full yields to the loop for up to ``max_wait_ms``
+  to let requests already on the wire join it.
+
+The queue is bounded and every job has a deadline: past either, the caller gets ``Overloaded``
+(503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -71,10 +74,23 @@ class MicroBatcher:
         self._queue.append(job)
         if not self._draining:
             self._draining = True
-            loop.create_task(self._drain())
+            if self._executor is None:
+                # A plain callback, queued behind the request tasks of this loop turn: they join the batch.
+                loop.call_soon(self._drain_inline)
+            else:
+                loop.create_task(self._drain_threaded())
         return await job.future
 
-    async def _drain(self) -> None:
+    def _drain_inline(self) -> None:
+        try:
+            while self._queue:
+                batch = self._take()
+                if batch:
+                    self._settle(batch, self._run_timed, batch)
+        finally:
+            self._draining = False
+
+    async def _drain_threaded(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             first = True
@@ -85,24 +101,35 @@ class MicroBatcher:
                 batch = self._take()
                 if not batch:
                     continue
-                started = time.perf_counter()
+                future = loop.run_in_executor(self._executor, self._run_timed, batch)
                 try:
-                    if self._executor is None:
-                        results = self._run_batch(batch)
-                    else:
-                        results = await loop.run_in_executor(self._executor, self._run_batch, batch)
-                except Exception as exc:  # noqa: BLE001 - the callers get the failure, the batcher lives on
-                    for job in batch:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                if self._observe is not None:
-                    self._observe(len(batch), time.perf_counter() - started)
-                for job, scores in zip(batch, results):
-                    if not job.future.done():
-                        job.future.set_result(scores)
+                    await future
+                except Exception:  # noqa: BLE001 - settled below from the future's exception
+                    pass
+                self._settle(batch, future.result)
         finally:
             self._draining = False
+
+    def _run_timed(self, batch: list[ScoreJob]) -> list[np.ndarray]:
+        started = time.perf_counter()
+        results = self._run_batch(batch)
+        if self._observe is not None:
+            self._observe(len(batch), time.perf_counter() - started)
+        return results
+
+    @staticmethod
+    def _settle(batch: list[ScoreJob], produce: Callable, *args) -> None:
+        """Hand each caller its row, or the failure: the batcher itself lives on."""
+        try:
+            results = produce(*args)
+        except Exception as exc:  # noqa: BLE001
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for job, scores in zip(batch, results):
+            if not job.future.done():
+                job.future.set_result(scores)
 
     async def _fill(self) -> None:
         """Under load, give requests already arriving a moment (at most max_wait) to join this batch."""

@@ -30,6 +30,8 @@ def top_k(scores: np.ndarray, k: int, masked_positions: np.ndarray | None = None
 
 def right_aligned(rows: list[np.ndarray], pad: int = 0) -> np.ndarray:
     """Stack 1-D int64 rows of different lengths into [n, max_len], right-aligned (most recent last)."""
+    if len(rows) == 1 and rows[0].size:
+        return rows[0].reshape(1, -1)  # the common idle-server case: a view, no copy
     width = max(1, max((r.size for r in rows), default=1))
     out = np.full((len(rows), width), pad, dtype=np.int64)
     for i, row in enumerate(rows):
