@@ -1,12 +1,16 @@
 """The Microsoft Recommenders random stratified split, reproduced (pure: a frame in, two frames out).
 
-``python_stratified_split(data, ratio=0.75, filter_by="item", seed=42)`` in recommenders
-(recommenders/datasets/python_splitters.py, ``_do_stratification`` with ``is_random=True``) does:
+``python_stratified_split(data, ratio=0.75, filter_by="item", seed=42)`` of the released package
+(recommenders 1.2.1, ``recommenders/datasets/python_splitters.py``, ``_do_stratification`` with
+``is_random=True``) does:
   np.random.seed(seed); random = np.random.rand(len(data))   # one draw per row, in input order
-  sort by (group column, random); rank = (cumcount + 1) / group size
-  train = rank <= ratio; test = ratio < rank <= 1
-The same steps here give the same rows in each part for the same input order (ML-100K ``u.data`` and
-RecBole's ``ml-100k.inter`` list ratings in the same order), which is the protocol of the anchor table.
+  sort by (group column, random); rank = cumcount + 1 within the group
+  train = rank <= round(ratio * group size)                  # pandas round: half to even
+  test  = round(ratio * group size) < rank <= group size
+The same steps here give the same rows, in the same order, for the same input order (ML-100K
+``u.data`` and RecBole's ``ml-100k.inter`` list ratings in the same order); tests check it against
+the real package. (Some repository revisions compare rank / size <= ratio instead, which sends the
+only rating of a single-rating item to test; the released rule keeps it in train.)
 """
 
 from __future__ import annotations
@@ -50,11 +54,11 @@ def stratified_split(
     group_id = np.cumsum(group_start) - 1
     starts = np.flatnonzero(group_start)
     sizes = np.diff(np.r_[starts, len(order)])
-    position = np.arange(len(order)) - starts[group_id] + 1
-    rank = position / sizes[group_id]
+    rank = np.arange(len(order)) - starts[group_id] + 1
+    train_size = np.round(ratio * sizes)[group_id]  # half to even, like pandas' round on the count column
 
     ordered = data.iloc[order]
-    return ordered[rank <= ratio], ordered[(rank > ratio) & (rank <= 1.0)]
+    return ordered[rank <= train_size], ordered[rank > train_size]
 
 
 def _sort_key(ids: pd.Series) -> np.ndarray:

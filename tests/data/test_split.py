@@ -17,8 +17,8 @@ from tasks.data.split import stratified_split
 def _reference_split(data: pd.DataFrame, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The recipe of recommenders' _do_stratification(is_random=True, filter_by="item"), in pandas.
 
-    Written independently here (global np.random seed, sort_values, groupby cumcount) so the
-    vectorised implementation is checked against the documented steps, not against itself.
+    Written independently here (global np.random seed, sort_values, groupby cumcount, round of the
+    count) so the vectorised implementation is checked against the documented steps, not against itself.
     """
     data = data.copy()
     data["item_key"] = pd.to_numeric(data["item_id"])
@@ -26,9 +26,10 @@ def _reference_split(data: pd.DataFrame, ratio: float, seed: int) -> tuple[pd.Da
     data["random"] = np.random.rand(data.shape[0])
     data = data.sort_values(["item_key", "random"])
     groups = data.groupby("item_key")
-    data["rank"] = (groups.cumcount() + 1) / groups["item_key"].transform("count")
+    rank = groups.cumcount() + 1
+    cut = (ratio * groups["item_key"].transform("count")).round()
     keep = list(data.columns[:4])
-    return data[data["rank"] <= ratio][keep], data[(data["rank"] > ratio) & (data["rank"] <= 1.0)][keep]
+    return data[rank <= cut][keep], data[rank > cut][keep]
 
 
 def _toy(n: int = 500, seed: int = 0) -> pd.DataFrame:
@@ -58,8 +59,8 @@ def test_partitions_every_item_by_ratio_and_leaves_the_input_alone() -> None:
     assert sorted(train.index.tolist() + test.index.tolist()) == list(range(len(data)))
     sizes = data.item_id.value_counts()
     train_sizes = train.item_id.value_counts().reindex(sizes.index, fill_value=0)
-    # rank = k / n <= 0.75 keeps floor(0.75 n) rows of each item in train (exact for these n).
-    assert (train_sizes == np.floor(0.75 * sizes + 1e-9).astype(int)).all()
+    # round half to even: 1 -> 1 (0.75), 2 -> 2 (1.5), 6 -> 4 (4.5), 10 -> 8 (7.5)
+    assert (train_sizes == np.round(0.75 * sizes).astype(int)).all()
     other = stratified_split(data, ratio=0.75, seed=43)[0]
     assert set(other.index) != set(train.index)
 
@@ -69,6 +70,22 @@ def test_rejects_bad_arguments() -> None:
         stratified_split(_toy(), ratio=1.5)
     with pytest.raises(InvalidInput):
         stratified_split(_toy().drop(columns="item_id"))
+
+
+@pytest.mark.slow
+def test_matches_the_released_recommenders_package(ml100k: Path) -> None:
+    from tests.helpers.recommenders_ref import load_python_stratified_split
+
+    python_stratified_split = load_python_stratified_split()
+
+    _, data = read_ratings(ml100k / "ml-100k.inter")
+    # recommenders loads MovieLens with integer ids (userID, itemID), in file order.
+    theirs_in = data.rename(columns={"user_id": "userID", "item_id": "itemID"}).astype({"userID": int, "itemID": int})
+    their_train, their_test = python_stratified_split(theirs_in, ratio=0.75, filter_by="item", seed=42)
+    train, test = stratified_split(data, ratio=0.75, filter_by="item", seed=42)
+    assert (len(train), len(test)) == (len(their_train), len(their_test)) == (75_066, 24_934)
+    assert train.index.tolist() == their_train.index.tolist()
+    assert test.index.tolist() == their_test.index.tolist()
 
 
 @pytest.mark.slow
