@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.browser.cdp import find_chromium
-from tests.infra.stack import REPO, LocalStack, shared_stack
+from tests.infra.stack import REPO, LocalStack, start_stack
 
 
 @pytest.fixture(scope="session")
@@ -20,9 +20,10 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_stack() -> LocalStack:
-    stack, started = shared_stack()
+    # Package scope: the stack lives while this folder's tests run, not idle through the rest of the suite.
+    stack = start_stack()
     yield stack
-    if started:
-        stack.down()
+    result = stack.down()
+    assert result.returncode == 0, f"make down failed:\n{result.stdout}\n{result.stderr}"

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser.cdp import Browser
-from tests.infra.stack import PASSWORD, USER, LocalStack
+from tests.browser.ui import login
+from tests.infra.stack import LocalStack
 
 EXPECTED_DAGS = ["features_daily", "retrain", "release", "slo_monitor"]
 
@@ -21,15 +22,7 @@ def dag_links_js(dag_id: str) -> str:
 def test_login_list_dags_and_open_features_daily(local_stack: LocalStack, chromium: str, artifacts_dir: Path) -> None:
     url = local_stack.airflow_url
     with Browser(chromium) as page:
-        page.navigate(f"{url}/")
-        page.wait_for("!!document.querySelector('input[name=username]')", 90, "the login form")
-        assert "/auth/login" in page.evaluate("location.pathname"), "an anonymous visitor must land on the login page"
-        page.type_into("input[name=username]", USER)
-        page.type_into("input[name=password]", PASSWORD)
-        page.screenshot(artifacts_dir / "01_login.png")
-        page.evaluate("document.querySelector('button[type=submit]').click()")
-        page.wait_for("!location.pathname.startsWith('/auth/')", 60, "leaving the login page")
-
+        login(page, url, screenshot=artifacts_dir / "01_login.png")
         page.navigate(f"{url}/dags")
         page.wait_for(dag_links_js("features_daily"), 90, "features_daily in the DAG list")
         page.wait_for(" && ".join(f"({dag_links_js(d)} > 0)" for d in EXPECTED_DAGS), 60, "all FreshRec DAGs listed")

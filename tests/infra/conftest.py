@@ -1,15 +1,16 @@
-"""Fixtures for infrastructure tests: one real local stack per session (see stack.py)."""
+"""Fixtures for infrastructure tests: a real local stack for this folder (see stack.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.infra.stack import LocalStack, shared_stack
+from tests.infra.stack import LocalStack, start_stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def local_stack() -> LocalStack:
-    stack, started = shared_stack()
+    # Package scope: the stack lives while this folder's tests run, not idle through the rest of the suite.
+    stack = start_stack()
     yield stack
-    if started:
-        stack.down()
+    result = stack.down()
+    assert result.returncode == 0, f"make down failed:\n{result.stdout}\n{result.stderr}"

@@ -1,7 +1,6 @@
 """A real local stack (infra/local/up.sh) for integration tests: temp FRESHREC_HOME, free ports.
 
-One stack per test session, shared by tests/infra and tests/browser (starting Airflow costs a minute or
-more). It runs Airflow only (no serving tier, no bootstrap champion) over a few tiny synthetic days, with
+One stack per test folder (tests/infra, tests/browser; a package-scoped fixture). It runs Airflow only (no serving tier, no bootstrap champion) over a few tiny synthetic days, with
 features_daily unpaused so backfills can run.
 """
 
@@ -21,21 +20,17 @@ REPO = Path(__file__).resolve().parents[2]
 UP = REPO / "infra" / "local" / "up.sh"
 DOWN = REPO / "infra" / "local" / "down.sh"
 USER, PASSWORD = "admin", "admin"
-# Days of tiny synthetic events the stack's lake holds: a week ago, for three days.
+# Days of tiny synthetic events the stack's lake holds, from a week ago: three for the REST/CLI
+# backfill test, one more for the UI's backfill form.
 FIRST_DAY = dt.date.today() - dt.timedelta(days=7)
 DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(3)]
+UI_DAY = FIRST_DAY + dt.timedelta(days=3)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def port_answers(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -91,7 +86,7 @@ def start_stack() -> LocalStack:
     env = stack_env(home, airflow_port, serving_port)
     synth = subprocess.run(
         [str(REPO / ".venv" / "bin" / "freshrec"), "data", "synth", "--out", str(home / "lake" / "raw" / "events"),
-         "--start", FIRST_DAY.isoformat(), "--days", str(len(DAYS)), "--users", "60", "--items", "40",
+         "--start", FIRST_DAY.isoformat(), "--days", str(len(DAYS) + 1), "--users", "60", "--items", "40",
          "--events-per-day", "400", "--seed", "3", "--no-progress"],
         env=env, capture_output=True, text=True, timeout=300,
     )
@@ -104,14 +99,3 @@ def start_stack() -> LocalStack:
         raise RuntimeError(f"make up failed (exit {up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}")
     return stack
 
-
-_shared: LocalStack | None = None
-
-
-def shared_stack() -> tuple[LocalStack, bool]:
-    """The session's stack and whether this call started it (the starter stops it)."""
-    global _shared
-    if _shared is None:
-        _shared = start_stack()
-        return _shared, True
-    return _shared, False

@@ -26,7 +26,8 @@ PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 BIN = REPO / ".venv" / "bin"
 DAY = dt.date.today() - dt.timedelta(days=3)
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# Spark and four Airflow components on a small machine: minutes, not the default 15.
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1800)]
 
 
 def postgres_available() -> bool:
