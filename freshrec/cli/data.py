@@ -72,7 +72,7 @@ def synth(
 
 @import_app.command("movielens")
 def import_movielens(
-    path: Annotated[Path, typer.Argument(help="u.data, *.inter, ratings.dat or ratings.csv")],
+    path: Annotated[Path, typer.Argument(help="u.data, *.inter, ratings.dat or ratings.csv, or the folder holding one")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="events root (default: the lake's raw events)")] = None,
 ) -> None:
     """Import MovieLens ratings as `rating` events (value = stars), one ds= folder per event day."""

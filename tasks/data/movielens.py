@@ -69,11 +69,24 @@ class ImportSummary:
     metadata: list[Path] = field(default_factory=list)
 
 
+def find_ratings_file(path: Path) -> Path:
+    """The ratings file itself, or the one inside an extracted MovieLens / RecBole folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise NotFound(f"ratings file {path} does not exist")
+    found = [p for name in ("u.data", "ratings.dat", "ratings.csv") if (p := path / name).is_file()]
+    found += sorted(path.glob("*.inter"))
+    if len(found) != 1:
+        listed = ", ".join(p.name for p in found) or "none of u.data, ratings.dat, ratings.csv, *.inter"
+        raise InvalidInput(f"{path} is a folder; name the ratings file to import ({listed})")
+    return found[0]
+
+
 def detect_format(path: Path) -> RatingsFile:
     """Recognise the ratings format from the first line; InvalidInput for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"ratings file {path} does not exist")
+    path = find_ratings_file(path)
     with open(path, "rb") as fh:
         first = fh.readline(65_536).decode("utf-8", errors="replace").rstrip("\r\n")
     if not first.strip():

@@ -176,3 +176,12 @@ def test_cli_import_defaults_to_the_lake(freshrec_home: Path, tmp_path: Path) ->
     assert Layout(freshrec_home).raw_days() == [dt.date(1998, 1, 1), dt.date(1998, 1, 2), dt.date(1998, 1, 4)]
     assert (raw / "_meta" / "items.parquet").is_file()
     assert "6 ratings" in result.output and "2 users" in result.output and "3 days" in result.output
+
+
+def test_a_release_folder_imports_its_ratings_file(tmp_path: Path) -> None:
+    folder = _write_format(tmp_path / "ml-100k", "udata").parent
+    assert import_movielens(folder, tmp_path / "out").rows == 6
+    _write_format(tmp_path / "both", "csv")
+    (tmp_path / "both" / "u.data").write_text("1\t10\t4\t883612800\n")
+    with pytest.raises(InvalidInput, match="name the ratings file"):
+        import_movielens(tmp_path / "both", tmp_path / "out2")
