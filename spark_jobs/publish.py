@@ -72,12 +72,16 @@ def publish_run(layout: Layout, staging: Path) -> dict:
     run = json.loads((staging / RUN_FILE).read_text())
     run_id = run["run_id"]
     landed_days = set(run["landed_days"])
-    # Clean events: replace every (event day, landing day) partition of the landing days this run covers.
-    for old in layout.clean_events.glob("ds=*/landed=*"):
-        if old.name.removeprefix("landed=") in landed_days:
-            _unpublish(old)
+    # Clean events: swap in every (event day, landing day) partition, then drop the ones of the covered
+    # landing days this run no longer produces (swap first, so a crash never loses a live partition).
+    fresh = set()
     for staged in sorted((staging / "clean").glob("ds=*/landed=*")):
-        install_version(staged, layout.clean_events / staged.parent.name / staged.name, run_id)
+        link = layout.clean_events / staged.parent.name / staged.name
+        install_version(staged, link, run_id)
+        fresh.add(link)
+    for old in layout.clean_events.glob("ds=*/landed=*"):
+        if old.name.removeprefix("landed=") in landed_days and old not in fresh:
+            _unpublish(old)
     for day in sorted(landed_days):
         staged = staging / "quarantine" / f"ds={day}"
         if staged.is_dir():
