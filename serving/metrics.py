@@ -50,7 +50,8 @@ class ServingMetrics:
         self.queue_depth = Gauge(
             "freshrec_queue_depth", "Scoring jobs waiting", ["version"], multiprocess_mode="livesum", registry=r,
         )
-        self.cache = Counter("freshrec_cache_requests", "Result cache lookups", ["result"], registry=r)
+        cache = Counter("freshrec_cache_requests", "Result cache lookups", ["result"], registry=r)
+        self.cache_hit, self.cache_miss = cache.labels("hit"), cache.labels("miss")
         self.scores = Histogram(
             "freshrec_score", "Scores returned, per variant (drift / PSI)", ["variant", "version"],
             buckets=SCORE_BUCKETS, registry=r,

@@ -42,7 +42,7 @@ class RecommendationService:
         key = (user_id, k, exclude_seen, variant, version)
         if self._cache.enabled:
             cached = self._cache.get(key)
-            self._metrics.cache.labels("hit" if cached is not None else "miss").inc()
+            (self._metrics.cache_miss if cached is None else self._metrics.cache_hit).inc()
             if cached is not None:
                 self._metrics.response_children(variant, version)[1].inc()
                 return cached, variant, version
@@ -54,11 +54,7 @@ class RecommendationService:
             items, scores = _cold_start(served, k, seen)
         else:
             row_scores = await served.batcher.score(history)
-            masked = None
-            if seen is not None and seen.size:
-                positions = served.candidate_pos[seen]
-                masked = positions[positions >= 0]
-            positions, scores = top_k(row_scores, k, masked)
+            positions, scores = top_k(row_scores, k, served.seen_positions[row] if exclude_seen else None)
             items = served.candidates[positions]
             if shadow is not None:
                 self._shadow_score(shadow, history)

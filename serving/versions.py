@@ -52,6 +52,7 @@ class ServedVersion:
     users: UserTable
     candidates: np.ndarray  # int64 item indices scored for /v1/recommend
     candidate_pos: np.ndarray  # int64 [n_items + 1]: item index -> position in candidates, -1 if absent
+    seen_positions: list[np.ndarray]  # per user row: positions in candidates of the items they have seen
     batcher: MicroBatcher
 
     @property
@@ -154,13 +155,23 @@ def serve_version(
         deadline_ms=s.request_deadline_ms,
         observe=observe,
     )
-    return ServedVersion(model, users, candidates, candidate_positions(candidates, model.n_items), batcher)
+    positions = candidate_positions(candidates, model.n_items)
+    return ServedVersion(model, users, candidates, positions, seen_positions(users, positions), batcher)
 
 
 def candidate_positions(candidates: np.ndarray, n_items: int) -> np.ndarray:
     positions = np.full(n_items + 1, -1, dtype=np.int64)
     positions[candidates] = np.arange(candidates.size)
     return positions
+
+
+def seen_positions(users: UserTable, positions: np.ndarray) -> list[np.ndarray]:
+    """Precomputed so removing seen items costs one assignment per request."""
+    out = []
+    for seen in users.seen:
+        at = positions[seen]
+        out.append(at[at >= 0])
+    return out
 
 
 def rebind(
@@ -175,4 +186,4 @@ def rebind(
         # A retrieval set follows popularity and the batcher's pre-built candidate matrix has its shape.
         return serve_version(served.model, snapshot, settings, executor, observe)
     users = bind_snapshot(snapshot, served.model.item_index, settings.data.online_history_length)
-    return replace(served, users=users)
+    return replace(served, users=users, seen_positions=seen_positions(users, served.candidate_pos))
