@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ class WorldConfig:
         return dt.date.fromisoformat(self.start)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: identity equality, no hashing of arrays
 class World:
     config: WorldConfig
     genre_vectors: np.ndarray      # (genres, dim)
@@ -71,11 +72,11 @@ class World:
     item_price: np.ndarray         # (items,) purchase value
 
     # ---- ids ---------------------------------------------------------------------------------
-    @property
+    @cached_property
     def user_ids(self) -> np.ndarray:
         return np.char.add("u", np.arange(1, self.config.users + 1).astype(str))
 
-    @property
+    @cached_property
     def item_ids(self) -> np.ndarray:
         return np.char.add("i", np.arange(1, self.config.items + 1).astype(str))
 
