@@ -56,7 +56,7 @@ def regular_day(day: dt.date, users: int = 6, items: int = 5, per_user: int = 4)
         for k in range(per_user):
             kind = kinds[(u + k) % 4]
             value = float(1 + (u + k) % 5) if kind == "rating" else 1.0
-            ts = dt.datetime.combine(day, dt.time(hour=1 + u, minute=5 * k), tzinfo=dt.UTC)
+            ts = dt.datetime.combine(day, dt.time(hour=(1 + u) % 24, minute=(5 * k + u // 23) % 60), tzinfo=dt.UTC)
             rows.append(event(f"u{u}", f"i{(u * 3 + k) % items}", kind, value, ts.strftime("%Y-%m-%dT%H:%M:%SZ")))
     return rows
 
