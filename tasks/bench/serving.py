@@ -35,7 +35,7 @@ from freshrec.layout import Layout
 from freshrec.settings import Settings
 from tasks.bench.loadgen import LoadResult, closed_loop, encode_posts, open_loop
 
-DEFAULT_RATES = [250, 500, 1000, 2000, 3000, 4000, 6000]
+DEFAULT_RATES = [25, 50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000]  # low rates for the torch baseline
 PATH = "/v1/recommend"
 
 
