@@ -25,8 +25,10 @@ def test_login_list_dags_and_open_features_daily(local_stack: LocalStack, chromi
         login(page, url, screenshot=artifacts_dir / "01_login.png")
         page.navigate(f"{url}/dags")
         page.wait_for(dag_links_js("features_daily"), 90, "features_daily in the DAG list")
-        page.wait_for(" && ".join(f"({dag_links_js(d)} > 0)" for d in EXPECTED_DAGS), 60, "all FreshRec DAGs listed")
-        page.screenshot(artifacts_dir / "02_dag_list.png")
+        try:
+            page.wait_for(" && ".join(f"({dag_links_js(d)} > 0)" for d in EXPECTED_DAGS), 60, "all FreshRec DAGs listed")
+        finally:
+            page.screenshot(artifacts_dir / "02_dag_list.png")
         listed = page.evaluate(
             "[...new Set([...document.querySelectorAll('a[href*=\"/dags/\"]')]"
             ".map(a => a.getAttribute('href').split('/dags/')[1].split('/')[0]))]"
