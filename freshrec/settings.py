@@ -45,6 +45,7 @@ class TrainingSettings(_Group):
     teacher_epochs: int = Field(30, ge=1)
     student_epochs: int = Field(40, ge=1)
     holdout_days: int = Field(7, ge=1, description="temporal holdout used by the gates")
+    torch_threads: int = Field(1, ge=1, description="CPU threads for training (small ops: 1 beats 2 on a busy box)")
     seed: int = 42
 
 

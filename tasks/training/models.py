@@ -17,11 +17,21 @@ from torch import nn
 NEG_INF = -1e9
 
 
-def masked_weighted_sum(embedded: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-    """Sum of the history's item vectors scaled by 1/sqrt(n) (FISM-style); padding (index 0) ignored."""
+def masked_weighted_sum(embedded: torch.Tensor, history: torch.Tensor, power: float = 0.5) -> torch.Tensor:
+    """Sum of the history's item vectors scaled by n^-power (0.5 is FISM's choice, 0 a plain sum);
+    padding (index 0) is ignored."""
     mask = (history != 0).to(embedded.dtype).unsqueeze(-1)
-    count = mask.sum(dim=1).clamp(min=1.0)
-    return (embedded * mask).sum(dim=1) / count.sqrt()
+    total = (embedded * mask).sum(dim=1)
+    if power == 0:
+        return total
+    return total / mask.sum(dim=1).clamp(min=1.0) ** power
+
+
+def multi_hot(history: torch.Tensor, rows: int) -> torch.Tensor:
+    """[B, rows] with 1 at every history item; the padding column 0 stays 0."""
+    hot = torch.zeros(history.shape[0], rows, dtype=torch.float32, device=history.device)
+    hot = hot.scatter(1, history, 1.0)
+    return hot * (torch.arange(rows, device=history.device) != 0).to(hot.dtype)
 
 
 @dataclass(frozen=True)
@@ -29,11 +39,16 @@ class StudentConfig:
     n_items: int
     dim: int = 64
     hidden: int = 128
+    pooling_power: float = 0.0
 
 
 class Student(nn.Module):
     """Factored item-to-item model: user = h + MLP(h), h = weighted masked sum of history embeddings;
-    score(c) = user . out[c] + bias[c]. A few hundred kFLOP per request over the whole catalogue."""
+    score(c) = user . out[c] + bias[c]. About a MFLOP per request over the whole catalogue.
+
+    With a plain sum and the MLP at zero, this is a rank-``dim`` item-to-item model, so it can start
+    from a factorisation of the teacher's item-to-item layer (``init_from_item_matrix``).
+    """
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
@@ -45,11 +60,24 @@ class Student(nn.Module):
         self.item_bias = nn.Parameter(torch.zeros(rows))
         nn.init.normal_(self.item_in.weight, std=0.05)
         nn.init.normal_(self.item_out, std=0.05)
+        nn.init.zeros_(self.mlp[-1].weight)  # the residual MLP starts as the identity map
+        nn.init.zeros_(self.mlp[-1].bias)
         with torch.no_grad():
             self.item_in.weight[0].zero_()
 
+    @torch.no_grad()
+    def init_from_item_matrix(self, weights: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None) -> None:
+        """Rank-``dim`` SVD of an item x item score matrix: in = U S^1/2, out = S^1/2 V^T x scale."""
+        u, sing, vt = torch.linalg.svd(weights.double())
+        root = sing[: self.config.dim].sqrt()
+        self.item_in.weight.copy_((u[:, : self.config.dim] * root).float())
+        self.item_in.weight[0].zero_()
+        self.item_out.copy_((root[:, None] * vt[: self.config.dim]).float() * scale)
+        if bias is not None:
+            self.item_bias.copy_(bias)
+
     def user_vector(self, history: torch.Tensor) -> torch.Tensor:
-        pooled = masked_weighted_sum(self.item_in(history), history)
+        pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power)
         return pooled + self.mlp(pooled)
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
@@ -68,6 +96,8 @@ class TeacherConfig:
     depth: int = 3
     dropout: float = 0.2
     wide: bool = True
+    wide_scale: float = 10.0
+    wide_trainable: bool = False  # closed-form (EASE) weights stay fixed; the deep part learns the residual
 
 
 class Teacher(nn.Module):
@@ -98,13 +128,17 @@ class Teacher(nn.Module):
         self.item_out = nn.Parameter(torch.empty(config.dim, rows))
         self.category_out = nn.Linear(config.n_categories, config.dim, bias=False)
         self.item_bias = nn.Parameter(torch.zeros(rows))
-        self.wide = nn.Embedding(rows, rows, padding_idx=0) if config.wide else None
+        # a dense item x item matrix applied to the multi-hot history: one matmul, cheap to train
+        self.wide = nn.Parameter(torch.zeros(rows, rows), requires_grad=config.wide_trainable) if config.wide else None
+        # the wide term is a plain sum (like EASE's x.B); its scale to softmax logits is learned
+        self.wide_scale = nn.Parameter(torch.tensor(config.wide_scale)) if config.wide else None
         nn.init.normal_(self.item_in.weight, std=0.02)
-        nn.init.normal_(self.item_out, std=0.02)
+        # The deep output starts at zero, so an initialised wide layer (EASE) is the starting model
+        # and the deep part learns a correction to it.
+        nn.init.zeros_(self.item_out)
+        nn.init.zeros_(self.category_out.weight)
         with torch.no_grad():
             self.item_in.weight[0].zero_()
-            if self.wide is not None:
-                self.wide.weight.zero_()
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
         items = self.item_in(history) + self.category_in(self.categories[history])
@@ -113,7 +147,7 @@ class Teacher(nn.Module):
         out_items = self.item_out + self.category_out(self.categories).T
         logits = user @ out_items + self.item_bias
         if self.wide is not None:
-            logits = logits + masked_weighted_sum(self.wide(history), history)
+            logits = logits + self.wide_scale * (multi_hot(history, logits.shape[1]) @ self.wide)
         return logits
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -156,5 +190,5 @@ def flops_per_request(model: nn.Module, history_len: int, n_candidates: int) -> 
         macs += width * cfg.dim
         macs += cfg.dim * rows  # the output item vectors are constants ORT folds; only the product counts
         if cfg.wide:
-            macs += history_len * rows
+            macs += rows * rows  # multi-hot history x item-item matrix
     return 2 * macs + n_candidates  # the gather is one read per candidate

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,14 +23,16 @@ from tasks.training import prepare as prep
 from tasks.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint, warm_started
 from tasks.training.dataset import Vocab, item_categories, read_clean_events
 from tasks.training.models import Student, StudentConfig, Teacher, TeacherConfig
+from tasks.training.ease import ease_weights
 from tasks.training.trainer import FitConfig, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
-TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.2, "wide": True}
+TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
 STUDENT = {"dim": 128, "hidden": 256}
-TEACHER_FIT = {"lr": 1e-3, "keep_prob": 0.75, "batch_size": 64, "patience": 3}
-STUDENT_FIT = {"lr": 3e-3, "keep_prob": 0.75, "batch_size": 64, "patience": 4}
+TEACHER_FIT = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 3}
+STUDENT_FIT = {"lr": 1e-3, "keep_prob": 0.75, "batch_size": 64, "patience": 4, "temperature": 1.0, "distill_weight": 0.7}
+EASE_L2 = 400.0  # the teacher's wide layer; 300-500 is best on ML-100K
 
 
 def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bundle: Path | None = None) -> Path:
@@ -52,22 +55,27 @@ def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bund
     return paths.data
 
 
+Maker = Callable[[list[np.ndarray], str], nn.Module]  # (histories it trains on, "fit" | "refit") -> model
+
+
 def _fit_and_refit(
-    make_model: Callable[[], nn.Module],
-    data: prep.TrainingData,
-    cfg: FitConfig,
-    device: str,
-    label: str,
-    teacher: nn.Module | None = None,
-) -> tuple[nn.Module, dict]:
-    """Early stopping on the validation split, then the same recipe on every training item."""
+    make_model: Maker, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
+    teachers: dict[str, nn.Module | None] | None = None,
+) -> tuple[nn.Module, nn.Module, dict]:
+    """Early stopping on the validation split, then the same recipe on every training item.
+
+    ``teachers`` maps the phase to the teacher fitted on the same data (the early-stopping phase must
+    not learn from a teacher that saw the validation items). Returns (probe, final model, summary).
+    """
+    teachers = teachers or {}
     seed_everything(cfg.seed)
-    probe = make_model()
-    stopped = fit(probe, data.fit, data.validation, cfg, device, teacher, label=f"{label} (early stopping)")
+    probe = make_model(data.fit, "fit")
+    stopped = fit(probe, data.fit, data.validation, cfg, device, teachers.get("fit"), label=f"{label} (early stopping)")
     seed_everything(cfg.seed)
-    model = make_model()
-    final_cfg = FitConfig(**{**cfg.__dict__, "epochs": max(stopped.best_epoch, 1)})
-    final = fit(model, list(data.train.values()), None, final_cfg, device, teacher, label=f"{label} (refit)")
+    train = list(data.train.values())
+    model = make_model(train, "refit")
+    final_cfg = FitConfig(**{**cfg.__dict__, "epochs": stopped.best_epoch})
+    final = fit(model, train, None, final_cfg, device, teachers.get("refit"), label=f"{label} (refit)")
     summary = {
         "curve": stopped.curve,
         "best_epoch": stopped.best_epoch,
@@ -76,7 +84,7 @@ def _fit_and_refit(
         "seconds_refit": final.seconds,
         "seconds": stopped.seconds + final.seconds,
     }
-    return model.cpu().eval(), summary
+    return probe.cpu().eval(), model.cpu().eval(), summary
 
 
 def _parent(parent_bundle: Path | None, name: str) -> dict | None:
@@ -85,48 +93,70 @@ def _parent(parent_bundle: Path | None, name: str) -> dict | None:
     return torch.load(parent_bundle / f"{name}.pt", map_location="cpu", weights_only=False)
 
 
-def _maker(build: Callable[[], nn.Module], parent: dict | None, notes: dict) -> Callable[[], nn.Module]:
-    def make() -> nn.Module:
-        model = build()
-        if parent is not None:
-            notes.update(warm_started(parent["config"], parent["state"], model))
-        else:
-            notes.setdefault("warm", False)
-        return model
-
-    return make
+def _warm(model: nn.Module, parent: dict | None, notes: dict) -> bool:
+    """Load the parent's weights (grown to the new vocabulary) when there is a compatible parent."""
+    if parent is None:
+        notes.setdefault("warm", False)
+        return False
+    notes.update(warm_started(parent["config"], parent["state"], model))
+    return bool(notes["warm"])
 
 
 def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> Path:
+    """Wide layer = closed-form EASE on the phase's histories; the deep part trains (warm when possible)."""
     paths = RunPaths(run_dir)
     data = prep.load(paths.data)
     categories = torch.from_numpy(data.categories)
     config = TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], **TEACHER)
-    notes: dict = {}
-    make = _maker(lambda: Teacher(config, categories), _parent(parent_bundle, "teacher"), notes)
-    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed, **TEACHER_FIT)
-    model, summary = _fit_and_refit(make, data, cfg, resolve_device(settings.training.device), "teacher")
-    _write_summary(paths, "teacher", {**summary, "warm_start": notes})
+    parent, notes = _parent(parent_bundle, "teacher"), {}
+
+    def make(histories: list[np.ndarray], phase: str) -> nn.Module:
+        model = Teacher(config, categories)
+        _warm(model, parent, notes)
+        with torch.no_grad():
+            model.wide.copy_(torch.from_numpy(ease_weights(histories, config.n_items, EASE_L2)))
+        return model
+
+    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
+                    threads=settings.training.torch_threads, **TEACHER_FIT)
+    probe, model, summary = _fit_and_refit(make, data, cfg, resolve_device(settings.training.device), "teacher")
+    _write_summary(paths, "teacher", {**summary, "warm_start": notes, "ease_l2": EASE_L2})
+    save_checkpoint(probe, paths.checkpoint("teacher_fit"))
     return save_checkpoint(model, paths.checkpoint("teacher"))
 
 
-def train_students(
-    settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None, distill: bool = True
-) -> dict[str, str]:
-    """The distilled student (the one served) and the same student trained on the ground truth only."""
+def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> dict[str, str]:
+    """The distilled student (served) and the control: same model and recipe on the ground truth only.
+
+    The distilled student starts from the champion's student (warm start) or, cold, from a rank-``dim``
+    factorisation of the teacher's item-to-item layer; then it learns the teacher's listwise
+    distribution. The control always starts at random.
+    """
     paths = RunPaths(run_dir)
     data = prep.load(paths.data)
-    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), torch.from_numpy(data.categories))
+    categories = torch.from_numpy(data.categories)
+    teachers = {phase: load_checkpoint(paths.checkpoint(name), categories)[0]
+                for phase, name in (("fit", "teacher_fit"), ("refit", "teacher"))}
     config = StudentConfig(n_items=data.vocab.n_items, **STUDENT)
     device = resolve_device(settings.training.device)
-    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed, **STUDENT_FIT)
-    out = {}
+    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
+                    threads=settings.training.torch_threads, **STUDENT_FIT)
     parent = _parent(parent_bundle, "student")
-    for name, guide in (("student", teacher if distill else None), ("control", None)):
+    out = {}
+    for name, distilled in (("student", True), ("control", False)):
         notes: dict = {}
-        make = _maker(lambda: Student(config), parent, notes)
-        model, summary = _fit_and_refit(make, data, cfg, device, name, teacher=guide)
-        _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": guide is not None})
+
+        def make(histories: list[np.ndarray], phase: str) -> nn.Module:
+            model = Student(config)
+            # the control never warm-starts: the champion's student learnt from a teacher
+            if not (distilled and _warm(model, parent, notes)) and distilled:
+                guide = teachers[phase]
+                model.init_from_item_matrix(guide.wide.detach(), float(guide.wide_scale), guide.item_bias.detach())
+                notes["init"] = "teacher item-item factorisation"
+            return model
+
+        _, model, summary = _fit_and_refit(make, data, cfg, device, name, teachers if distilled else None)
+        _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": distilled})
         out[name] = str(save_checkpoint(model, paths.checkpoint(name)))
     return out
 

@@ -39,6 +39,7 @@ class FitConfig:
     temperature: float = 2.0
     distill_weight: float = 0.5  # share of the KD term when a teacher is given
     seed: int = 42
+    threads: int = 1
 
 
 @dataclass
@@ -125,15 +126,20 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; keeps the weights of the best validation epoch (early stopping)."""
     seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
     model.to(device)
     if teacher is not None:
         teacher.to(device).eval()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_rows = model.config.n_items + 1
     users = [h for h in histories if len(h) > 0]
     result = FitResult(model=model)
     best_state, stale, started = None, 0, time.perf_counter()
+    if validation is not None:  # epoch 0: an initialised model (closed form, warm start) may already be best
+        initial = validation_ndcg(model, validation, device)["ndcg@10"]
+        result.curve.append({"epoch": 0, "val_ndcg@10": initial, "seconds": 0.0})
+        result.best_ndcg, best_state = initial, copy.deepcopy(model.state_dict())
     for epoch in tqdm(range(1, cfg.epochs + 1), desc=label, leave=False):
         model.train()
         order = rng.permutation(len(users))
