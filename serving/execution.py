@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
-from freshrec.errors import ArtifactIntegrityError, ConfigError
+from freshrec.errors import ArtifactIntegrityError, ConfigError, FreshRecError
 from freshrec.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
 from freshrec.settings import ServingSettings
 
@@ -158,14 +158,19 @@ def build_scorer(
 ) -> Scorer:
     """A verified, signature-checked scorer on the best provider of ``providers``."""
     verify_artifact(artifact, sha256)
-    if providers[0] in (CUDA, TENSORRT):
-        from serving.gpu import build_cuda_scorer
+    try:
+        if providers[0] in (CUDA, TENSORRT):
+            from serving.gpu import build_cuda_scorer
 
-        scorer = build_cuda_scorer(artifact, settings, providers, history_length, n_shared)
-        if scorer is not None:
-            return scorer
-        log.warning("CUDA EP did not take %s; serving it on CPU", artifact)
-    session = _cpu_session(artifact, sha256, settings)
+            scorer = build_cuda_scorer(artifact, settings, providers, history_length, n_shared)
+            if scorer is not None:
+                return scorer
+            log.warning("CUDA EP did not take %s; serving it on CPU", artifact)
+        session = _cpu_session(artifact, sha256, settings)
+    except FreshRecError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's load errors (Fail, InvalidProtobuf, ...) share no base
+        raise ArtifactIntegrityError(f"ONNX Runtime cannot load {artifact}: {exc}") from exc
     check_signature(session, artifact)
     return CpuScorer(session)
 

@@ -62,6 +62,8 @@ class Reconciler:
         self._online_dir = Layout(settings.home).online
         self._snapshot = OnlineSnapshot.empty()
         self._lock = asyncio.Lock()
+        self._last_seen: tuple[int, str | None] | None = None  # (registry generation, snapshot name)
+        self._retry_at: float | None = None
 
     async def run_forever(self) -> None:
         while True:
@@ -77,14 +79,20 @@ class Reconciler:
         async with self._lock:
             generation = await asyncio.to_thread(self._gateway.generation)
             snapshot_name = await asyncio.to_thread(current_snapshot_name, self._online_dir)
-            current = self.table
-            unchanged = generation == current.generation and (snapshot_name or "") == current.snapshot_name
-            if unchanged and not force:
+            seen = (generation, snapshot_name)
+            retry_due = self._retry_at is not None and time.monotonic() >= self._retry_at
+            if seen == self._last_seen and not retry_due and not force:
                 self._metrics.reconciles.labels("unchanged").inc()
                 return self.describe()
             desired = await asyncio.to_thread(self._gateway.desired_state)
             snapshot_changed = await self._refresh_snapshot(snapshot_name)
-            table = await self._build_table(desired, force=force, snapshot_changed=snapshot_changed)
+            table = await self._build_table(desired, force=force or retry_due, snapshot_changed=snapshot_changed)
+            # Compared with what was last *attempted*: a refused version or an unreadable snapshot is not
+            # retried on every poll, only after RETRY_FAILED_AFTER_S or on a change.
+            self._last_seen = seen
+            wanted = {v.version for v in (desired.champion, desired.canary, desired.previous) if v is not None}
+            loaded = {s.version for _, s in table.loaded()}
+            self._retry_at = time.monotonic() + RETRY_FAILED_AFTER_S if wanted - loaded else None
             self.table = table
             self._on_swap(table)
             self._metrics.reconciles.labels("swapped").inc()

@@ -74,7 +74,8 @@ def test_promotion_under_load_drops_nothing(server, world: World, champion: str)
 def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, world: World, champion: str) -> None:
     bad = world.register("run-2", seed=2)
     artifact = world.home / "models" / "run-2" / "student.int8.onnx"
-    artifact.write_bytes(artifact.read_bytes()[:-16] + b"corrupted-bytes!")
+    original = artifact.read_bytes()
+    artifact.write_bytes(original[:-16] + b"corrupted-bytes!")
 
     def promote_and_reconcile() -> None:
         world.registry.promote(bad, actor="test", reason="bad artifact")
@@ -89,6 +90,11 @@ def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, worl
     assert httpx.get(f"{server.url}/readyz").json()["champion"] == champion
     failures = _sample(httpx.get(f"{server.url}/metrics").text, "freshrec_model_load_failures_total", version=bad)
     assert failures >= 1  # refused by the poller and/or the admin reconcile, never loaded
+
+    # once the artifact is repaired, an admin reconcile retries it at once
+    artifact.write_bytes(original)
+    r = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers())
+    assert {v["role"]: v["version"] for v in r.json()["versions"]}["champion"] == bad and r.json()["refused"] == []
 
 
 def _sample(exposition: str, name: str, **labels: str) -> float:
