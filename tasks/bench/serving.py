@@ -186,6 +186,66 @@ def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s:
             "max_rate_within_slo": max(within, default=0)}
 
 
+def _has_gpu() -> bool:
+    """A CUDA driver is present (onnxruntime-gpu lists its CUDA EP even on machines without one)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"), seconds: float = 1.0) -> list[dict]:
+    """Model-only throughput (items scored per second) per provider and batch size, without HTTP.
+
+    CPU runs ``session.run``; where the CUDA EP really holds the session, IOBinding with the inputs
+    copied once and the scores left on the device, as the serving tier's GPU path does.
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    files = {"int8": "student.int8.onnx", "fp32": "student.fp32.onnx", "fp16": "student.fp16.onnx"}
+    n_items = len(json.loads((bundle / "vocab.json").read_text())["items"])
+    rng = np.random.default_rng(0)
+    rows = []
+    for variant in variants:
+        path = bundle / files[variant]
+        if not path.is_file():
+            continue
+        for provider in ("CUDAExecutionProvider", "CPUExecutionProvider"):
+            if provider not in ort.get_available_providers() or (provider.startswith("CUDA") and not _has_gpu()):
+                continue
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            session = ort.InferenceSession(str(path), options, providers=[provider])
+            if session.get_providers()[0] != provider:
+                continue  # the CUDA EP is compiled in but no GPU took the session
+            for batch in (1, 8, 64):
+                history = rng.integers(1, n_items + 1, size=(batch, 50), dtype=np.int64)
+                candidates = np.ascontiguousarray(np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (batch, n_items)))
+                if provider == "CPUExecutionProvider":
+                    call = lambda: session.run(["scores"], {"history": history, "candidates": candidates})  # noqa: E731
+                else:
+                    binding = session.io_binding()
+                    binding.bind_ortvalue_input("history", ort.OrtValue.ortvalue_from_numpy(history, "cuda", 0))
+                    binding.bind_ortvalue_input("candidates", ort.OrtValue.ortvalue_from_numpy(candidates, "cuda", 0))
+                    binding.bind_output("scores", "cuda")
+                    call = lambda: session.run_with_iobinding(binding)  # noqa: E731
+                for _ in range(5):
+                    call()
+                calls, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    call()
+                    calls += 1
+                elapsed = time.perf_counter() - start
+                rows.append({"variant": variant, "provider": provider, "batch": batch,
+                             "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
+                             "items_scored_per_s": batch * n_items * calls / elapsed})
+    return rows
+
+
 def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 5.0,
         servers: list[str] | None = None, connections: int = 64) -> Path:
     bundle, snapshot, version = _served_state(settings)
@@ -216,6 +276,7 @@ def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "servers": results,
+        "scoring_without_http": scoring_throughput(bundle),
         "speedup_vs_torch_eager": _speedups(results),
     }
     out_dir = Layout(settings.home).reports / "bench"
