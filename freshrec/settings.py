@@ -64,7 +64,7 @@ class ServingSettings(_Group):
     max_batch: int = Field(64, ge=1)
     max_wait_ms: float = Field(0.5, ge=0, le=1.0)
     max_queue: int = Field(1024, ge=1)
-    request_deadline_ms: float = Field(200.0, gt=0)
+    request_deadline_ms: float = Field(1000.0, gt=0, description="a scoring job queued longer than this is shed (503)")
     cache_ttl_s: float = Field(30.0, ge=0)
     cache_size: int = Field(100_000, ge=0)
     reconcile_interval_s: float = Field(5.0, gt=0)
