@@ -144,3 +144,14 @@ def _samples(exposition: str, name: str) -> dict[tuple, float]:
             if sample.name == name:
                 out[tuple(sorted(sample.labels.items()))] = sample.value
     return out
+
+
+def test_jobs_past_their_deadline_are_shed(world: World, champion: str) -> None:
+    settings = world.settings.model_copy(
+        update={"serving": world.settings.serving.model_copy(update={"request_deadline_ms": 0.001})}
+    )
+    with RunningServer(settings) as server, httpx.Client(base_url=server.url) as client:
+        shed = client.post("/v1/recommend", json={"user_id": "u1", "k": 5})
+        assert shed.status_code == 503 and shed.headers["retry-after"] == "1" and "deadline" in shed.json()["message"]
+        # a cold-start answer needs no scoring, so it is never queued
+        assert client.post("/v1/recommend", json={"user_id": "stranger", "k": 5}).status_code == 200
