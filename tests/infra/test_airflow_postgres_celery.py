@@ -62,6 +62,8 @@ def production_env(home: Path, database: str, queue: str, api_port: int) -> dict
         FRESHREC_SPARK_DRIVER_MEMORY="1g",
         PATH=f"{BIN}:{env.get('PATH', '')}",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg,
+        # Airflow derives the async URL as postgresql+asyncpg unless told; psycopg 3 does async too.
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC=pg,
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
         AIRFLOW__CELERY__BROKER_URL="redis://127.0.0.1:6379/0",
         AIRFLOW__CELERY__RESULT_BACKEND=f"db+{pg}",

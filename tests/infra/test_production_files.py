@@ -60,6 +60,7 @@ def test_compose_has_the_production_shape(compose: dict) -> None:
         env = service["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg://")
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"].startswith("postgresql+psycopg://"), "no asyncpg in the image"
         assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:")
         assert env["FRESHREC_REGISTRY_URL"].startswith("postgresql+psycopg://")
         spark = json.loads(env["AIRFLOW_CONN_SPARK_DEFAULT"])
@@ -137,6 +138,7 @@ def test_helm_values_use_postgres_and_celery() -> None:
     assert "CeleryExecutor" in values["executor"] and "KubernetesExecutor" in values["executor"]
     assert values["postgresql"]["enabled"] is False and values["data"]["metadataSecretName"]
     env = yaml.safe_load(values["extraEnv"])
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" in {e["name"] for e in env}, "no asyncpg in the image"
     spark = json.loads(next(e["value"] for e in env if e["name"] == "AIRFLOW_CONN_SPARK_DEFAULT"))
     assert spark["conn_type"] == "spark"
 
