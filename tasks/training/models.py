@@ -69,10 +69,13 @@ class Student(nn.Module):
     def init_from_item_matrix(self, weights: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None) -> None:
         """Rank-``dim`` SVD of an item x item score matrix: in = U S^1/2, out = S^1/2 V^T x scale."""
         u, sing, vt = torch.linalg.svd(weights.double())
-        root = sing[: self.config.dim].sqrt()
-        self.item_in.weight.copy_((u[:, : self.config.dim] * root).float())
+        rank = min(self.config.dim, sing.shape[0])  # a catalogue smaller than dim leaves columns at 0
+        root = sing[:rank].sqrt()
+        self.item_in.weight.zero_()
+        self.item_out.zero_()
+        self.item_in.weight[:, :rank] = (u[:, :rank] * root).float()
         self.item_in.weight[0].zero_()
-        self.item_out.copy_((root[:, None] * vt[: self.config.dim]).float() * scale)
+        self.item_out[:rank] = (root[:, None] * vt[:rank]).float() * scale
         if bias is not None:
             self.item_bias.copy_(bias)
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
 STUDENT = {"dim": 128, "hidden": 256}
 TEACHER_FIT = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 3}
-STUDENT_FIT = {"lr": 1e-3, "keep_prob": 0.75, "batch_size": 64, "patience": 4, "temperature": 1.0, "distill_weight": 0.7}
+STUDENT_FIT = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 128, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
 EASE_L2 = 400.0  # the teacher's wide layer; 300-500 is best on ML-100K
 
 
@@ -148,10 +148,11 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
 
         def make(histories: list[np.ndarray], phase: str) -> nn.Module:
             model = Student(config)
-            # the control never warm-starts: the champion's student learnt from a teacher
-            if not (distilled and _warm(model, parent, notes)) and distilled:
+            if not distilled:  # the control never warm-starts: the champion's student learnt from a teacher
+                notes["warm"] = False
+            elif not _warm(model, parent, notes):
                 guide = teachers[phase]
-                model.init_from_item_matrix(guide.wide.detach(), float(guide.wide_scale), guide.item_bias.detach())
+                model.init_from_item_matrix(guide.wide.detach(), guide.wide_scale.item(), guide.item_bias.detach())
                 notes["init"] = "teacher item-item factorisation"
             return model
 

@@ -1,0 +1,49 @@
+"""Ranking metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tasks.evaluation.metrics import ranking_metrics
+from tasks.evaluation.ranking import top_k
+
+
+def test_single_user_by_hand() -> None:
+    # hits at ranks 1 and 3 of the top 3; 4 relevant items in total
+    m = ranking_metrics([[10, 20, 30]], [[10, 30, 40, 50]], k=3, n_items=100)
+    dcg = 1 / math.log2(2) + 1 / math.log2(4)
+    idcg = 1 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)  # min(4, 3) ideal hits
+    assert m["ndcg@3"] == pytest.approx(dcg / idcg)
+    assert m["precision@3"] == pytest.approx(2 / 3)
+    assert m["recall@3"] == pytest.approx(2 / 4)
+    # MS Recommenders MAP: (P@1 + P@3) / |relevant| = (1 + 2/3) / 4
+    assert m["map@3"] == pytest.approx((1 + 2 / 3) / 4)
+    assert m["hr@3"] == 1.0
+    assert m["coverage@3"] == pytest.approx(3 / 100)
+
+
+def test_mean_over_users_skips_users_without_relevant_items() -> None:
+    m = ranking_metrics([[1, 2], [3, 4], [5, 6]], [[2], [], [7]], k=2, n_items=10)
+    assert m["users"] == 2
+    assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 2)
+    assert m["hr@2"] == pytest.approx(0.5)
+    assert m["map@2"] == pytest.approx((1 / 2) / 2)
+    assert m["coverage@2"] == pytest.approx(4 / 10)  # the skipped user's list does not count
+
+
+def test_perfect_and_empty_rankings() -> None:
+    perfect = ranking_metrics([[1, 2, 3]], [[1, 2, 3]], k=3)
+    assert perfect["ndcg@3"] == pytest.approx(1.0) and perfect["map@3"] == pytest.approx(1.0)
+    miss = ranking_metrics([[7, 8, 9]], [[1]], k=3)
+    assert miss["ndcg@3"] == 0.0 and miss["hr@3"] == 0.0
+    with pytest.raises(ValueError):
+        ranking_metrics([[1]], [[]], k=1)
+
+
+def test_top_k_excludes_padding_and_seen_items() -> None:
+    scores = np.array([[9.0, 5.0, 4.0, 3.0, 2.0], [9.0, 1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
+    ranked = top_k(lambda h: scores[: len(h)], np.zeros((2, 3), dtype=np.int64), [np.array([1]), np.array([4, 3])], k=2)
+    assert ranked.tolist() == [[2, 3], [2, 1]]

@@ -1,0 +1,111 @@
+"""Export: torch vs ONNX Runtime parity with dynamic shapes, int8/fp16 variants, and the int8 gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tasks.export.quantize import RECIPES
+
+pytestmark = pytest.mark.slow
+FAST_RECIPES = tuple(r for r in RECIPES if r.name in ("dynamic", "static_qdq"))
+
+
+@pytest.fixture(scope="module")
+def exported_run(trained_run: Path) -> Path:
+    from tasks.export.stage import check_parity, export_run
+
+    export_run(trained_run, int8_max_loss=0.01, recipes=FAST_RECIPES)
+    check_parity(trained_run)
+    return trained_run
+
+
+def _model(run: Path, name: str):
+    from tasks.training import prepare as prep
+    from tasks.training.checkpoint import RunPaths, load_checkpoint
+
+    data = prep.load(RunPaths(run).data)
+    return load_checkpoint(RunPaths(run).checkpoint(name), torch.from_numpy(data.categories))[0], data
+
+
+@pytest.mark.parametrize("name", ["student", "teacher"])
+@pytest.mark.parametrize("batch,history_len,n_candidates", [(1, 1, 1), (3, 17, 32), (2, 300, 5)])
+def test_torch_and_onnx_agree_for_any_shape(exported_run: Path, name: str, batch: int, history_len: int, n_candidates: int) -> None:
+    from tasks.export.onnx_export import run_scores, session
+
+    model, data = _model(exported_run, name)
+    rng = np.random.default_rng(batch * 1000 + history_len)
+    history = rng.integers(0, data.vocab.n_items + 1, size=(batch, history_len), dtype=np.int64)
+    candidates = rng.integers(1, data.vocab.n_items + 1, size=(batch, n_candidates), dtype=np.int64)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(history), torch.from_numpy(candidates)).numpy()
+    got = run_scores(session(exported_run / f"{name}.fp32.onnx"), history, candidates)
+    assert got.shape == (batch, n_candidates) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path) -> None:
+    from tasks.export.onnx_export import check_onnx, run_scores, session
+
+    for name in ("student.fp32.onnx", "student.int8.onnx", "student.fp16.onnx", "teacher.fp32.onnx"):
+        check_onnx(exported_run / name)
+    int8 = onnx.load(str(exported_run / "student.int8.onnx"))
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in int8.graph.initializer), "int8 graph holds no int8 weights"
+    parity = json.loads((exported_run / "work" / "parity.json").read_text())
+    assert parity["student"]["max_abs_diff"] < 1e-4 and parity["teacher"]["max_abs_diff"] < 1e-3
+    history = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int64)
+    candidates = np.array([[1, 2], [3, 4]], dtype=np.int64)
+    fp32 = run_scores(session(exported_run / "student.fp32.onnx"), history, candidates)
+    fp16 = run_scores(session(exported_run / "student.fp16.onnx"), history, candidates)
+    np.testing.assert_allclose(fp16, fp32, atol=5e-2)
+    report = json.loads((exported_run / "work" / "export.json").read_text())
+    assert {t["recipe"]["name"] for t in report["int8_trials"]} == {r.name for r in FAST_RECIPES}
+    assert report["int8"]["recipe"]["name"] in {r.name for r in FAST_RECIPES}
+
+
+def _flip_weight_scales(path: Path) -> None:
+    """A quantiser bug: every weight scale gets the wrong sign, so every ranking turns upside down."""
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        if init.name.endswith("_scale") and init.data_type == onnx.TensorProto.FLOAT:
+            values = onnx.numpy_helper.to_array(init) * -1.0
+            init.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), init.name))
+    onnx.save(model, str(path))
+
+
+def test_gate_rejects_a_broken_int8_model(exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from freshrec.registry import open_registry
+    from tasks.export import stage
+    from tasks.export.publish import apply_gates, publish
+    from tests.export.conftest import tiny_settings
+
+    run = tmp_path / "home" / "models" / "broken"
+    shutil.copytree(exported_run.parents[1], tmp_path / "home")  # the whole home: data, lake, run
+    run = tmp_path / "home" / "models" / exported_run.name
+    real = stage.quantise_int8
+
+    def broken_quantiser(fp32, target, recipe, calibration=None):
+        real(fp32, target, recipe, calibration)
+        _flip_weight_scales(target)
+        return target
+
+    monkeypatch.setattr(stage, "quantise_int8", broken_quantiser)
+    stage.export_run(run, int8_max_loss=0.01, recipes=FAST_RECIPES)
+    stage.check_parity(run)
+    settings = tiny_settings(tmp_path / "home")
+    verdict = json.loads(apply_gates(settings, run).read_text())
+    assert not verdict["passed"]
+    failed = {g["name"] for g in verdict["gates"] if not g["passed"]}
+    assert "int8_fidelity" in failed and "export_parity" not in failed
+    with open_registry(settings) as registry:
+        outcome = publish(settings, registry, run, dag_run_id="test", parent_version=None)
+        version = registry.get_version(outcome["version"])
+    assert outcome["state"] == "rejected" and version.state == "rejected"
+    assert any("int8_fidelity" in reason for reason in version.reasons)
+    assert registry.serving_state().champion is None

@@ -1,0 +1,89 @@
+"""Warm start with a grown vocabulary: ids stay stable, old rows carry over, new ids get new rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tasks.training.checkpoint import grow_into
+from tasks.training.dataset import Vocab, build_vocab, normalise_interactions
+from tasks.training.models import Student, StudentConfig, Teacher, TeacherConfig
+from tests.training.lake import clustered_events, write_clean_lake
+
+
+def _frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return normalise_interactions(pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]))
+
+
+def test_vocab_appends_new_ids_and_keeps_old_indices() -> None:
+    parent = build_vocab(_frame([("u1", "b", 1), ("u1", "a", 2), ("u2", "c", 3)]))
+    assert parent.items == ["b", "a", "c"]
+    grown = build_vocab(_frame([("u3", "z", 0), ("u1", "a", 5), ("u9", "y", 6)]), parent)
+    assert grown.items[: parent.n_items] == parent.items
+    assert grown.items[parent.n_items:] == ["z", "y"]
+    assert grown.users == ["u1", "u2", "u3", "u9"]
+    assert grown.item_index()["z"] == 4  # index 0 is padding
+
+
+@pytest.mark.parametrize("kind", ["student", "teacher"])
+def test_grown_model_scores_old_items_exactly_like_the_parent(kind: str) -> None:
+    torch.manual_seed(0)
+    if kind == "student":
+        old, new = Student(StudentConfig(n_items=10, dim=8, hidden=16)), Student(StudentConfig(n_items=14, dim=8, hidden=16))
+        torch.nn.init.normal_(old.mlp[-1].weight)  # a non-trivial MLP must carry over too
+    else:
+        old = Teacher(TeacherConfig(n_items=10, n_categories=2, dim=8, hidden=16), torch.zeros(11, 2))
+        new = Teacher(TeacherConfig(n_items=14, n_categories=2, dim=8, hidden=16), torch.zeros(15, 2))
+        torch.nn.init.normal_(old.item_out)
+        torch.nn.init.normal_(old.wide)
+    grown = grow_into(old.state_dict(), new)
+    assert grown  # item-indexed tensors did grow
+    old.eval(), new.eval()
+    history = torch.tensor([[0, 3, 5, 7], [1, 2, 9, 10]])
+    candidates = torch.tensor([[1, 2, 10], [4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(new(history, candidates), old(history, candidates))
+        assert torch.isfinite(new(torch.tensor([[11, 12, 3]]), torch.tensor([[13, 14, 1]]))).all()
+
+
+def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Path) -> None:
+    from freshrec.schemas import BUNDLE_VOCAB
+    from freshrec.settings import load_settings
+    from freshrec.layout import Layout
+    from tasks.training.stages import build_datasets, train_students, train_teacher
+
+    settings = load_settings(home=tmp_path, training={"holdout_days": 1})
+    layout = Layout(tmp_path)
+    first = clustered_events(users=40, items=24, days=4)
+    write_clean_lake(layout.clean_events, first)
+    parent = layout.models / "v1"
+    parent.mkdir(parents=True)
+    build_datasets(settings, parent, "temporal")
+    train_teacher(settings, parent, epochs=1)
+    train_students(settings, parent, epochs=1)
+
+    # a later day brings new users and new items
+    later = clustered_events(users=50, items=30, days=1, seed=3, start=dt.date(2026, 3, 5))
+    write_clean_lake(layout.clean_events, later)
+    child = layout.models / "v2"
+    child.mkdir()
+    build_datasets(settings, child, "temporal", parent_bundle=parent)
+    old_vocab, new_vocab = Vocab.load(parent / BUNDLE_VOCAB), Vocab.load(child / BUNDLE_VOCAB)
+    assert new_vocab.n_items > old_vocab.n_items and len(new_vocab.users) > len(old_vocab.users)
+    assert new_vocab.items[: old_vocab.n_items] == old_vocab.items
+    train_teacher(settings, child, epochs=1, parent_bundle=parent)
+    train_students(settings, child, epochs=1, parent_bundle=parent)
+    summary = json.loads((child / "work" / "student_training.json").read_text())
+    assert summary["warm_start"]["warm"] is True
+    assert summary["warm_start"]["grown"]["item_out"] == [[128, old_vocab.n_items + 1], [128, new_vocab.n_items + 1]]
+    control = json.loads((child / "work" / "control_training.json").read_text())
+    assert control["warm_start"]["warm"] is False
+    payload = torch.load(child / "student.pt", weights_only=False)
+    assert payload["state"]["item_in.weight"].shape[0] == new_vocab.n_items + 1
+    assert np.isfinite(payload["state"]["item_out"].numpy()).all()
