@@ -14,8 +14,8 @@ from tasks.release import stages
 _SETTINGS = get_settings()
 _R = _SETTINGS.release
 DEFAULT_ARGS = {"owner": "release", "retries": 0}
-# Reading the registry or serving twice is harmless; moving traffic twice is not, so only the
-# finishing stages (idempotent: they check the version's state first) are retried.
+# Moving traffic twice is not harmless and a failed preflight has already rejected the candidate, so
+# only the finishing stages (idempotent: they check the version's state first) are retried.
 SAFE_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=5)}
 
 DOC = """
@@ -38,6 +38,20 @@ Canary release of a registered candidate `version` (triggered by `retrain` with 
 
 The verdict and its evidence are stored on the version: `freshrec registry show <v>`.
 """
+
+
+class ReleaseApproval(HITLBranchOperator):
+    """HITLBranchOperator that also keeps who answered and when, for the verdict's evidence (its own
+    return value is only the chosen branch)."""
+
+    def execute_complete(self, context, event):
+        responded_at = event.get("responded_at")
+        context["ti"].xcom_push(key="response", value={
+            "chosen_options": event.get("chosen_options"),
+            "responded_by_user": event.get("responded_by_user"),
+            "responded_at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+        })
+        return super().execute_complete(context, event)
 
 
 @dag(
@@ -71,7 +85,7 @@ The verdict and its evidence are stored on the version: `freshrec registry show 
     },
 )
 def release():
-    @task(**SAFE_RETRIES)
+    @task
     def preflight() -> dict:
         """Verify artifact checksums and the offline p99 of the candidate; reject it on failure."""
         return stages.preflight(get_settings(), get_current_context()["params"])
@@ -96,7 +110,7 @@ def release():
         """Route the analysis decision to promote or roll_back."""
         return "promote" if result["decision"] == "promote" else "roll_back"
 
-    approval = HITLBranchOperator(
+    approval = ReleaseApproval(
         task_id="approval",
         subject="Canary of version {{ params.version }} is inconclusive",
         body="The canary got too little traffic for a verdict.\n\n"
@@ -112,14 +126,14 @@ def release():
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **SAFE_RETRIES)
     def promote(preflight_evidence: dict, result: dict) -> str:
         """Move the champion alias to the candidate (old champion -> previous, still loaded); store the verdict."""
-        approval_event = get_current_context()["ti"].xcom_pull(task_ids="approval")
+        approval_event = get_current_context()["ti"].xcom_pull(task_ids="approval", key="response")
         return stages.promote(get_settings(), get_current_context()["params"], preflight_evidence, result,
                               approval_event)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS, **SAFE_RETRIES)
     def roll_back(preflight_evidence: dict, result: dict) -> str:
         """Take the canary out of traffic (weight 0) and reject it with reasons and evidence."""
-        approval_event = get_current_context()["ti"].xcom_pull(task_ids="approval")
+        approval_event = get_current_context()["ti"].xcom_pull(task_ids="approval", key="response")
         return stages.roll_back(get_settings(), get_current_context()["params"], preflight_evidence, result,
                                 approval_event)
 

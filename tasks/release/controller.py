@@ -74,6 +74,7 @@ class CanaryController:
     def __init__(self, registry: Registry, serving: ServingClient, plan: ReleasePlan, *,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.registry, self.serving, self.plan, self.sleep = registry, serving, plan, sleep
+        self._champion_p99_ms: float | None = None  # the latest champion p99 with enough traffic
 
     # --- traffic -------------------------------------------------------------------------------
     def converge(self) -> None:
@@ -98,8 +99,11 @@ class CanaryController:
     def analyse(self, baseline: dict[str, Scrape], weight: float) -> StepAnalysis:
         self.sleep(self.plan.interval_s)
         after = self.serving.scrape_all()
-        return analyse_window(window(baseline, after, "canary"), window(baseline, after, "champion"),
-                              self.plan.policy, weight)
+        analysis = analyse_window(window(baseline, after, "canary"), window(baseline, after, "champion"),
+                                  self.plan.policy, weight, self._champion_p99_ms)
+        if analysis.champion["requests"] >= self.plan.policy.min_requests and analysis.champion["p99_ms"]:
+            self._champion_p99_ms = analysis.champion["p99_ms"]
+        return analysis
 
     def run_shadow(self) -> StepAnalysis:
         """Mirror traffic to the candidate without serving its answers; only its scores can be judged."""

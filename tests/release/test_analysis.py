@@ -126,3 +126,23 @@ def test_inconclusive_extends_once_then_rolls_back_or_waits_for_a_human():
 def test_last_passing_step_promotes():
     action, progress = decide(Outcome.PASS, Progress(extensions=1), POLICY, last_step=True, require_approval=False)
     assert action is Action.PROMOTE and progress.extensions == 0
+
+
+def test_a_breach_the_champion_shares_is_not_the_canarys_fault():
+    # Both arms between 10 and 25 ms (a loaded host): above the 10 ms SLO, but not worse than the champion.
+    loaded_champion = _arm([0, 0, 0, 5000, 5000, 5000], scores=(1000, 1000, 1000, 1000))
+    similar = _arm([0, 0, 0, 300, 300, 300])
+    analysis = analyse_window(similar, loaded_champion, POLICY, weight=50)
+    assert _check(analysis, "p99_latency").outcome is Outcome.PASS
+    # A canary that is clearly slower than an equally loaded champion still fails.
+    slower = _arm([0, 0, 0, 0, 300, 300])
+    assert _check(analyse_window(slower, loaded_champion, POLICY, weight=50), "p99_latency").outcome is Outcome.FAIL
+
+
+def test_at_full_weight_an_earlier_champion_p99_is_the_reference():
+    canary = _arm([0, 0, 0, 300, 300, 300])  # p99 = 10 + 15 * 297/300 = 24.85 ms
+    alone = analyse_window(canary, VariantCounters(), POLICY, weight=100)
+    assert _check(alone, "p99_latency").outcome is Outcome.FAIL
+    referenced = analyse_window(canary, VariantCounters(), POLICY, weight=100, champion_reference_ms=22.0)
+    check = _check(referenced, "p99_latency")
+    assert check.outcome is Outcome.PASS and check.threshold == pytest.approx(33.0)
