@@ -46,7 +46,8 @@ def _canary_started(registry: Registry, version: int) -> dt.datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
-def check(settings: Settings, engine: Engine, registry: Registry, now: dt.datetime | None = None) -> SloEvaluation:
+def check(settings: Settings, engine: Engine, registry: Registry, now: dt.datetime | None = None, *,
+          record: bool = True) -> SloEvaluation:
     """Evaluate burn rates, freshness and drift over the stored snapshots; record the status."""
     now = now or utcnow()
     m = settings.monitoring
@@ -66,7 +67,8 @@ def check(settings: Settings, engine: Engine, registry: Registry, now: dt.dateti
         freshness=freshness, drift=drift, canary_version=str(canary.version) if canary else None,
         max_drift_psi=m.max_drift_psi, canary_since=_canary_started(registry, canary.version) if canary else None,
     )
-    store.save_status(engine, now, str(evaluation.severity), evaluation.to_dict())
+    if record:
+        store.save_status(engine, now, str(evaluation.severity), evaluation.to_dict())
     return evaluation
 
 
