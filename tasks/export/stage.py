@@ -55,13 +55,16 @@ def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_i
     return {"max_abs_diff": float(diff.max()), "max_rel_diff": float((diff / (np.abs(expected) + 1e-6)).max())}
 
 
-def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float) -> dict:
-    """The fastest recipe within ``max_loss`` relative nDCG@10 of fp32, else the most accurate."""
+def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.1) -> dict:
+    """Among recipes within ``max_loss`` relative nDCG@10 of fp32: the smallest file of those within
+    ``latency_slack`` of the fastest p50 (timings on a shared box are noisy); none within: the most accurate."""
     floor = fp32_ndcg * (1.0 - max_loss)
     within = [t for t in trials if t["ndcg@10"] >= floor]
-    if within:
-        return min(within, key=lambda t: t["latency"]["p50_ms"])
-    return max(trials, key=lambda t: t["ndcg@10"])
+    if not within:
+        return max(trials, key=lambda t: t["ndcg@10"])
+    fastest = min(t["latency"]["p50_ms"] for t in within)
+    quick = [t for t in within if t["latency"]["p50_ms"] <= fastest * (1.0 + latency_slack)]
+    return min(quick, key=lambda t: t["size"])
 
 
 def export_run(run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True) -> Path:
