@@ -1,0 +1,73 @@
+"""`freshrec simulate`: open-loop traffic and ground-truth clicks against the serving tier."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from freshrec.errors import NotFound
+from freshrec.layout import Layout
+from freshrec.settings import get_settings
+
+out = Console()
+
+
+def default_truth(home: Path) -> Path:
+    return home / "truth.npz"
+
+
+def simulate(
+    rate: Annotated[float, typer.Option(help="requests per second (constant arrival rate)")] = 50.0,
+    duration: Annotated[float, typer.Option(help="seconds of traffic")] = 30.0,
+    truth: Annotated[Path | None, typer.Option(help="ground truth .npz from `freshrec data synth --truth`")] = None,
+    day: Annotated[str | None, typer.Option(help="simulated day (YYYY-MM-DD); default: after the newest raw day")] = None,
+    k: Annotated[int, typer.Option(min=1, max=100, help="items per recommendation")] = 10,
+    seed: Annotated[int, typer.Option(help="random seed (users and clicks)")] = 0,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="outstanding requests before arrivals are shed")] = 256,
+    url: Annotated[str | None, typer.Option(help="serving URL (default: FRESHREC_SERVING_URL)")] = None,
+) -> None:
+    """Send synthetic users' requests and clicks; print CTR per variant (JSON + PNG under reports/)."""
+    from tasks.data.synth import load_world
+    from tasks.simulation.report import write_report
+    from tasks.simulation.simulator import SimulationConfig, Simulator
+
+    settings = get_settings()
+    layout = Layout(settings.home)
+    truth_path = truth or default_truth(settings.home)
+    if not truth_path.is_file():
+        raise NotFound(f"no ground truth at {truth_path}; pass --truth (written by `freshrec data synth --truth`)")
+    world = load_world(truth_path)
+    if day is not None:
+        sim_day: dt.date = dt.date.fromisoformat(day)
+    else:
+        raw_days = layout.raw_days()
+        sim_day = raw_days[-1] + dt.timedelta(days=1) if raw_days else world.config.start_date
+    config = SimulationConfig(url=(url or settings.serving_url).rstrip("/"), rate=rate, duration_s=duration,
+                              day=sim_day, k=k, seed=seed, max_in_flight=max_in_flight)
+    with Progress(console=out, transient=True) as progress:
+        bar = progress.add_task(f"simulating {rate:g} req/s for {duration:g} s", total=round(rate * duration))
+        simulator = Simulator(world, config, progress=lambda i: progress.update(bar, completed=i))
+        report = asyncio.run(simulator.run())
+    summary = report.to_dict()
+    summary["day"] = sim_day.isoformat()
+    json_path = write_report(summary, layout.reports / "simulate")
+    table = Table(title=f"simulated {sim_day} at {rate:g} req/s")
+    for column in ("variant", "versions", "requests", "clicks", "CTR", "p50 ms", "p99 ms"):
+        table.add_column(column)
+    for variant, s in summary["variants"].items():
+        table.add_row(variant, ",".join(s["versions"]), str(s["requests"]), str(s["clicks"]),
+                      f"{s['ctr']:.4f}" if s["ctr"] is not None else "-",
+                      f"{s['p50_ms']:.2f}" if s["p50_ms"] is not None else "-",
+                      f"{s['p99_ms']:.2f}" if s["p99_ms"] is not None else "-")
+    out.print(table)
+    out.print(f"sent {report.sent}/{report.planned}, shed {report.shed}, failed {dict(report.failed)}; "
+              f"report {json_path}")
+    out.print_json(json.dumps({k: summary[k] for k in ("sent", "shed", "failed", "achieved_rate")}))

@@ -1,0 +1,72 @@
+"""The traffic simulator against a real `freshrec serve`, with a real synthetic ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from freshrec.errors import InvalidInput
+from tasks.data.world import WorldConfig, make_world, save_world
+from tasks.monitoring.promtext import parse_scrape
+from tasks.simulation.simulator import SimulationConfig, Simulator, first_click
+from tests.release.stack import N_ITEMS, N_USERS, release_world, serving  # noqa: F401 (fixtures)
+
+
+def test_first_click_is_a_cascade():
+    probabilities = np.array([0.1, 0.9, 0.9])
+    assert first_click(probabilities, np.array([0.5, 0.5, 0.0])) == 1
+    assert first_click(probabilities, np.array([0.05, 0.0, 0.0])) == 0
+    assert first_click(probabilities, np.array([0.5, 0.95, 0.95])) is None
+
+
+def test_config_is_bounded():
+    with pytest.raises(InvalidInput):
+        SimulationConfig(url="http://x", rate=0, duration_s=1, day=0)
+    with pytest.raises(InvalidInput):
+        SimulationConfig(url="http://x", rate=1e6, duration_s=100, day=0)
+
+
+@pytest.fixture
+def truth(release_world):
+    # Same id scheme as the serving fixture (u<n>, i<n>) so clicks land on served items.
+    world = make_world(WorldConfig(users=N_USERS, items=N_ITEMS, seed=5, initial_share=1.0))
+    return world, save_world(world, release_world.home / "truth.npz")
+
+
+@pytest.mark.slow
+def test_open_loop_traffic_and_clicks_reach_serving(release_world, serving, truth):
+    world, _ = truth
+    config = SimulationConfig(url=serving, rate=100, duration_s=2.0, day=dt.date(2026, 1, 10), seed=3)
+    report = asyncio.run(Simulator(world, config).run())
+    summary = report.to_dict()
+    assert report.planned == 200 and report.sent == 200 and report.shed == 0
+    assert dict(report.failed) == {} and report.feedback_failed == 0
+    champion = summary["variants"]["champion"]
+    assert champion["requests"] == 200 and champion["clicks"] > 0
+    # Open loop: the schedule, not the server, sets the pace.
+    assert 1.9 <= report.elapsed_s <= 4.0
+    scraped = parse_scrape(httpx.get(f"{serving}/metrics", timeout=5).text)
+    assert scraped.variant("champion").clicks == champion["clicks"]
+    assert scraped.variant("champion").impressions >= 200
+
+
+@pytest.mark.slow
+def test_simulate_cli_writes_a_report(release_world, serving, truth):
+    _, truth_path = truth
+    cli = str(Path(sys.executable).with_name("freshrec"))
+    proc = subprocess.run([cli, "simulate", "--rate", "40", "--duration", "1", "--truth", str(truth_path),
+                           "--day", "2026-01-10"], env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reports = sorted((release_world.home / "reports" / "simulate").glob("*.json"))
+    assert reports and reports[-1].with_suffix(".png").is_file()
+    body = json.loads(reports[-1].read_text())
+    assert body["sent"] == 40 and body["variants"]["champion"]["requests"] == 40
