@@ -217,7 +217,10 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         body = await _parse(request, contract.FeedbackRequest)
         runtime = _runtime(request)
         runtime.feedback.append(body.user_id, body.item_id, body.event_type, float(body.value))
-        runtime.metrics.feedback.labels(body.variant or "unknown", body.model_version or "unknown", body.event_type).inc()
+        # Label values must stay bounded (client strings are not): unknown versions count as "other".
+        loaded = {served.version for _, served in runtime.table.loaded()}
+        version = body.model_version if body.model_version in loaded else "other"
+        runtime.metrics.feedback.labels(body.variant or "unknown", version, body.event_type).inc()
         return Response(b'{"accepted":true}', status_code=202, media_type=JSON)
 
     app.include_router(hot)

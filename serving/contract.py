@@ -63,7 +63,8 @@ class CanaryWeightRequest(BaseModel):
 
 
 class PromoteRequest(BaseModel):
-    version: StrictStr = Field(min_length=1, max_length=32, pattern=r"^[0-9]+$")
+    # At most 18 digits: a version id must fit a signed 64-bit database integer.
+    version: StrictStr = Field(min_length=1, max_length=18, pattern=r"^[0-9]+$")
 
 
 class ErrorBody(BaseModel):
