@@ -121,6 +121,12 @@ def test_feedback_lands_in_the_raw_lake(server, world: World, champion: str) -> 
     assert event == {"user_id": "u1", "item_id": "i3", "event_type": "click", "value": 1.0, "ts": event["ts"]}
     metrics = httpx.get(f"{server.url}/metrics").text
     assert f'freshrec_feedback_total{{event_type="click",variant="champion",version="{champion}"}} 1.0' in metrics
+    # a client-chosen version string never becomes a label value of its own (bounded cardinality)
+    httpx.post(f"{server.url}/v1/feedback", json={"user_id": "u1", "item_id": "i3", "event_type": "view",
+                                                   "variant": "canary", "model_version": "made-up"})
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'freshrec_feedback_total{event_type="view",variant="canary",version="other"} 1.0' in metrics
+    assert "made-up" not in metrics
 
 
 def test_admin_routes_need_the_token(server) -> None:
