@@ -45,12 +45,11 @@ class _BoundShape:
 
 
 class CudaScorer:
-    provider = CUDA
-
     def __init__(
         self, session: ort.InferenceSession, max_batch: int, history_length: int, n_shared: int, cuda_graphs: bool
     ) -> None:
         self._session = session
+        self.provider = session.get_providers()[0]  # TensorRT when it took the graph, else CUDA
         self._history_length = history_length
         self._n_shared = n_shared
         out_type = session.get_outputs()[0].type
