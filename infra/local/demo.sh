@@ -11,7 +11,7 @@ export FRESHREC_SERVING__PORT="${FRESHREC_DEMO_PORT:-8100}"
 unset FRESHREC_SERVING_URL
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 DAYS="${FRESHREC_DEMO_DAYS:-7}"
-TRUTH="$FRESHREC_HOME/demo/ground_truth.npz"
+TRUTH="$FRESHREC_HOME/truth.npz"
 SYNTH=(--users 800 --items 400 --events-per-day 8000 --seed 7 --truth "$TRUTH" --no-progress)
 
 cleanup() {
@@ -28,7 +28,6 @@ claim "$SERVING_PORT"
 
 step "demo home $FRESHREC_HOME"
 start_day="$(date -u -d "$DAYS days ago" +%F)"
-mkdir -p "$(dirname "$TRUTH")"
 freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DAYS" "${SYNTH[@]}"
 
 step "serving tier on $SERVING_URL (waits for a champion)"
@@ -45,7 +44,7 @@ echo
 
 if freshrec simulate --help >/dev/null 2>&1; then
   step "traffic simulator (background) while a fresher model is released"
-  start_service simulator "$LOG_DIR/simulator.log" freshrec simulate --rate 20 --duration 600
+  start_service simulator "$LOG_DIR/simulator.log" freshrec simulate --rate 20 --duration 600 --truth "$TRUTH" --url "$SERVING_URL"
 fi
 
 step "one more day of events, then the pipeline again: the new candidate goes through the canary"

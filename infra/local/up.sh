@@ -29,7 +29,8 @@ DEMO_DAYS="${FRESHREC_DEMO_DAYS:-14}"
 # Big enough for the models to learn something, small enough to bootstrap in minutes on a laptop.
 read -r -a DEMO_SYNTH_ARGS <<<"${FRESHREC_DEMO_SYNTH_ARGS:---users 1500 --items 600 --events-per-day 8000}"
 TIMEOUT="${FRESHREC_UP_TIMEOUT_S:-900}"
-TRUTH="$FRESHREC_HOME/demo/ground_truth.npz"
+# Where `freshrec simulate` looks for the ground truth by default.
+TRUTH="$FRESHREC_HOME/truth.npz"
 
 STARTED=()
 on_exit() {
@@ -81,7 +82,6 @@ seed_demo_data() {
   need_cli data synth
   local start_day
   start_day="$(date -u -d "$((DEMO_DAYS - 1)) days ago" +%F)"
-  mkdir -p "$(dirname "$TRUTH")"
   freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DEMO_DAYS" \
     --seed 7 --truth "$TRUTH" "${DEMO_SYNTH_ARGS[@]}" --no-progress 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
 }
@@ -179,7 +179,8 @@ unpause_dags
 if [ "$SIMULATE" = 1 ]; then
   step "traffic simulator"
   need_cli simulate
-  start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-5}" --duration 0
+  # Open-loop traffic with ground-truth clicks for a day (restart with make up SIMULATE=1).
+  start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-5}" --duration 86400 --truth "$TRUTH" --url "$SERVING_URL"
 fi
 
 trap - EXIT
