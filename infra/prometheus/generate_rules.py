@@ -1,0 +1,104 @@
+"""Write infra/prometheus/rules/freshrec_slo.rules.yml from the same definitions the slo_monitor DAG uses.
+
+The burn-rate rules (tasks.monitoring.burn.SRE_RULES), the SLO targets and the latency threshold
+(settings defaults) and the metric names (tasks.monitoring.promtext.METRICS) are read from the code, so
+the Prometheus rules cannot drift from the DAG's logic; tests/monitoring/test_prometheus_rules.py fails
+when the committed file differs from what this script writes. Run:
+
+    .venv/bin/python infra/prometheus/generate_rules.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from freshrec.settings import MonitoringSettings, ServingSettings  # noqa: E402
+from tasks.monitoring.burn import SRE_RULES, Severity  # noqa: E402
+from tasks.monitoring.promtext import METRICS  # noqa: E402
+
+RULES_FILE = Path(__file__).with_name("rules") / "freshrec_slo.rules.yml"
+ROUTES = "|".join(METRICS.routes)
+
+
+def _window(seconds: float) -> str:
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _le(threshold_s: float) -> str:
+    # prometheus_client renders bucket bounds with repr(float): 0.01 -> "0.01"
+    return repr(float(threshold_s))
+
+
+def build_rules(monitoring: MonitoringSettings, serving: ServingSettings) -> dict:
+    windows = sorted({w for r in SRE_RULES for w in (r.long_window.total_seconds(), r.short_window.total_seconds())})
+    page_windows = sorted({w for r in SRE_RULES if r.severity is Severity.PAGE
+                           for w in (r.long_window.total_seconds(), r.short_window.total_seconds())})
+    sel = f'route=~"{ROUTES}"'
+    count = f"{METRICS.latency}_count"
+    fast = f'{METRICS.latency}_bucket{{{sel},le="{_le(serving.slo_latency_ms / 1000)}"}}'
+    recording = []
+    for scope, by, variant_sel, scope_windows in (("service", "", "", windows),
+                                                  ("variant", " by (variant)", "", page_windows)):
+        for w in scope_windows:
+            win = _window(w)
+            requests = f"sum{by} (rate({count}{{{sel}{variant_sel}}}[{win}]))"
+            recording.append({"record": f"freshrec:{scope}_error_ratio:rate{win}",
+                              "expr": f"sum{by} (rate({METRICS.errors}{{{sel}}}[{win}])) / {requests}"})
+            recording.append({"record": f"freshrec:{scope}_slow_ratio:rate{win}",
+                              "expr": f"1 - sum{by} (rate({fast}[{win}])) / {requests}"})
+    alerts = []
+    targets = {"availability": ("error", monitoring.availability_target),
+               "latency": ("slow", monitoring.latency_target)}
+    for slo, (kind, target) in targets.items():
+        budget = round(1 - target, 10)
+        for rule in SRE_RULES:
+            long_w, short_w = _window(rule.long_window.total_seconds()), _window(rule.short_window.total_seconds())
+            name = f"FreshRec{slo.capitalize()}Burn{long_w}{short_w}"
+            alerts.append({
+                "alert": name,
+                "expr": (f"freshrec:service_{kind}_ratio:rate{long_w} > ({rule.factor} * {budget})\n"
+                         f"and\nfreshrec:service_{kind}_ratio:rate{short_w} > ({rule.factor} * {budget})"),
+                "labels": {"severity": str(rule.severity), "slo": slo},
+                "annotations": {"summary": f"{slo} SLO ({target:.2%}) burning faster than {rule.factor}x over "
+                                           f"{long_w} and {short_w}"},
+            })
+            if rule.severity is Severity.PAGE:
+                alerts.append({
+                    "alert": f"FreshRecCanary{slo.capitalize()}Burn{long_w}{short_w}",
+                    "expr": (f'freshrec:variant_{kind}_ratio:rate{long_w}{{variant="canary"}} > ({rule.factor} * {budget})\n'
+                             f'and\nfreshrec:variant_{kind}_ratio:rate{short_w}{{variant="canary"}} > ({rule.factor} * {budget})'),
+                    "labels": {"severity": "page", "slo": slo, "action": "rollback"},
+                    "annotations": {"summary": f"the canary burns its {slo} budget faster than {rule.factor}x: "
+                                               "the slo_monitor DAG rolls it back"},
+                })
+    alerts.append({
+        "alert": "FreshRecModelStale",
+        "expr": f'max(freshrec_model_age_seconds{{role="champion"}}) > {monitoring.max_model_age_h * 3600:g}',
+        "labels": {"severity": "ticket", "slo": "freshness"},
+        "annotations": {"summary": f"the champion is older than {monitoring.max_model_age_h:g} h: retrain"},
+    })
+    return {"groups": [
+        {"name": "freshrec-slo-recording", "rules": recording},
+        {"name": "freshrec-slo-alerts", "rules": alerts},
+    ]}
+
+
+def render() -> str:
+    header = "# Generated by infra/prometheus/generate_rules.py from the slo_monitor DAG's definitions. Do not edit.\n"
+    return header + yaml.safe_dump(build_rules(MonitoringSettings(), ServingSettings()), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    RULES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RULES_FILE.write_text(render())
+    print(f"wrote {RULES_FILE}")
