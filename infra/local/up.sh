@@ -180,7 +180,11 @@ if [ "$SIMULATE" = 1 ]; then
   step "traffic simulator"
   need_cli simulate
   # Open-loop traffic with ground-truth clicks for a day (restart with make up SIMULATE=1).
-  start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-5}" --duration 86400 --truth "$TRUTH" --url "$SERVING_URL"
+  if [ ! -f "$TRUTH" ]; then
+    echo "warning: no ground truth at $TRUTH (only a lake seeded by make up has one); not simulating" >&2
+  else
+    start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-5}" --duration 86400 --truth "$TRUTH" --url "$SERVING_URL"
+  fi
 fi
 
 trap - EXIT
