@@ -180,7 +180,7 @@ wait_http() {
 
 # airflow_token: a JWT for the REST API from POST /auth/token with the local login.
 airflow_token() {
-  curl -fsS --max-time 30 -X POST "$AIRFLOW_URL/auth/token" -H 'Content-Type: application/json' \
+  curl -fsS --retry 3 --retry-delay 3 --max-time 30 -X POST "$AIRFLOW_URL/auth/token" -H 'Content-Type: application/json' \
     -d "{\"username\": \"$AIRFLOW_USER\", \"password\": \"$AIRFLOW_PASSWORD\"}" |
     python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }

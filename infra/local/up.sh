@@ -114,7 +114,7 @@ unpause_dags() {
   token="$(airflow_token)" || die "could not get a token from $AIRFLOW_URL/auth/token"
   start=$(date +%s)
   while :; do
-    missing="$(curl -fsS -H "Authorization: Bearer $token" "$AIRFLOW_URL/api/v2/dags?limit=100" |
+    missing="$(curl -fsS --retry 3 --retry-delay 3 -H "Authorization: Bearer $token" "$AIRFLOW_URL/api/v2/dags?limit=100" |
       python -c 'import json, sys
 present = {d["dag_id"] for d in json.load(sys.stdin)["dags"]}
 print(" ".join(d for d in sys.argv[1:] if d not in present))' "${UNPAUSE[@]}")"
@@ -125,7 +125,7 @@ print(" ".join(d for d in sys.argv[1:] if d not in present))' "${UNPAUSE[@]}")"
     fi
     sleep 5
   done
-  curl -fsS -H "Authorization: Bearer $token" "$AIRFLOW_URL/api/v2/importErrors" | python -c '
+  curl -fsS --retry 3 --retry-delay 3 -H "Authorization: Bearer $token" "$AIRFLOW_URL/api/v2/importErrors" | python -c '
 import json, sys
 errors = json.load(sys.stdin)["import_errors"]
 for e in errors:
@@ -133,7 +133,7 @@ for e in errors:
     print(e["stack_trace"], file=sys.stderr)'
   for dag_id in "${UNPAUSE[@]}"; do
     case " $missing " in *" $dag_id "*) continue ;; esac
-    curl -fsS -o /dev/null -X PATCH -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    curl -fsS --retry 5 --retry-delay 3 -o /dev/null -X PATCH -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
       "$AIRFLOW_URL/api/v2/dags/$dag_id" -d '{"is_paused": false}' || die "could not unpause $dag_id"
     echo "    unpaused $dag_id"
   done
