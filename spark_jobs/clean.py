@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from freshrec.schemas import EVENT_TYPES
-from spark_jobs.raw_reader import CORRUPT, LANDED, RAW_ROW
+from spark_jobs.raw_reader import CORRUPT, LANDED, RAW_ROW, original_row
 
 # Quarantine reasons, in the order they are checked (the first failing rule names the row).
 MALFORMED = "malformed_line"
@@ -41,7 +41,7 @@ class CleanRules:
 
 @dataclass(frozen=True)
 class CleanResult:
-    classified: DataFrame   # every raw row: typed columns, landed, raw_row, reason (null = passed the rules)
+    classified: DataFrame   # every raw row: typed columns, raw_* strings, landed, reason (null = passed the rules)
     deduplicated: DataFrame  # rows that passed the rules: EVENT_COLUMNS, ds (event day), landed, duplicate (bool)
 
     @property
@@ -51,7 +51,8 @@ class CleanResult:
     @property
     def quarantined(self) -> DataFrame:
         """The original row and the reason, plus the raw strings for easy inspection."""
-        return self.classified.where(F.col("reason").isNotNull()).select(LANDED, "reason", RAW_ROW, *[F.col(c).cast("string") for c in EVENT_COLUMNS])
+        bad = self.classified.where(F.col("reason").isNotNull())
+        return bad.select(LANDED, "reason", original_row().alias(RAW_ROW), *[F.col(f"raw_{c}").alias(c) for c in EVENT_COLUMNS])
 
 
 def _parse_ts(raw: Column) -> Column:
@@ -78,8 +79,8 @@ def parse_and_classify(raw: DataFrame, rules: CleanRules) -> DataFrame:
         value.alias("value"),
         ts.alias("ts"),
         F.col(LANDED),
-        F.col(RAW_ROW),
         F.col(CORRUPT),
+        *[F.col(c).alias(f"raw_{c}") for c in EVENT_COLUMNS],
     )
     v = F.col("value")
     reason = (

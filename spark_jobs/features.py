@@ -137,6 +137,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         manifest = st.build_manifest(dt.date.fromisoformat(day), counts[day], target,
                                      st.parquet_rows(staging / "clean" / f"ds={day}"), inputs, run)
         st.write_json(target / "_manifest.json", manifest)
+        st.write_json(target / "_run.json", st.run_record(run))
     shutil.rmtree(staging / "tables", ignore_errors=True)
     lap("manifests")
     run["timings_s"] = timings

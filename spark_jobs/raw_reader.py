@@ -24,6 +24,11 @@ LANDED = "landed"  # the ds folder a row was delivered in (ISO date string)
 RAW_ROW = "raw_row"  # the original row, kept verbatim for the quarantine
 
 
+def original_row() -> "F.Column":
+    """The row as delivered: the malformed line itself, else the raw strings as JSON (built for bad rows only)."""
+    return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"raw_{c}").alias(c) for c in RAW_COLUMNS])))
+
+
 def list_raw_files(raw_root: Path, days: list[dt.date]) -> dict[str, list[Path]]:
     """Files per format for the given landing days; hidden and ``_`` files are skipped like Spark does."""
     by_format: dict[str, list[Path]] = defaultdict(list)
@@ -56,16 +61,14 @@ def _string_schema(columns: tuple[str, ...]) -> T.StructType:
 
 def _conform(df: DataFrame, present: tuple[str, ...], has_corrupt: bool) -> DataFrame:
     """Project onto the raw contract: missing columns become null (and are quarantined later)."""
-    original = F.to_json(F.struct(*[F.col(f"`{c}`") for c in present])) if present else F.lit(None)
-    raw_row = F.coalesce(F.col(CORRUPT), original) if has_corrupt else original
     cols = [F.col(f"`{c}`").cast("string").alias(c) if c in present else F.lit(None).cast("string").alias(c) for c in RAW_COLUMNS]
     corrupt = F.col(CORRUPT) if has_corrupt else F.lit(None).cast("string")
     landed = F.regexp_extract(F.col("_metadata.file_path"), r"ds=(\d{4}-\d{2}-\d{2})", 1)
-    return df.select(*cols, corrupt.alias(CORRUPT), raw_row.alias(RAW_ROW), landed.alias(LANDED))
+    return df.select(*cols, corrupt.alias(CORRUPT), landed.alias(LANDED))
 
 
 def read_raw(spark: SparkSession, files: dict[str, list[Path]]) -> DataFrame | None:
-    """One DataFrame with RAW_COLUMNS (strings), ``_corrupt``, ``raw_row`` and ``landed``; None if no files."""
+    """One DataFrame with RAW_COLUMNS (strings), ``_corrupt`` and ``landed``; None if no files."""
     parts: list[DataFrame] = []
     csv_groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for path in files.get("csv", []):

@@ -84,9 +84,12 @@ def build_manifest(day: dt.date, counts: dict, staged_day: Path, clean_rows: int
         "outputs": outputs,
         "input_partitions": input_files,
         "code_version": run["code_version"],
-        "run_id": run["run_id"],
-        "run_range": [run["days"][0], run["days"][-1]],
     }
+
+
+def run_record(run: dict) -> dict:
+    """Which run produced a partition; kept out of the manifest so a rerun reproduces the manifest exactly."""
+    return {"run_id": run["run_id"], "run_range": [run["days"][0], run["days"][-1]], "code_version": run["code_version"]}
 
 
 def write_json(path: Path, payload: dict) -> None:

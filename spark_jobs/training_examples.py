@@ -16,12 +16,16 @@ from freshrec.schemas import EVENT_WEIGHTS
 
 SLOTS = 10_000
 SMOOTHING = 0.75
+# The features an example carries (a compact, model-ready subset; the full tables sit beside it).
+USER_COLUMNS = ("n_events", "n_view_7d", "n_click_7d", "n_rating_7d", "n_purchase_7d", "n_click_30d", "n_purchase_30d",
+                "mean_rating", "n_ratings_all", "recency_days")
+ITEM_COLUMNS = ("pop_1d", "pop_7d", "pop_30d", "pop_all", "trend_7d", "trend_30d", "mean_rating", "age_days", "category")
 
 
-def _prefixed(df: DataFrame, key: str, prefix: str) -> DataFrame:
-    """Feature columns renamed with a prefix, keyed by (key, ds of the day they are used on)."""
+def _prefixed(df: DataFrame, key: str, prefix: str, columns: tuple[str, ...]) -> DataFrame:
+    """Feature columns renamed with a prefix, keyed by (key, ds of the day they are used on: the next one)."""
     shifted = F.date_add(F.to_date("ds"), 1).cast("string").alias("ds")
-    return df.select(F.col(key), shifted, *[F.col(c).alias(prefix + c) for c in df.columns if c not in (key, "ds")])
+    return df.select(F.col(key), shifted, *[F.col(c).alias(prefix + c) for c in columns if c in df.columns])
 
 
 def sampling_slots(item_features: DataFrame) -> DataFrame:
@@ -50,7 +54,7 @@ def training_examples(events: DataFrame, user_features: DataFrame, item_features
             "user_id", F.col("item_id").alias("pos_item"), "ts", "ds", F.explode(F.sequence(F.lit(0), F.lit(negatives - 1))).alias("j")
         )
         slot = F.pmod(F.xxhash64(F.lit(seed), "user_id", "pos_item", "ts", "j"), F.lit(SLOTS)).cast("int")
-        drawn = draws.withColumn("slot", slot).join(sampling_slots(item_features), ["ds", "slot"])
+        drawn = draws.withColumn("slot", slot).join(F.broadcast(sampling_slots(item_features)), ["ds", "slot"])
         parts.append(
             drawn.where(F.col("item_id") != F.col("pos_item")).select(
                 "user_id", "item_id", F.lit(None).cast("string").alias("event_type"), "ts", "ds",
@@ -58,6 +62,6 @@ def training_examples(events: DataFrame, user_features: DataFrame, item_features
             )
         )
     examples = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
-    users = _prefixed(user_features.drop("last_items"), "user_id", "u_")
-    items = _prefixed(item_features.drop("categories"), "item_id", "i_")
-    return examples.join(users, ["user_id", "ds"], "left").join(items, ["item_id", "ds"], "left")
+    users = _prefixed(user_features, "user_id", "u_", USER_COLUMNS)
+    items = _prefixed(item_features, "item_id", "i_", ITEM_COLUMNS)
+    return examples.join(users, ["user_id", "ds"], "left").join(F.broadcast(items), ["item_id", "ds"], "left")

@@ -128,7 +128,8 @@ def compute_features(events, first: dt.date, last: dt.date, history_length: int,
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     con.register("events_input", events)
-    con.execute("CREATE TEMP VIEW events AS SELECT * FROM events_input")
+    # Materialised once: the input may be a one-shot Arrow reader, and every table scans it.
+    con.execute("CREATE TEMP TABLE events AS SELECT * FROM events_input")
     a, b = _day(first), _day(last)
     con.execute(f"CREATE TEMP TABLE users_all AS {_user_sql(a, b, history_length)}")
     users = _finish_users(con, a, history_length)

@@ -47,7 +47,8 @@ def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
     assert run_dag("features_daily", {}, logical_date=dt.datetime.combine(D3, dt.time(), tzinfo=dt.UTC)) == "success"
     assert layout.feature_days() == [D1, D2, D3]
     m3 = json.loads(layout.manifest(D3).read_text())
-    assert m3["run_range"] == [D3.isoformat(), D3.isoformat()] and m3["input_rows"] == 40
+    run3 = json.loads((layout.features_partition(D3) / "_run.json").read_text())
+    assert run3["run_range"] == [D3.isoformat(), D3.isoformat()] and m3["input_rows"] == 40
     snapshot = (layout.online / "CURRENT").read_text().strip()
 
     # 3. A garbage day: the run fails and nothing is published.
