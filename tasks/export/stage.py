@@ -1,5 +1,8 @@
 """Export and quantise a run's models, choose the int8 recipe by measurement, check parity.
 
+Pruned students (``tasks.export.pruning``) are measured first and replace the student only when
+they are as good and measurably faster.
+
 fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
 ``quantize.RECIPES`` is built and measured on the run's holdout (nDCG@10, max score difference vs fp32)
 and for speed (single request, whole catalogue); the fastest recipe within the allowed quality loss is
@@ -20,11 +23,13 @@ from tasks.export.latency import onnx_latency
 from tasks.export.onnx_export import export_onnx, optimise_offline, run_scores, session
 from tasks.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
 from tasks.training import prepare as prep
-from tasks.training.checkpoint import RunPaths, load_checkpoint
+from tasks.export.pruning import evaluate_pruning
+from tasks.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint
 from tasks.training.dataset import pad_histories
 
 log = logging.getLogger(__name__)
 CALIBRATION_USERS = 256
+PRUNING_MAX_LOSS = 0.005  # "equal quality": a pruned student may lose at most 0.5% relative nDCG@10
 
 
 def export_fp32(model: torch.nn.Module, target: Path) -> Path:
@@ -67,7 +72,9 @@ def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency
     return min(quick, key=lambda t: t["size"])
 
 
-def export_run(run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True) -> Path:
+def export_run(
+    run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True, prune: bool = True
+) -> Path:
     paths = RunPaths(run_dir)
     data = prep.load(paths.data)
     n_items = data.vocab.n_items
@@ -78,6 +85,13 @@ def export_run(run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, .
         model, _ = load_checkpoint(paths.checkpoint(name), categories)
         report["models"][name] = {"fp32": str(export_fp32(model, paths.onnx(name, "fp32")))}
     student_fp32 = paths.onnx("student", "fp32")
+    if prune:
+        student, _ = load_checkpoint(paths.checkpoint("student"))
+        pruning = evaluate_pruning(run_dir, student, student_fp32, export_fp32, data.history_len, PRUNING_MAX_LOSS)
+        if pruning["model"] is not None:  # the pruned student becomes the student
+            save_checkpoint(pruning["model"], paths.checkpoint("student"))
+            export_fp32(pruning["model"], student_fp32)
+        report["pruning"] = {k: v for k, v in pruning.items() if k != "model"}
     fp32_quality = evaluate_graph(run_dir, student_fp32)
     fp32_latency = onnx_latency(student_fp32, n_items, data.history_len, n_items)
     report["student_fp32"] = {"metrics": fp32_quality, "latency": fp32_latency, "size": student_fp32.stat().st_size}

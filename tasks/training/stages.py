@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
 STUDENT = {"dim": 128, "hidden": 256}
 TEACHER_FIT = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 3}
-STUDENT_FIT = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 128, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
+STUDENT_FIT = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
 EASE_L2 = 400.0  # the teacher's wide layer; 300-500 is best on ML-100K
 
 

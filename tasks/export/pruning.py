@@ -1,0 +1,82 @@
+"""Pruning of the student, evaluated and kept only when it buys measured latency at equal quality.
+
+- magnitude: the smallest |w| of every weight matrix set to zero (ORT's dense kernels skip nothing,
+  so no speed-up is expected; measured anyway);
+- structured: the embedding dimensions with the least weight (|in column| x |out row|) removed from
+  the factorisation and the MLP, which shrinks the per-request catalogue product.
+A variant is kept when its nDCG@10 is within ``max_loss`` of the unpruned student and its batch
+latency is at least ``min_gain`` lower.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from tasks.evaluation.evaluate import evaluate_graph
+from tasks.export.latency import onnx_latency
+from tasks.training.models import Student, StudentConfig
+
+BATCH = 32
+
+
+def magnitude_pruned(student: Student, share: float) -> Student:
+    pruned = copy.deepcopy(student)
+    with torch.no_grad():
+        for name, param in pruned.named_parameters():
+            if param.dim() < 2 or name == "item_bias":
+                continue
+            threshold = param.abs().flatten().kthvalue(max(1, int(share * param.numel()))).values
+            param.mul_((param.abs() > threshold).to(param.dtype))
+    return pruned.eval()
+
+
+def structurally_pruned(student: Student, keep_dims: int) -> Student:
+    cfg = student.config
+    importance = student.item_in.weight.norm(dim=0) * student.item_out.norm(dim=1)
+    keep = importance.argsort(descending=True)[:keep_dims].sort().values
+    small = Student(StudentConfig(n_items=cfg.n_items, dim=keep_dims, hidden=cfg.hidden, pooling_power=cfg.pooling_power))
+    with torch.no_grad():
+        small.item_in.weight.copy_(student.item_in.weight[:, keep])
+        small.item_out.copy_(student.item_out[keep])
+        small.item_bias.copy_(student.item_bias)
+        small.mlp[0].weight.copy_(student.mlp[0].weight[:, keep])
+        small.mlp[0].bias.copy_(student.mlp[0].bias)
+        small.mlp[2].weight.copy_(student.mlp[2].weight[keep])
+        small.mlp[2].bias.copy_(student.mlp[2].bias[keep])
+    return small.eval()
+
+
+def evaluate_pruning(
+    run_dir: Path, student: Student, baseline_graph: Path, export, history_len: int,
+    max_loss: float = 0.01, min_gain: float = 0.1,
+) -> dict:
+    """Measure pruned variants against ``baseline_graph``; ``export(model, path)`` writes a graph."""
+    n_items = student.config.n_items
+    base_ndcg = evaluate_graph(run_dir, baseline_graph)["overall"]["ndcg@10"]
+    base_ms = onnx_latency(baseline_graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
+    variants = {
+        "magnitude_50": magnitude_pruned(student, 0.5),
+        "magnitude_80": magnitude_pruned(student, 0.8),
+        "structured_half_dims": structurally_pruned(student, max(1, student.config.dim // 2)),
+    }
+    trials, kept = [], None
+    for name, model in variants.items():
+        graph = export(model, run_dir / "work" / f"student.{name}.onnx")
+        ndcg = evaluate_graph(run_dir, graph)["overall"]["ndcg@10"]
+        ms = onnx_latency(graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
+        trial = {"variant": name, "ndcg@10": ndcg, "batch_mean_ms": ms, "latency_gain": 1.0 - ms / base_ms,
+                 "quality_ratio": ndcg / base_ndcg if base_ndcg else None}
+        trial["keep"] = ndcg >= base_ndcg * (1.0 - max_loss) and trial["latency_gain"] >= min_gain
+        trials.append(trial)
+        if trial["keep"] and (kept is None or ms < kept[1]["batch_mean_ms"]):
+            kept = (model, trial)
+        graph.unlink()
+    return {
+        "baseline": {"ndcg@10": base_ndcg, "batch_mean_ms": base_ms, "batch": BATCH},
+        "trials": trials,
+        "kept": kept[1]["variant"] if kept else None,
+        "model": kept[0] if kept else None,
+    }
