@@ -13,7 +13,7 @@
 #   FRESHREC_UP_SERVING=0           do not start the serving tier (and do not bootstrap a champion)
 #   FRESHREC_UP_BOOTSTRAP=0         do not run the pipeline to bootstrap a champion
 #   FRESHREC_UP_UNPAUSE="a b"       DAG ids to unpause (default: the four FreshRec DAGs)
-#   FRESHREC_DEMO_DAYS=14           days of synthetic demo data, ending today
+#   FRESHREC_DEMO_DAYS=14           days of synthetic demo data, ending yesterday
 #   FRESHREC_DEMO_SYNTH_ARGS        size of the demo world (default: 1500 users, 600 items, 8000 events/day)
 #   FRESHREC_UP_TIMEOUT_S=900       how long to wait for each service to answer
 set -euo pipefail
@@ -81,7 +81,8 @@ seed_demo_data() {
   fi
   need_cli data synth
   local start_day
-  start_day="$(date -u -d "$((DEMO_DAYS - 1)) days ago" +%F)"
+  # Whole days ending yesterday: today is not over, and events later than "now" would be quarantined.
+  start_day="$(date -u -d "$DEMO_DAYS days ago" +%F)"
   freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DEMO_DAYS" \
     --seed 7 --truth "$TRUTH" "${DEMO_SYNTH_ARGS[@]}" --no-progress 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
 }
