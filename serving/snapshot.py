@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshrec.errors import DataValidationError, NotFound
 from freshrec.schemas import PAD_INDEX
+from serving.ragged import Ragged
 
 CURRENT_FILE = "CURRENT"
 USERS_FILE = "users.parquet"
@@ -23,18 +26,19 @@ ITEMS_FILE = "items.parquet"
 
 @dataclass(frozen=True)
 class OnlineSnapshot:
-    """One snapshot as plain id lists (row i of every user list is the same user)."""
+    """One snapshot as Arrow columns (row i of every user column is the same user)."""
 
     name: str
     user_ids: list[str]
-    histories: list[list[str]]
-    seen: list[list[str]]
-    item_ids: list[str]
-    popularity: np.ndarray  # float64, aligned with item_ids
+    histories: pa.Array  # list<string>, oldest first
+    seen: pa.Array  # list<string>
+    item_ids: pa.Array  # string, aligned with popularity
+    popularity: np.ndarray  # float64
 
     @classmethod
     def empty(cls) -> "OnlineSnapshot":
-        return cls(name="", user_ids=[], histories=[], seen=[], item_ids=[], popularity=np.zeros(0))
+        no_lists = pa.array([], type=pa.list_(pa.string()))
+        return cls("", [], no_lists, no_lists, pa.array([], type=pa.string()), np.zeros(0))
 
 
 def current_snapshot_name(online_dir: Path) -> str | None:
@@ -56,12 +60,13 @@ def read_snapshot(online_dir: Path, name: str) -> OnlineSnapshot:
     popularity = np.asarray(items.column("popularity").to_numpy(zero_copy_only=False), dtype=np.float64)
     if np.isnan(popularity).any():
         raise DataValidationError(f"{items_path}: popularity has nulls")
+    lists = pa.list_(pa.string())
     return OnlineSnapshot(
         name=name,
         user_ids=[str(u) for u in users.column("user_id").to_pylist()],
-        histories=[[str(i) for i in (h or [])] for h in users.column("history").to_pylist()],
-        seen=[[str(i) for i in (s or [])] for s in users.column("seen").to_pylist()],
-        item_ids=[str(i) for i in items.column("item_id").to_pylist()],
+        histories=users.column("history").cast(lists).combine_chunks(),
+        seen=users.column("seen").cast(lists).combine_chunks(),
+        item_ids=items.column("item_id").cast(pa.string()).combine_chunks(),
         popularity=popularity,
     )
 
@@ -72,8 +77,8 @@ class UserTable:
 
     snapshot_name: str
     user_row: dict[str, int]
-    history: list[np.ndarray]  # per user: int64 item indices, oldest first, unknown items dropped
-    seen: list[np.ndarray]  # per user: int64 item indices
+    history: Ragged  # per user: item indices, oldest first, unknown items dropped
+    seen: Ragged  # per user: distinct item indices
     popular: np.ndarray  # int64 item indices, most popular first (cold start)
     popular_scores: np.ndarray  # float32 popularity of ``popular``
     popularity_of: np.ndarray  # float32 [n_items + 1]: popularity by item index (cold-start scores)
@@ -82,31 +87,39 @@ class UserTable:
         return self.user_row.get(user_id)
 
 
-def bind_snapshot(snapshot: OnlineSnapshot, item_index: dict[str, int], history_length: int) -> UserTable:
-    """Map a snapshot's item ids to a model's indices; items the model does not know are dropped."""
+def _indices(ids: pa.Array, vocabulary: pa.Array) -> np.ndarray:
+    """Model item index of every id (0 = not in the vocabulary), in Arrow's C++ hash lookup."""
+    found = pc.index_in(ids, value_set=vocabulary).fill_null(-1)
+    return found.to_numpy(zero_copy_only=False).astype(np.int64) + 1
 
-    def indices(ids: list[str]) -> np.ndarray:
-        return np.fromiter((i for i in (item_index.get(x, PAD_INDEX) for x in ids) if i != PAD_INDEX), dtype=np.int64)
 
-    histories = [indices(h[-history_length:]) for h in snapshot.histories]
-    seen = [np.unique(indices(s)) for s in snapshot.seen]  # distinct: top_k counts them
-    known = np.fromiter((item_index.get(x, PAD_INDEX) for x in snapshot.item_ids), dtype=np.int64, count=len(snapshot.item_ids))
+def _ragged(lists: pa.Array, vocabulary: pa.Array) -> Ragged:
+    counts = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = Ragged.from_counts(_indices(pc.list_flatten(lists), vocabulary), counts)
+    return flat.keep(flat.values != PAD_INDEX)
+
+
+def bind_snapshot(snapshot: OnlineSnapshot, item_ids: list[str], history_length: int) -> UserTable:
+    """Map a snapshot's item ids to a model's indices (item i >= 1 is item_ids[i - 1]); unknown items
+    are dropped. Vectorised: no per-user Python work, whatever the snapshot size."""
+    vocabulary = pa.array(item_ids, type=pa.string())
+    known = _indices(snapshot.item_ids, vocabulary)
     keep = known != PAD_INDEX
     order = np.argsort(-snapshot.popularity[keep], kind="stable")
     popular = known[keep][order]
     if popular.size == 0:
         # No popularity yet (first deploy): fall back to catalogue order so cold users still get a list.
-        popular = np.arange(1, len(item_index) + 1, dtype=np.int64)
+        popular = np.arange(1, len(item_ids) + 1, dtype=np.int64)
         popular_scores = np.zeros(popular.size, dtype=np.float32)
     else:
         popular_scores = snapshot.popularity[keep][order].astype(np.float32)
-    popularity_of = np.zeros(len(item_index) + 1, dtype=np.float32)
+    popularity_of = np.zeros(len(item_ids) + 1, dtype=np.float32)
     popularity_of[popular] = popular_scores
     return UserTable(
         snapshot_name=snapshot.name,
         user_row={u: r for r, u in enumerate(snapshot.user_ids)},
-        history=histories,
-        seen=seen,
+        history=_ragged(snapshot.histories, vocabulary).last(history_length),
+        seen=_ragged(snapshot.seen, vocabulary).distinct(len(item_ids) + 1),  # distinct: top_k counts them
         popular=popular,
         popular_scores=popular_scores,
         popularity_of=popularity_of,

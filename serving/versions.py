@@ -22,6 +22,7 @@ from freshrec.settings import Settings
 from serving.batcher import BatchObserver, MicroBatcher, ScoreJob
 from serving.execution import Scorer, build_scorer, default_variant, warm_up
 from serving.ranking import padded_candidates, right_aligned
+from serving.ragged import Ragged
 from serving.registry_gateway import DesiredVersion
 from serving.snapshot import OnlineSnapshot, UserTable, bind_snapshot
 
@@ -52,7 +53,7 @@ class ServedVersion:
     users: UserTable
     candidates: np.ndarray  # int64 item indices scored for /v1/recommend
     candidate_pos: np.ndarray  # int64 [n_items + 1]: item index -> position in candidates, -1 if absent
-    seen_positions: list[np.ndarray]  # per user row: positions in candidates of the items they have seen
+    seen_positions: Ragged  # per user row: positions in candidates of the items they have seen
     batcher: MicroBatcher
 
     @property
@@ -143,7 +144,7 @@ def serve_version(
     executor: Executor | None,
     observe: BatchObserver | None = None,
 ) -> ServedVersion:
-    users = bind_snapshot(snapshot, model.item_index, settings.data.online_history_length)
+    users = bind_snapshot(snapshot, model.item_ids, settings.data.online_history_length)
     candidates = shared_candidates(model.n_items, users, settings.serving.max_candidates)
     s = settings.serving
     batcher = MicroBatcher(
@@ -165,13 +166,9 @@ def candidate_positions(candidates: np.ndarray, n_items: int) -> np.ndarray:
     return positions
 
 
-def seen_positions(users: UserTable, positions: np.ndarray) -> list[np.ndarray]:
+def seen_positions(users: UserTable, positions: np.ndarray) -> Ragged:
     """Precomputed so removing seen items costs one assignment per request."""
-    out = []
-    for seen in users.seen:
-        at = positions[seen]
-        out.append(at[at >= 0])
-    return out
+    return users.seen.mapped(positions)
 
 
 def rebind(
@@ -185,5 +182,5 @@ def rebind(
     if served.candidates.size < served.model.n_items:
         # A retrieval set follows popularity and the batcher's pre-built candidate matrix has its shape.
         return serve_version(served.model, snapshot, settings, executor, observe)
-    users = bind_snapshot(snapshot, served.model.item_index, settings.data.online_history_length)
+    users = bind_snapshot(snapshot, served.model.item_ids, settings.data.online_history_length)
     return replace(served, users=users, seen_positions=seen_positions(users, served.candidate_pos))
