@@ -27,7 +27,9 @@ claim() { if port_listening "$1"; then echo "error: port $1 is in use; set FRESH
 claim "$SERVING_PORT"
 
 step "demo home $FRESHREC_HOME"
-start_day="$(date -u -d "$DAYS days ago" +%F)"
+# Whole days only (events later than "now" would be quarantined): DAYS days ending the day before
+# yesterday, then yesterday arrives as "new data".
+start_day="$(date -u -d "$((DAYS + 1)) days ago" +%F)"
 freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DAYS" "${SYNTH[@]}"
 
 step "serving tier on $SERVING_URL (waits for a champion)"
@@ -48,10 +50,10 @@ if freshrec simulate --help >/dev/null 2>&1; then
 fi
 
 step "one more day of events, then the pipeline again: the new candidate goes through the canary"
-# Same seed and options extend the same synthetic world by one day (today).
+# Same seed and options extend the same synthetic world by one day (yesterday).
 freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$((DAYS + 1))" "${SYNTH[@]}"
-today="$(date -u +%F)"
-freshrec pipeline run --from "$today" --to "$today" || echo "(the second release did not promote; see above)"
+yesterday="$(date -u -d "1 day ago" +%F)"
+freshrec pipeline run --from "$yesterday" --to "$yesterday" || echo "(the second release did not promote; see above)"
 
 step "registry"
 freshrec registry list
