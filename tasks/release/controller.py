@@ -152,27 +152,37 @@ class CanaryController:
             # RETRY: same weight, fresh window
 
     # --- finishing -----------------------------------------------------------------------------
+    def _converge_after_finish(self) -> bool:
+        """After promote/rollback the registry already holds the outcome and replicas reconcile on their
+        own poll, so an unreachable replica is reported, not fatal."""
+        try:
+            self.converge()
+            return True
+        except FreshRecError as exc:
+            log.warning("replicas did not confirm the outcome yet (they reconcile on their next poll): %s",
+                        exc.message)
+            return False
+
     def promote(self, reasons: list[str], evidence: dict[str, Any]) -> None:
         version = self.plan.version
         if self.registry.get_version(version).state != State.CHAMPION:
             self.registry.promote(version, actor=ACTOR, reason="; ".join(reasons))
-        self.registry.record_verdict(version, {"verdict": "promoted", "reasons": reasons, **evidence}, actor=ACTOR)
-        self.converge()
+        converged = self._converge_after_finish()
+        self.registry.record_verdict(version, {"verdict": "promoted", "reasons": reasons, "replicas_converged": converged,
+                                               **evidence}, actor=ACTOR)
 
     def roll_back(self, reasons: list[str], evidence: dict[str, Any]) -> None:
         version = self.plan.version
         if self.registry.get_version(version).state != State.REJECTED:
             # reject() moves the canary to weight 0 and records why, in one audited transaction.
             self.registry.reject(version, reasons, evidence, actor=ACTOR)
-        self.registry.record_verdict(version, {"verdict": "rolled_back", "reasons": reasons, **evidence}, actor=ACTOR)
-        self.converge()
+        converged = self._converge_after_finish()
+        self.registry.record_verdict(version, {"verdict": "rolled_back", "reasons": reasons,
+                                               "replicas_converged": converged, **evidence}, actor=ACTOR)
 
     def abort(self, error: BaseException) -> None:
         """Something broke mid-release: take the canary out of traffic before re-raising."""
         message = error.message if isinstance(error, FreshRecError) else repr(error)
         state = self.registry.serving_state()
         if state.canary is not None and str(state.canary.version) == str(self.plan.version):
-            try:
-                self.roll_back([f"release aborted: {message}"], {"error": message})
-            except FreshRecError as exc:  # the registry moved; a replica may still be unreachable
-                log.error("canary %s rejected, but replicas did not confirm: %s", self.plan.version, exc.message)
+            self.roll_back([f"release aborted: {message}"], {"error": message})
