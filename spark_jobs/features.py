@@ -107,7 +107,8 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     events = events.persist(StorageLevel.MEMORY_AND_DISK)
     before = first - dt.timedelta(days=1)  # training examples of `first` need the features of the day before
     users = user_features(events, before, last, settings.data.history_length).persist(StorageLevel.MEMORY_AND_DISK)
-    items = item_features(events, before, last, read_items_meta(spark, layout)).persist(StorageLevel.MEMORY_AND_DISK)
+    items_meta = read_items_meta(spark, layout)
+    items = item_features(events, before, last, items_meta).persist(StorageLevel.MEMORY_AND_DISK)
     in_range = F.col("ds") >= first.isoformat()
     st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
     st.write_partitioned(items.where(in_range), staging / "tables" / "items", "ds")
@@ -117,7 +118,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     lap("training_examples")
 
     snapshot = f"snap-{run['run_id']}"
-    n_users = st.write_single_parquet(snapshot_users(events, users, last, settings.data.online_history_length),
+    n_users = st.write_single_parquet(snapshot_users(events, users, last, settings.data.online_history_length, items_meta),
                                       staging / "online" / "users.parquet", ["user_id"])
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())

@@ -17,9 +17,27 @@ def user_sequences(events: DataFrame, history_length: int) -> DataFrame:
     return per_user.select("user_id", history.alias("history"), F.array_sort(items).alias("seen"))
 
 
-def snapshot_users(events: DataFrame, user_features: DataFrame, as_of: dt.date, history_length: int) -> DataFrame:
+def category_affinity(events: DataFrame, items_meta: DataFrame) -> DataFrame:
+    """user_id, category_affinity (category -> share of the category mentions over the user's events; items with
+    several categories count for each), top_category (ties broken by name)."""
+    categories = items_meta.select("item_id", F.explode("categories").alias("category"))
+    counts = events.join(F.broadcast(categories), "item_id").groupBy("user_id", "category").agg(F.count(F.lit(1)).alias("n"))
+    per_user = counts.groupBy("user_id").agg(
+        F.sum("n").alias("_total"),
+        F.map_from_entries(F.array_sort(F.collect_list(F.struct("category", "n")))).alias("_counts"),
+        F.max_by("category", F.struct("n", F.col("category"))).alias("top_category"),
+    )
+    shares = F.transform_values("_counts", lambda _, n: n / F.col("_total"))
+    return per_user.select("user_id", shares.alias("category_affinity"), "top_category")
+
+
+def snapshot_users(events: DataFrame, user_features: DataFrame, as_of: dt.date, history_length: int,
+                   items_meta: DataFrame | None = None) -> DataFrame:
     features = user_features.where(F.col("ds") == as_of.isoformat()).drop("ds", "last_items")
-    return user_sequences(events, history_length).join(features, "user_id", "left")
+    users = user_sequences(events, history_length).join(features, "user_id", "left")
+    if items_meta is not None:
+        users = users.join(category_affinity(events, items_meta), "user_id", "left")
+    return users
 
 
 def snapshot_items(item_features: DataFrame, as_of: dt.date) -> DataFrame:

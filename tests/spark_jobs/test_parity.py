@@ -74,3 +74,6 @@ def test_spark_features_match_duckdb(spark, settings):
     online_users = pq.read_table(snapshot / "users.parquet").to_pandas()
     _assert_same(online_users[["user_id", "history", "seen"]], oracle.sequences, ["user_id"])
     assert "category" in spark_items.columns  # item metadata from _meta/items.parquet was joined
+    online_affinity = pq.read_table(snapshot / "users.parquet").to_pandas()
+    assert online_affinity["top_category"].notna().all()
+    assert all(abs(sum(dict(m).values()) - 1.0) < 1e-9 for m in online_affinity["category_affinity"])

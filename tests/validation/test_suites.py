@@ -55,7 +55,8 @@ def test_volume_against_trailing_average(settings):
     days = [D + dt.timedelta(days=i) for i in range(2)]
     known = {(D - dt.timedelta(days=i)).isoformat(): 1000 for i in range(1, 8)}
     frame = volume_frame({days[0].isoformat(): 1100, days[1].isoformat(): 9000}, known, days)
-    assert frame["ratio"].round(2).tolist() == [1.1, round(9000 / ((6 * 1000 + 1100) / 7), 2)]
+    assert frame["ratio"].round(2).tolist() == [1.1, 9.0]
+    assert volume_frame({days[0].isoformat(): 50}, {}, days[:1])["ratio"].isna().all()  # no published baseline
     for day in days:
         rawdata.write_parquet(settings.home, day, rawdata.regular_day(day, users=12, per_user=6))
     rawdata.write_parquet(settings.home, days[1], rawdata.regular_day(days[1], users=60, per_user=10), name="burst.parquet")
