@@ -64,6 +64,7 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self._last_seen: tuple[int, str | None] | None = None  # (registry generation, snapshot name)
         self._retry_at: float | None = None
+        self._missing: list[str] = []  # versions the registry wants that are not loaded (refused)
 
     async def run_forever(self) -> None:
         while True:
@@ -92,7 +93,8 @@ class Reconciler:
             self._last_seen = seen
             wanted = {v.version for v in (desired.champion, desired.canary, desired.previous) if v is not None}
             loaded = {s.version for _, s in table.loaded()}
-            self._retry_at = time.monotonic() + RETRY_FAILED_AFTER_S if wanted - loaded else None
+            self._missing = sorted(wanted - loaded)
+            self._retry_at = time.monotonic() + RETRY_FAILED_AFTER_S if self._missing else None
             self.table = table
             self._on_swap(table)
             self._metrics.reconciles.labels("swapped").inc()
@@ -197,5 +199,7 @@ class Reconciler:
                 }
                 for role, s in table.loaded()
             ],
+            # generation says which registry state was *applied*; missing names what of it could not be loaded
+            "missing": self._missing,
             "refused": [{"version": f.version, "reason": f.reason, "at": f.at} for f in self.failures.values()],
         }

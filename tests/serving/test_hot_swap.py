@@ -83,6 +83,7 @@ def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, worl
         assert r.status_code == 200
         refused = r.json()["refused"]
         assert [f["version"] for f in refused] == [bad] and "sha256" in refused[0]["reason"]
+        assert r.json()["missing"] == [bad]
 
     outcomes = _under_load(server.url, promote_and_reconcile)
     assert {status for status, _ in outcomes} == {200}
@@ -95,6 +96,7 @@ def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, worl
     artifact.write_bytes(original)
     r = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers())
     assert {v["role"]: v["version"] for v in r.json()["versions"]}["champion"] == bad and r.json()["refused"] == []
+    assert r.json()["missing"] == []
 
 
 def _sample(exposition: str, name: str, **labels: str) -> float:
