@@ -4,8 +4,8 @@
   so no speed-up is expected; measured anyway);
 - structured: the embedding dimensions with the least weight (|in column| x |out row|) removed from
   the factorisation and the MLP, which shrinks the per-request catalogue product.
-A variant is kept when its nDCG@10 is within ``max_loss`` of the unpruned student and its batch
-latency is at least ``min_gain`` lower.
+A variant is kept when its nDCG@10 is within ``max_loss`` of the unpruned student, its batch
+latency is at least ``min_gain`` lower, and the holdout has enough users to tell.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from tasks.export.latency import onnx_latency
 from tasks.training.models import Student, StudentConfig
 
 BATCH = 32
+MIN_USERS = 200  # below this many holdout users a 0.5% quality comparison is noise
 
 
 def magnitude_pruned(student: Student, share: float) -> Student:
@@ -55,7 +56,9 @@ def evaluate_pruning(
 ) -> dict:
     """Measure pruned variants against ``baseline_graph``; ``export(model, path)`` writes a graph."""
     n_items = student.config.n_items
-    base_ndcg = evaluate_graph(run_dir, baseline_graph)["overall"]["ndcg@10"]
+    base = evaluate_graph(run_dir, baseline_graph)["overall"]
+    base_ndcg = base["ndcg@10"]
+    enough_users = base["users"] >= MIN_USERS
     base_ms = onnx_latency(baseline_graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
     variants = {
         "magnitude_50": magnitude_pruned(student, 0.5),
@@ -69,13 +72,14 @@ def evaluate_pruning(
         ms = onnx_latency(graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
         trial = {"variant": name, "ndcg@10": ndcg, "batch_mean_ms": ms, "latency_gain": 1.0 - ms / base_ms,
                  "quality_ratio": ndcg / base_ndcg if base_ndcg else None}
-        trial["keep"] = ndcg >= base_ndcg * (1.0 - max_loss) and trial["latency_gain"] >= min_gain
+        trial["keep"] = enough_users and ndcg >= base_ndcg * (1.0 - max_loss) and trial["latency_gain"] >= min_gain
         trials.append(trial)
         if trial["keep"] and (kept is None or ms < kept[1]["batch_mean_ms"]):
             kept = (model, trial)
         graph.unlink()
     return {
-        "baseline": {"ndcg@10": base_ndcg, "batch_mean_ms": base_ms, "batch": BATCH},
+        "baseline": {"ndcg@10": base_ndcg, "batch_mean_ms": base_ms, "batch": BATCH, "users": base["users"]},
+        "decision": None if enough_users else f"not kept: {base['users']} holdout users < {MIN_USERS}, too few to call quality equal",
         "trials": trials,
         "kept": kept[1]["variant"] if kept else None,
         "model": kept[0] if kept else None,

@@ -124,6 +124,7 @@ def publish(
                             for t in export["int8_trials"]],
             "parity": export["parity"],
             "student_fp32": {k: export["student_fp32"][k] for k in ("latency", "size")},
+            "pruning": export.get("pruning"),
         },
     }
     run_lineage = lineage(settings, run_dir, dag_run_id, parent_version)
