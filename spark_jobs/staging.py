@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata
 import json
 import subprocess
@@ -37,15 +38,25 @@ def parquet_rows(folder: Path) -> int:
 
 
 def code_version() -> str:
+    """Package version plus a digest of this job's sources: it changes exactly when the job's code does
+    (a git sha would change with every unrelated commit and break rerun-identical manifests)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        return f"git:{sha}"
+        package = importlib.metadata.version("freshrec")
+    except importlib.metadata.PackageNotFoundError:
+        package = "0+unknown"
+    return f"freshrec-{package}+jobs.{digest.hexdigest()[:12]}"
+
+
+def git_revision() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent,
+                              capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        try:
-            return f"freshrec=={importlib.metadata.version('freshrec')}"
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
+        return None
 
 
 def landing_counts(classified: DataFrame | None, deduplicated: DataFrame | None) -> dict[str, dict]:
@@ -89,7 +100,8 @@ def build_manifest(day: dt.date, counts: dict, staged_day: Path, clean_rows: int
 
 def run_record(run: dict) -> dict:
     """Which run produced a partition; kept out of the manifest so a rerun reproduces the manifest exactly."""
-    return {"run_id": run["run_id"], "run_range": [run["days"][0], run["days"][-1]], "code_version": run["code_version"]}
+    return {"run_id": run["run_id"], "run_range": [run["days"][0], run["days"][-1]], "code_version": run["code_version"],
+            "git_revision": git_revision()}
 
 
 def write_json(path: Path, payload: dict) -> None:
