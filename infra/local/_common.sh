@@ -10,6 +10,8 @@
 #   FRESHREC_SERVING__PORT   serving port (default 8000)
 #   FRESHREC_AIRFLOW_LOG_PORTS    worker and triggerer log server ports (default "8793 8794"; a
 #                            second stack on one machine needs other ones)
+#   FRESHREC_AIRFLOW_DB      Airflow metadata DB: auto (local Postgres when it answers, else
+#                            SQLite), sqlite, or a SQLAlchemy URL; see airflow_db_url below
 #   FRESHREC_AIRFLOW_PARALLELISM  task slots of the LocalExecutor (default 4: Spark and torch
 #                            tasks each want a core or two, and a dev box has few)
 
@@ -51,7 +53,13 @@ for key, value in airflow_environment(get_settings()).items():
   mkdir -p "$AIRFLOW_HOME"
   export AIRFLOW__CORE__EXECUTOR=LocalExecutor
   export AIRFLOW__CORE__PARALLELISM="${FRESHREC_AIRFLOW_PARALLELISM:-4}"
-  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
+  local db_url
+  db_url="$(airflow_db_url)" || return 1
+  export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$db_url"
+  if [[ "$db_url" == postgresql* ]]; then
+    # Airflow would derive postgresql+asyncpg for its async engine; psycopg 3 does both.
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC="$db_url"
+  fi
   if [[ "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" == sqlite* ]]; then
     # Four processes share one SQLite file: wait for locks instead of failing (see the module).
     export PYTHONPATH="$REPO/infra/local/airflow${PYTHONPATH:+:$PYTHONPATH}"
@@ -80,6 +88,40 @@ for key, value in airflow_environment(get_settings()).items():
   fi
   AIRFLOW__API_AUTH__JWT_SECRET="$(cat "$secret_file")"
   export AIRFLOW__API_AUTH__JWT_SECRET
+}
+
+# The Airflow metadata database of this FRESHREC_HOME. FRESHREC_AIRFLOW_DB: "auto" (default) uses a
+# database on the local Postgres (127.0.0.1:5432, user postgres) when one answers, else SQLite under
+# AIRFLOW_HOME; "sqlite" forces SQLite; anything else is used as the SQLAlchemy URL. Why Postgres
+# first: with a scheduler writing all the time, Airflow refuses most backfill creations on SQLite
+# ("Database is locked. Backfill creation is not supported on SQLite under concurrent access").
+# The choice is remembered in $AIRFLOW_HOME/metadata_db_url so a stack keeps its database.
+airflow_db_url() {
+  local remembered="$AIRFLOW_HOME/metadata_db_url" choice="${FRESHREC_AIRFLOW_DB:-auto}"
+  if [ -n "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then echo "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"; return 0; fi
+  if [ "$choice" = auto ] && [ -s "$remembered" ]; then cat "$remembered"; return 0; fi
+  case "$choice" in
+    sqlite) echo "sqlite:///$AIRFLOW_HOME/airflow.db" ;;
+    auto)
+      python - "$FRESHREC_HOME" "$AIRFLOW_HOME" >"$remembered.tmp" <<'PY' || return 1
+import hashlib, sys
+home, airflow_home = sys.argv[1:]
+try:
+    import psycopg
+    admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3)
+except Exception:
+    print(f"sqlite:///{airflow_home}/airflow.db")
+    raise SystemExit(0)
+name = "freshrec_airflow_" + hashlib.sha256(home.encode()).hexdigest()[:12]
+with admin:
+    if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+        admin.execute(f'CREATE DATABASE "{name}"')
+print(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+PY
+      mv "$remembered.tmp" "$remembered"
+      cat "$remembered" ;;
+    *) echo "$choice" ;;
+  esac
 }
 
 # The documented local login: write admin/admin into the simple auth manager's password file
@@ -185,16 +227,11 @@ airflow_token() {
     python -c 'import json, sys; print(json.load(sys.stdin)["access_token"])'
 }
 
-# Migrate the metadata DB before the components start (clear errors, one writer) and put a SQLite
-# file in WAL mode: readers (the UI, the API) then never block the scheduler's writes.
+# Migrate the metadata DB before the components start (clear errors, one writer).
 migrate_airflow_db() {
   airflow db migrate >>"$LOG_DIR/airflow-migrate.log" 2>&1 || {
     tail -n 30 "$LOG_DIR/airflow-migrate.log" >&2
     echo "error: airflow db migrate failed (log $LOG_DIR/airflow-migrate.log)" >&2
     return 1
   }
-  local db="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN#sqlite:///}"
-  if [[ "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" == sqlite:///* ]]; then
-    python -c 'import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("PRAGMA journal_mode=WAL").fetchall()' "$db"
-  fi
 }

@@ -13,4 +13,5 @@ def local_stack() -> LocalStack:
     stack = start_stack()
     yield stack
     result = stack.down()
+    stack.drop_metadata_db()
     assert result.returncode == 0, f"make down failed:\n{result.stdout}\n{result.stderr}"

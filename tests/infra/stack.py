@@ -61,6 +61,17 @@ class LocalStack:
     def down(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["bash", str(DOWN)], env=self.env, capture_output=True, text=True, timeout=180)
 
+    def drop_metadata_db(self) -> None:
+        """The stack's Airflow DB lives on the local Postgres when one answers: drop it with the stack."""
+        remembered = self.home / "airflow" / "metadata_db_url"
+        if not remembered.is_file() or not remembered.read_text().startswith("postgresql"):
+            return
+        import psycopg
+
+        name = remembered.read_text().strip().rsplit("/", 1)[1]
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 def stack_env(home: Path, airflow_port: int, serving_port: int) -> dict[str, str]:
     """A clean environment: nothing of the test process's Airflow/FreshRec settings leaks into the stack."""
@@ -96,6 +107,7 @@ def start_stack() -> LocalStack:
     stack = LocalStack(home, airflow_port, serving_port, env)
     if up.returncode != 0:
         stack.down()
+        stack.drop_metadata_db()
         raise RuntimeError(f"make up failed (exit {up.returncode}):\n{up.stdout[-4000:]}\n{up.stderr[-4000:]}")
     return stack
 
