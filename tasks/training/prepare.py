@@ -7,6 +7,7 @@ DAG's tasks as one file in the run's work folder (XCom carries only its path).
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def prepare(
     holdout_days: int,
     history_len: int,
     seed: int,
-    categories_for: callable,
+    categories_for: Callable[[Vocab], np.ndarray],
     parent_vocab: Vocab | None = None,
     splitter: Splitter | None = None,
 ) -> TrainingData:
