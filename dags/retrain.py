@@ -26,7 +26,8 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
 4. **train_students**: the small serving model distilled from the teacher, and the same model trained on
    the ground truth only (the control).
 5. **evaluate**: full-ranking metrics on the holdout for teacher, student, control and champion.
-6. **export_and_quantise**: dynamo ONNX, checker, ORT optimisation; int8 recipes measured, best kept; fp16.
+6. **export_and_quantise**: dynamo ONNX, checker, ORT optimisation; pruned students measured (kept only
+   when as good and faster); int8 recipes measured, best kept; fp16 for GPUs.
 7. **parity**: torch vs ONNX Runtime scores on real histories.
 8. **gates**: floor, no regression vs the champion, int8 within tolerance of fp32, export parity.
 9. **report**: JSON + PNG (`reports/retrain/<run id>/`).
