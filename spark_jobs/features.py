@@ -133,8 +133,9 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
             src = staging / "tables" / table / f"ds={day}"
             if src.is_dir():
                 src.rename(target / table)
-        inputs = [{"path": str(p.relative_to(layout.raw_events)), "bytes": p.stat().st_size}
-                  for paths in files.values() for p in paths if p.relative_to(layout.raw_events).parts[0] == f"ds={day}"]
+        inputs = sorted(({"path": str(p.relative_to(layout.raw_events)), "bytes": p.stat().st_size}
+                         for paths in files.values() for p in paths if p.relative_to(layout.raw_events).parts[0] == f"ds={day}"),
+                        key=lambda entry: entry["path"])
         manifest = st.build_manifest(dt.date.fromisoformat(day), counts[day], target,
                                      st.parquet_rows(staging / "clean" / f"ds={day}"), inputs, run)
         st.write_json(target / "_manifest.json", manifest)
