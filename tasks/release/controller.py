@@ -101,18 +101,24 @@ class CanaryController:
         after = self.serving.scrape_all()
         analysis = analyse_window(window(baseline, after, "canary"), window(baseline, after, "champion"),
                                   self.plan.policy, weight, self._champion_p99_ms)
-        if analysis.champion["requests"] >= self.plan.policy.min_requests and analysis.champion["p99_ms"]:
-            self._champion_p99_ms = analysis.champion["p99_ms"]
+        self._remember_champion(analysis)
         return analysis
 
+    def _remember_champion(self, analysis: StepAnalysis) -> None:
+        if analysis.champion["requests"] >= self.plan.policy.min_requests and analysis.champion["p99_ms"]:
+            self._champion_p99_ms = analysis.champion["p99_ms"]
+
     def run_shadow(self) -> StepAnalysis:
-        """Mirror traffic to the candidate without serving its answers; only its scores can be judged."""
-        self.apply_weight(0.0, shadow=True)
+        """Mirror the first step's share of traffic to the candidate without serving its answers; only
+        its scores can be judged."""
+        self.apply_weight(self.plan.steps[0], shadow=True)
         baseline = self.serving.scrape_all()
         self.sleep(self.plan.interval_s)
         after = self.serving.scrape_all()
-        return analyse_shadow(window(baseline, after, "shadow"), window(baseline, after, "champion"),
-                              self.plan.policy)
+        analysis = analyse_shadow(window(baseline, after, "shadow"), window(baseline, after, "champion"),
+                                  self.plan.policy)
+        self._remember_champion(analysis)
+        return analysis
 
     def run(self) -> CanaryResult:
         """Walk the steps; the caller finishes with promote() or roll_back()."""

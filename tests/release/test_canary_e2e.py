@@ -89,3 +89,24 @@ def test_error_injecting_canary_is_rolled_back(release_world, serving):
     # Only canary requests failed, and none once the rollback had converged.
     assert load.failures and all(code == 500 for _, code, _ in load.failures)
     assert not [f for f in load.failures if f[0] > rolled_back_at]
+
+
+def test_shadow_phase_judges_mirrored_scores_before_any_user_sees_the_canary(release_world, serving):
+    world = release_world
+    # The champion's weights re-registered (a retrain that changed nothing): no real score shift.
+    version = world.register("run-2", seed=1)
+    plan = ReleasePlan(version=version, steps=(100.0,), interval_s=2.0,
+                       policy=CanaryPolicy.from_settings(world.settings, min_requests=30), shadow_first=True,
+                       convergence_timeout_s=30)
+    with Load(serving, world.users) as load:
+        time.sleep(0.5)
+        with ServingClient(world.settings) as client:
+            controller = CanaryController(world.registry, client, plan)
+            shadow = controller.run_shadow()
+            served_during_shadow = dict(load.variants)
+            result = controller.run()
+    assert shadow.outcome.value == "pass", shadow.to_dict()
+    assert shadow.canary["score_buckets"] and sum(shadow.canary["score_buckets"]) >= 30
+    assert "canary" not in served_during_shadow  # mirrored only: every answer came from the champion
+    assert result.decision == "promote", result.to_dict()
+    assert load.failures == []
