@@ -85,6 +85,8 @@ class ReleaseSettings(_Group):
     max_p99_ms: float = Field(10.0, gt=0)
     max_error_rate: float = Field(0.01, ge=0, le=1)
     max_psi: float = Field(0.25, ge=0)
+    psi_blocks: bool = Field(False, description="a score PSI above max_psi fails the canary (off: recorded only, as "
+                             "two model versions' raw scores are not calibrated to each other)")
     max_p99_ratio_vs_champion: float = Field(1.5, ge=1, description="canary p99 may be this times the champion's")
     p99_slack_ms: float = Field(2.0, ge=0, description="... or this much above it (histogram bucket resolution)")
     ctr_min_delta: float = Field(0.02, gt=0, le=1, description="smallest absolute CTR change the online test must detect")

@@ -43,6 +43,7 @@ class CanaryPolicy:
     p99_slack_ms: float = 2.0         # ... or this much above it, whichever is larger (bucket resolution)
     max_error_rate: float = 0.01
     max_psi: float = 0.25
+    psi_blocks: bool = False          # a retrained model's raw scores need not share the champion's scale
     min_requests: int = 200
     ctr_min_delta: float = 0.02       # smallest absolute CTR change worth detecting
     ctr_alpha: float = 0.05
@@ -58,6 +59,7 @@ class CanaryPolicy:
             p99_slack_ms=r.p99_slack_ms,
             max_error_rate=r.max_error_rate,
             max_psi=r.max_psi,
+            psi_blocks=r.psi_blocks,
             min_requests=r.min_requests_per_step,
             ctr_min_delta=r.ctr_min_delta,
             failure_threshold=r.failure_threshold,
@@ -190,9 +192,11 @@ def _psi_check(canary: VariantCounters, champion: VariantCounters, champion_enou
     if canary.scores.bounds != champion.scores.bounds:
         return Check("score_psi", Outcome.SKIPPED, None, policy.max_psi, "score histograms use different buckets")
     value = psi(champion.scores.bucket_counts(), canary.scores.bucket_counts())
+    detail = f"score PSI {value:.3f} ({psi_level(value)} shift)"
+    if not policy.psi_blocks:
+        return Check("score_psi", Outcome.SKIPPED, value, policy.max_psi, f"advisory: {detail}")
     ok = value <= policy.max_psi
-    return Check("score_psi", Outcome.PASS if ok else Outcome.FAIL, value, policy.max_psi,
-                 f"score PSI {value:.3f} ({psi_level(value)} shift)")
+    return Check("score_psi", Outcome.PASS if ok else Outcome.FAIL, value, policy.max_psi, detail)
 
 
 def _ctr_check(canary: VariantCounters, champion: VariantCounters, policy: CanaryPolicy) -> Check:
@@ -245,8 +249,8 @@ def analyse_shadow(shadow: VariantCounters, champion: VariantCounters, policy: C
                        f"{observed:.0f} shadow scores in the window, {policy.min_requests} needed")
     else:
         sample = Check("min_sample", Outcome.PASS, observed, policy.min_requests, f"{observed:.0f} shadow scores")
-    drift = _psi_check(shadow, champion, True, policy)
-    advisory = Check("score_psi", Outcome.SKIPPED, drift.value, drift.threshold, f"advisory: {drift.detail}")
+    drift = _psi_check(shadow, champion, True, replace(policy, psi_blocks=False))
+    advisory = Check("score_psi", Outcome.SKIPPED, drift.value, drift.threshold, drift.detail)
     outcome = Outcome.INCONCLUSIVE if sample.outcome is Outcome.INCONCLUSIVE else Outcome.PASS
     return StepAnalysis(weight=0.0, outcome=outcome, checks=[sample, advisory], canary=summarize(shadow),
                         champion=summarize(champion))
