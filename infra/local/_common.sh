@@ -53,10 +53,6 @@ for key, value in airflow_environment(get_settings()).items():
   mkdir -p "$AIRFLOW_HOME"
   export AIRFLOW__CORE__EXECUTOR=LocalExecutor
   export AIRFLOW__CORE__PARALLELISM="${FRESHREC_AIRFLOW_PARALLELISM:-4}"
-  # One task of a DAG at a time across its runs: a backfill (default max_active_runs 10) otherwise
-  # runs several days' Spark jobs and Great Expectations validations at once, which a small machine
-  # cannot hold and which collide on the shared GX project files.
-  export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="${FRESHREC_AIRFLOW_TASKS_PER_DAG:-1}"
   local db_url
   db_url="$(airflow_db_url)" || return 1
   export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$db_url"
