@@ -64,6 +64,9 @@ def release_world(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Relea
         "FRESHREC_SERVING__PORT": str(port),
         "FRESHREC_SERVING_URL": f"http://127.0.0.1:{port}",
         "FRESHREC_LOG_LEVEL": "WARNING",
+        # A shared 2-core CI box adds ~10 ms of tail noise between two windows of a few hundred
+        # requests; the injected +40 ms still clears champion p99 + 15 ms.
+        "FRESHREC_RELEASE__P99_SLACK_MS": "15",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
