@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from freshrec.errors import DataValidationError, FreshRecError, InvalidInput, NotFound
+from freshrec.errors import DataValidationError, FreshRecError, GateFailed, InvalidInput, NotFound
 from freshrec.layout import Layout
 from freshrec.settings import get_settings
 
@@ -84,6 +84,7 @@ def run(
         if state != "success":
             raise StageFailed(f"retrain ended {state}; see the task log above")
         new_versions = sorted(set(_known_versions(settings)) - set(before), key=int)
+        _fail_when_all_rejected(settings, new_versions)
     if "release" in chosen:
         for version in _versions_to_release(settings, new_versions if "retrain" in chosen else None):
             out.print(f"[bold]release[/] version {version}")
@@ -96,14 +97,27 @@ def run(
 def _known_versions(settings) -> list[str]:
     from freshrec.registry import open_registry
 
-    return [str(v.version) for v in open_registry(settings).list_versions()]
+    with open_registry(settings) as registry:
+        return [str(v.version) for v in registry.list_versions()]
+
+
+def _fail_when_all_rejected(settings, versions: list[str]) -> None:
+    """A retrain whose every new version failed its gates is a failed stage, with the gates' reasons."""
+    from freshrec.registry import open_registry
+
+    with open_registry(settings) as registry:
+        views = [registry.get_version(v) for v in versions]
+    if views and all(v.state == "rejected" for v in views):
+        reasons = "; ".join(f"version {v.version}: {', '.join(v.reasons)}" for v in views)
+        raise GateFailed(f"retrain's candidate was rejected by its gates ({reasons})")
 
 
 def _versions_to_release(settings, restrict: list[str] | None) -> list[str]:
     """Candidates waiting for a release: those this run made, or (release alone) the newest candidate."""
     from freshrec.registry import open_registry
 
-    candidates = [str(v.version) for v in open_registry(settings).list_versions() if v.state == "candidate"]
+    with open_registry(settings) as registry:
+        candidates = [str(v.version) for v in registry.list_versions(states=["candidate"])]
     if restrict is not None:
         return [v for v in candidates if v in restrict]
     return sorted(candidates, key=int)[-1:]

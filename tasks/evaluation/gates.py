@@ -2,7 +2,8 @@
 
 1. absolute floor: served (int8) nDCG@10 >= settings.gates.min_ndcg_at_10;
 2. no regression: served nDCG@10 >= champion nDCG@10 x (1 - max_regression), same holdout;
-3. int8 fidelity: int8 nDCG@10 >= fp32 nDCG@10 x (1 - int8_max_loss) (max score difference reported);
+3. int8 fidelity: int8 nDCG@10 >= fp32 nDCG@10 x (1 - int8_max_loss), both measured on the fidelity set
+   (holdout or validation split, whichever ranks more users; max score difference reported);
 4. export parity: torch vs ORT fp32 scores agree within PARITY_TOLERANCE.
 """
 
@@ -71,7 +72,7 @@ def parity_gate(max_abs_diffs: dict[str, float], tolerance: float = PARITY_TOLER
 
 def decide(
     int8_ndcg: float,
-    fp32_ndcg: float,
+    fidelity: tuple[float, float],
     int8_max_abs_diff: float,
     champion_ndcg: float | None,
     parity: dict[str, float],
@@ -79,10 +80,11 @@ def decide(
     max_regression: float,
     int8_max_loss: float,
 ) -> Verdict:
+    """``fidelity`` is (int8, fp32) nDCG@10 on the fidelity set; ``int8_ndcg`` is on the holdout."""
     gates = [
         floor_gate(int8_ndcg, floor),
         regression_gate(int8_ndcg, champion_ndcg, max_regression),
-        int8_gate(int8_ndcg, fp32_ndcg, int8_max_loss, int8_max_abs_diff),
+        int8_gate(fidelity[0], fidelity[1], int8_max_loss, int8_max_abs_diff),
         parity_gate(parity),
     ]
     return Verdict(all(g.passed for g in gates), gates)

@@ -38,7 +38,7 @@ def apply_gates(settings: Settings, run_dir: Path) -> Path:
     champion = evaluation["models"].get("champion")
     verdict = decide(
         int8_ndcg=export["int8"]["ndcg@10"],
-        fp32_ndcg=export["student_fp32"]["metrics"]["overall"]["ndcg@10"],
+        fidelity=(export["int8"]["fidelity_ndcg@10"], export["student_fp32"]["fidelity_ndcg@10"]),
         int8_max_abs_diff=export["int8"]["max_abs_diff_vs_fp32"],
         champion_ndcg=champion["overall"]["ndcg@10"] if champion else None,
         parity={name: p["max_abs_diff"] for name, p in export["parity"].items()},

@@ -4,7 +4,8 @@ Pruned students (``tasks.export.pruning``) are measured first and replace the st
 they are as good and measurably faster.
 
 fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
-``quantize.RECIPES`` is built and measured on the run's holdout (nDCG@10, max score difference vs fp32)
+``quantize.RECIPES`` is built and measured against fp32 on the fidelity set (``evaluate.fidelity_set``:
+enough users for a 1% tolerance to mean something), on the holdout, by max score difference vs fp32,
 and for speed (single request, whole catalogue); the fastest recipe within the allowed quality loss is
 kept, else the most accurate one (the int8 gate then rejects the candidate). fp16 for GPUs.
 """
@@ -61,12 +62,13 @@ def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_i
 
 
 def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.1) -> dict:
-    """Among recipes within ``max_loss`` relative nDCG@10 of fp32: the smallest file of those within
-    ``latency_slack`` of the fastest p50 (timings on a shared box are noisy); none within: the most accurate."""
+    """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set): the smallest
+    file of those within ``latency_slack`` of the fastest p50 (timings on a shared box are noisy); none
+    within: the most accurate."""
     floor = fp32_ndcg * (1.0 - max_loss)
-    within = [t for t in trials if t["ndcg@10"] >= floor]
+    within = [t for t in trials if t["fidelity_ndcg@10"] >= floor]
     if not within:
-        return max(trials, key=lambda t: t["ndcg@10"])
+        return max(trials, key=lambda t: t["fidelity_ndcg@10"])
     fastest = min(t["latency"]["p50_ms"] for t in within)
     quick = [t for t in within if t["latency"]["p50_ms"] <= fastest * (1.0 + latency_slack)]
     return min(quick, key=lambda t: t["size"])
@@ -93,8 +95,15 @@ def export_run(
             export_fp32(pruning["model"], student_fp32)
         report["pruning"] = {k: v for k, v in pruning.items() if k != "model"}
     fp32_quality = evaluate_graph(run_dir, student_fp32)
+    fp32_fidelity = evaluate_graph(run_dir, student_fp32, fidelity=True)["overall"]
     fp32_latency = onnx_latency(student_fp32, n_items, data.history_len, n_items)
-    report["student_fp32"] = {"metrics": fp32_quality, "latency": fp32_latency, "size": student_fp32.stat().st_size}
+    report["student_fp32"] = {
+        "metrics": fp32_quality,
+        "fidelity_ndcg@10": fp32_fidelity["ndcg@10"],
+        "fidelity_users": fp32_fidelity["users"],
+        "latency": fp32_latency,
+        "size": student_fp32.stat().st_size,
+    }
 
     calibration_histories = pad_histories(list(data.train.values())[:CALIBRATION_USERS], data.history_len)
     calibration = HistoryCalibration(calibration_histories, n_items)
@@ -111,6 +120,7 @@ def export_run(
             "recipe": recipe.to_dict(),
             "path": str(target),
             "ndcg@10": metrics["overall"]["ndcg@10"],
+            "fidelity_ndcg@10": evaluate_graph(run_dir, target, fidelity=True)["overall"]["ndcg@10"],
             "metrics": metrics,
             "max_abs_diff_vs_fp32": score_difference(student_fp32, target, sample, n_items),
             "latency": onnx_latency(target, n_items, data.history_len, n_items),
@@ -119,7 +129,7 @@ def export_run(
     trials = [t for t in report["int8_trials"] if "error" not in t]
     if not trials:
         raise RuntimeError("no int8 recipe could be applied to the student graph")
-    chosen = choose_recipe(trials, fp32_quality["overall"]["ndcg@10"], int8_max_loss)
+    chosen = choose_recipe(trials, fp32_fidelity["ndcg@10"], int8_max_loss)
     for trial in trials:  # the losing recipes are scratch files
         if trial is not chosen:
             Path(trial["path"]).unlink(missing_ok=True)
