@@ -36,7 +36,7 @@ from serving.middleware import LABELS_KEY, InFlightLimit, MetricsMiddleware
 from serving.reconciler import Reconciler
 from serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from serving.routing import RoutingTable
-from serving.service import RecommendationService
+from serving.service import RecommendationService, route_user
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -204,8 +204,10 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def recommend(request: Request) -> Response:
         body = await _parse(request, contract.RecommendRequest)
         runtime = _runtime(request)
-        payload, variant, version = await runtime.service.recommend(runtime.table, body.user_id, body.k, body.exclude_seen)
-        request.scope[LABELS_KEY] = (variant, version)
+        table = runtime.table
+        routed = route_user(table, body.user_id)
+        request.scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        payload = await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
         return Response(payload, media_type=JSON)
 
     @hot.post("/v1/score", response_model=contract.ScoreResponse, responses=responses_503, tags=["v1"],
@@ -213,8 +215,10 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def score(request: Request) -> Response:
         body = await _parse(request, contract.ScoreRequest)
         runtime = _runtime(request)
-        payload, variant, version = await runtime.service.score(runtime.table, body.user_id, body.item_ids)
-        request.scope[LABELS_KEY] = (variant, version)
+        table = runtime.table
+        routed = route_user(table, body.user_id)
+        request.scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        payload = await runtime.service.score(table, routed, body.user_id, body.item_ids)
         return Response(payload, media_type=JSON)
 
     @hot.post("/v1/feedback", response_model=contract.FeedbackResponse, status_code=202, tags=["v1"],

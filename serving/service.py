@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -34,9 +35,10 @@ class RecommendationService:
         self._allow_faults = allow_fault_injection
         self._background: set[asyncio.Task] = set()
 
-    async def recommend(self, table: RoutingTable, user_id: str, k: int, exclude_seen: bool) -> tuple[bytes, str, str]:
-        """(JSON body, variant, version)."""
-        variant, served, shadow = _route(table, user_id)
+    async def recommend(self, table: RoutingTable, routed: Route, user_id: str, k: int, exclude_seen: bool) -> bytes:
+        """The JSON body. The caller routed first (:func:`route_user`) so that failures, injected faults
+        included, are counted against the variant and version that failed."""
+        variant, served, shadow = routed
         version = served.version
         await self._apply_faults(table, version)
         key = (user_id, k, exclude_seen, variant, version)
@@ -45,7 +47,7 @@ class RecommendationService:
             (self._metrics.cache_miss if cached is None else self._metrics.cache_hit).inc()
             if cached is not None:
                 self._metrics.response_children(variant, version)[1].inc()
-                return cached, variant, version
+                return cached
         users = served.users
         row = users.row(user_id)
         history = users.history[row] if row is not None else None
@@ -74,10 +76,10 @@ class RecommendationService:
             # The best score per response tracks drift at the cost of one observation.
             score_histogram.observe(float(scores[0]))
         impressions.inc()
-        return body, variant, version
+        return body
 
-    async def score(self, table: RoutingTable, user_id: str, item_ids: list[str]) -> tuple[bytes, str, str]:
-        variant, served, _ = _route(table, user_id)
+    async def score(self, table: RoutingTable, routed: Route, user_id: str, item_ids: list[str]) -> bytes:
+        variant, served, _ = routed
         version = served.version
         await self._apply_faults(table, version)
         index = served.model.item_index
@@ -94,8 +96,7 @@ class RecommendationService:
                 values = await served.batcher.score(history, indices[known])
             for slot, value in zip(np.flatnonzero(known).tolist(), values.tolist()):
                 out[slot] = value
-        body = orjson.dumps({"scores": out, "model_version": version, "variant": variant})
-        return body, variant, version
+        return orjson.dumps({"scores": out, "model_version": version, "variant": variant})
 
     async def _apply_faults(self, table: RoutingTable, version: str) -> None:
         if not self._allow_faults:
@@ -125,11 +126,18 @@ class RecommendationService:
         task.add_done_callback(self._background.discard)
 
 
-def _route(table: RoutingTable, user_id: str) -> tuple[str, ServedVersion, ServedVersion | None]:
+class Route(NamedTuple):
+    variant: str
+    served: ServedVersion
+    shadow: ServedVersion | None
+
+
+def route_user(table: RoutingTable, user_id: str) -> Route:
+    """The variant and version that answer this user (sticky), or 503 when nothing is loaded yet."""
     variant, served, shadow = table.route(user_id)
     if served is None:
         raise Overloaded("no model version is loaded yet", retry_after_s=5.0)
-    return variant, served, shadow
+    return Route(variant, served, shadow)
 
 
 def _cold_start(served: ServedVersion, k: int, seen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
