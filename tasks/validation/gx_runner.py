@@ -7,7 +7,10 @@ single source of truth and the stored project only keeps results and docs.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +78,28 @@ def _summarise(result) -> list[dict]:
     return failures
 
 
+@contextmanager
+def _project_lock(settings: Settings) -> Iterator[None]:
+    """One validation at a time per GX project: the file-mode project re-saves its suites and sites, and
+    concurrent runs (a backfill runs days in parallel) otherwise fail with "suite has changed since it
+    was last saved". A validation takes seconds, so serialising costs little."""
+    lock_path = settings.home / "gx" / ".freshrec.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_suite(settings: Settings, suite_name: str, frame: pd.DataFrame, expectations: list[Expectation]) -> SuiteOutcome:
     """Validate ``frame`` against ``expectations`` as the suite ``suite_name``; updates Data Docs."""
+    with _project_lock(settings):
+        return _run_suite(settings, suite_name, frame, expectations)
+
+
+def _run_suite(settings: Settings, suite_name: str, frame: pd.DataFrame, expectations: list[Expectation]) -> SuiteOutcome:
     context = open_context(settings)
     source = context.data_sources.add_or_update_pandas(name=DATASOURCE)
     try:
