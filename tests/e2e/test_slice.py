@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -23,12 +24,6 @@ def _cli(env: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProce
     result = subprocess.run([str(BIN / "freshrec"), *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"freshrec {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +59,7 @@ def test_slice_end_to_end(stack_env: dict) -> None:
     champions = [v for v in versions if v["state"] == "champion"]
     assert len(champions) == 1, versions
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(BIN / "freshrec"), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=stack_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from tests.helpers.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 UP = REPO / "infra" / "local" / "up.sh"
@@ -25,12 +26,6 @@ USER, PASSWORD = "admin", "admin"
 FIRST_DAY = dt.date.today() - dt.timedelta(days=7)
 DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(3)]
 UI_DAY = FIRST_DAY + dt.timedelta(days=3)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

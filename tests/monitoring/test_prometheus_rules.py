@@ -4,13 +4,14 @@ accepts them and passes the hand-computed unit tests, and the monitor reads a re
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROM = REPO / "infra" / "prometheus"
@@ -59,12 +60,6 @@ def test_promtool_unit_tests_can_fail(tmp_path):
     assert result.returncode != 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_monitor_reads_counters_from_a_real_prometheus(tmp_path, release_world, serving):
     from tasks.monitoring.promtext import parse_scrape
@@ -78,7 +73,7 @@ def test_monitor_reads_counters_from_a_real_prometheus(tmp_path, release_world, 
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: s\n"
                       f"    static_configs:\n      - targets: ['{target}']\n")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

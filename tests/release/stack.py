@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,11 @@ import numpy as np
 import pytest
 
 from tests.serving.builders import write_bundle, write_snapshot
+from tests.helpers.net import free_port
 
 ADMIN_TOKEN = "release-test-token"
 N_ITEMS = 80
 N_USERS = 400
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

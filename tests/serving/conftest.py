@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,16 +12,11 @@ import numpy as np
 import pytest
 
 from tests.serving.builders import write_bundle, write_snapshot
+from tests.helpers.net import free_port
 
 ADMIN_TOKEN = "test-admin-token"
 N_ITEMS = 60
 N_USERS = 40
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
