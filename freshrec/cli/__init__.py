@@ -1,7 +1,7 @@
 """The ``freshrec`` command line. The CLI is the face: it may import every plane, nothing imports it.
 
-Each sub-command group lives in its own module and is imported lazily by Typer's registration below,
-so ``freshrec --help`` stays fast and a broken plane cannot break unrelated commands.
+Each sub-command group lives in its own module; the modules import their plane's heavy libraries
+inside the commands, so ``freshrec --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -34,21 +34,9 @@ _COMMANDS = [
 
 def _register() -> None:
     for module_name, name, help_text in _GROUPS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # that plane has not landed yet
-        app.add_typer(module.app, name=name, help=help_text)
+        app.add_typer(importlib.import_module(module_name).app, name=name, help=help_text)
     for module_name, name in _COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        app.command(name)(getattr(module, name))
+        app.command(name)(getattr(importlib.import_module(module_name), name))
 
 
 def main() -> None:
