@@ -36,6 +36,17 @@ LOG_DIR="$FRESHREC_HOME/logs"
 RUN_DIR="$FRESHREC_HOME/run"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
 
+# The serving tier's admin routes and the release/SLO tasks that call them must share one bearer
+# token, or every canary step is refused with 401. Unless the caller set one, this home keeps a random
+# token of its own (readable by its owner only).
+if [ -z "${FRESHREC_ADMIN_TOKEN:-}" ]; then
+  if [ ! -s "$FRESHREC_HOME/admin_token" ]; then
+    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$FRESHREC_HOME/admin_token")
+  fi
+  FRESHREC_ADMIN_TOKEN="$(cat "$FRESHREC_HOME/admin_token")"
+fi
+export FRESHREC_ADMIN_TOKEN
+
 # Local login of the simple auth manager (development only; production uses a real auth manager).
 AIRFLOW_USER="admin"
 AIRFLOW_PASSWORD="admin"
