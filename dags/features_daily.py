@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, dag, get_current_context, task
 
 from dags.assets import FEATURES
 
@@ -55,7 +55,10 @@ def _settings():
 
 @dag(
     dag_id="features_daily",
-    schedule="@daily",
+    # A data-interval schedule: the run for day D has logical date D and starts once D is over, and
+    # `airflow backfill create --from-date A --to-date B` processes exactly the days A..B. (Airflow 3's
+    # plain "@daily" is a trigger timetable whose midnight run would be dated, and process, the new day.)
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     max_active_runs=1,
