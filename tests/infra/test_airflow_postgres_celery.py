@@ -40,7 +40,7 @@ def postgres_available() -> bool:
 @pytest.fixture
 def airflow_database() -> Iterator[str]:
     if not postgres_available():
-        pytest.skip("no Postgres at 127.0.0.1:5432")
+        pytest.fail("no Postgres at 127.0.0.1:5432: these tests need the local server (it runs on the dev and CI machines)")
     name = f"freshrec_airflow_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

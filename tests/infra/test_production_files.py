@@ -174,8 +174,8 @@ def test_dashboard_covers_the_release_signals() -> None:
     assert provisioning["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is installed by infra/local/sysdeps.sh")
 def test_dashboard_promql_parses(tmp_path: Path) -> None:
+    assert PROMTOOL, "promtool missing: `make test` installs Debian's prometheus package (infra/local/sysdeps.sh)"
     # promtool parses PromQL when checking rules: every panel query becomes a recording rule.
     rules = [{"record": f"dashboard:panel_{i}", "expr": expr.replace("$job", ".*")} for i, (_, expr) in enumerate(dashboard_queries())]
     path = tmp_path / "dashboard_rules.yml"
@@ -184,9 +184,9 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is installed by infra/local/sysdeps.sh")
 @pytest.mark.parametrize("config", ["prometheus-compose.yml", "prometheus-k8s.yml"])
 def test_prometheus_configs_with_the_shared_rules(config: str, tmp_path: Path) -> None:
+    assert PROMTOOL, "promtool missing: `make test` installs Debian's prometheus package (infra/local/sysdeps.sh)"
     rules = sorted((PROMETHEUS_RULES / "rules").glob("*.yml"))
     assert rules, f"no rule files in {PROMETHEUS_RULES / 'rules'}"
     mounted = tmp_path / "freshrec"

@@ -32,7 +32,7 @@ def registry_url() -> Iterator[str]:
     try:
         conn = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError:
-        pytest.skip("no Postgres at 127.0.0.1:5432")
+        pytest.fail("no Postgres at 127.0.0.1:5432: these tests need the local server (it runs on the dev and CI machines)")
     name = f"freshrec_registry_{uuid.uuid4().hex[:10]}"
     with conn:
         conn.execute(f'CREATE DATABASE "{name}"')
