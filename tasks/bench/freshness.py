@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from rich.console import Console
 from freshrec.errors import FreshRecError, NotFound
 from freshrec.layout import Layout, ds_name
 from freshrec.settings import Settings
+from tasks.bench.processes import free_port, stop
 
 TARGET_S = 20 * 60
 START = dt.date(2026, 1, 1)
@@ -65,19 +65,13 @@ class Stage:
     detail: str = ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Bench:
     def __init__(self, settings: Settings, config: FreshnessConfig) -> None:
         self.config = config
         self.home = Layout(settings.home).reports / "bench" / "freshness-home"
         self.reports = Layout(settings.home).reports / "bench"
         self.logs = self.home / "bench-logs"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("FRESHREC_", "AIRFLOW"))},
@@ -111,12 +105,7 @@ class Bench:
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
             log.close()
 
     def wait_ready(self, proc: subprocess.Popen, timeout_s: float = 180) -> None:

@@ -17,7 +17,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from freshrec.errors import NotFound
 from freshrec.layout import Layout
 from freshrec.settings import Settings
 from tasks.bench.loadgen import LoadResult, closed_loop, encode_posts, open_loop
+from tasks.bench.processes import free_port, stop
 
 DEFAULT_RATES = [25, 50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000]  # low rates for the torch baseline
 PATH = "/v1/recommend"
@@ -53,12 +53,6 @@ DEFAULT_SERVERS = (
     ServerSpec("ort int8 student", "int8"),
     ServerSpec("ort int8 student x2 workers", "int8", workers=2),
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _served_state(settings: Settings) -> tuple[Path, Path, str]:
@@ -82,7 +76,7 @@ def request_bodies(snapshot_dir: Path, k: int = 10, seed: int = 0) -> list[bytes
 
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot: Path) -> Iterator[int]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(FRESHREC_HOME=str(settings.home), FRESHREC_SERVING__CACHE_TTL_S="0")
     if spec.artifact is None:
@@ -107,11 +101,7 @@ def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot:
             time.sleep(0.2)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
