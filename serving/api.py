@@ -32,7 +32,7 @@ from serving import contract
 from serving.cache import ResultCache
 from serving.feedback import FeedbackWriter
 from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.middleware import LABELS_KEY, InFlightLimit, MetricsMiddleware
+from serving.middleware import LABELS_KEY, HotEntry, HotPath, InFlightLimit, MetricsMiddleware
 from serving.reconciler import Reconciler
 from serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from serving.routing import RoutingTable
@@ -41,6 +41,7 @@ from serving.service import RecommendationService, route_user
 log = logging.getLogger(__name__)
 JSON = "application/json"
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
+HotCore = Callable[["ServingRuntime", dict, bytes], Awaitable[tuple[int, bytes]]]
 
 
 class FastPathRoute(APIRoute):
@@ -133,11 +134,11 @@ def _require_admin(request: Request) -> None:
         raise Unauthorized("admin routes need 'Authorization: Bearer <FRESHREC_ADMIN_TOKEN>'")
 
 
-async def _parse(request: Request, model: type[BodyModel]) -> BodyModel:
+def _parse_body(raw: bytes, model: type[BodyModel]) -> BodyModel:
     """Validate the raw JSON body in one pydantic-core pass (FastAPI's body machinery costs more than
     the whole model call on the hot routes); errors take FastAPI's 422 path."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]) from None
 
@@ -151,6 +152,11 @@ def _body_doc(model: type[BaseModel]) -> dict:
 def _error_response(exc: FreshRecError) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, Overloaded) else None
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str, bytes: lambda b: b.decode("utf-8", "replace")})
+    return JSONResponse({"error": "InvalidInput", "message": _validation_message(errors), "detail": errors}, status_code=422)
 
 
 def _validation_message(errors: list[dict]) -> str:
@@ -180,7 +186,10 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         description="Recommendations from the registry's champion (and canary), scored with ONNX Runtime.",
         lifespan=lifespan,
     )
-    # The last added is the outermost: metrics see everything, including the 503s the limit sends.
+    # The last added is the outermost: metrics see everything, including the 503s the limit sends; the hot
+    # routes are answered right inside the limit, skipping Starlette's router and exception middleware.
+    hot_entries: dict[str, HotEntry] = {}
+    app.add_middleware(HotPath, entries=hot_entries)
     app.add_middleware(InFlightLimit, limit=settings.serving.max_queue + settings.serving.max_batch)
     app.add_middleware(MetricsMiddleware, runtime=lambda: getattr(app.state, "runtime", None))
 
@@ -190,49 +199,67 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = jsonable_encoder(exc.errors(), custom_encoder={Exception: str, bytes: lambda b: b.decode("utf-8", "replace")})
-        return JSONResponse(
-            {"error": "InvalidInput", "message": _validation_message(errors), "detail": errors}, status_code=422
-        )
+        return _validation_response(exc)
 
     responses_503 = {503: {"model": contract.ErrorBody, "description": "overloaded or no model loaded (Retry-After)"}}
 
     hot = APIRouter(route_class=FastPathRoute)
 
-    @hot.post("/v1/recommend", response_model=contract.RecommendResponse, responses=responses_503, tags=["v1"],
-              openapi_extra=_body_doc(contract.RecommendRequest))
-    async def recommend(request: Request) -> Response:
-        body = await _parse(request, contract.RecommendRequest)
-        runtime = _runtime(request)
+    async def _recommend(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+        body = _parse_body(raw, contract.RecommendRequest)
         table = runtime.table
         routed = route_user(table, body.user_id)
-        request.scope[LABELS_KEY] = (routed.variant, routed.served.version)
-        payload = await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
-        return Response(payload, media_type=JSON)
+        scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        return 200, await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
 
-    @hot.post("/v1/score", response_model=contract.ScoreResponse, responses=responses_503, tags=["v1"],
-              openapi_extra=_body_doc(contract.ScoreRequest))
-    async def score(request: Request) -> Response:
-        body = await _parse(request, contract.ScoreRequest)
-        runtime = _runtime(request)
+    async def _score(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+        body = _parse_body(raw, contract.ScoreRequest)
         table = runtime.table
         routed = route_user(table, body.user_id)
-        request.scope[LABELS_KEY] = (routed.variant, routed.served.version)
-        payload = await runtime.service.score(table, routed, body.user_id, body.item_ids)
-        return Response(payload, media_type=JSON)
+        scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        return 200, await runtime.service.score(table, routed, body.user_id, body.item_ids)
 
-    @hot.post("/v1/feedback", response_model=contract.FeedbackResponse, status_code=202, tags=["v1"],
-              openapi_extra=_body_doc(contract.FeedbackRequest))
-    async def feedback(request: Request) -> Response:
-        body = await _parse(request, contract.FeedbackRequest)
-        runtime = _runtime(request)
+    async def _feedback(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+        body = _parse_body(raw, contract.FeedbackRequest)
         runtime.feedback.append(body.user_id, body.item_id, body.event_type, float(body.value))
         # Label values must stay bounded (client strings are not): unknown versions count as "other".
         loaded = {served.version for _, served in runtime.table.loaded()}
         version = body.model_version if body.model_version in loaded else "other"
         runtime.metrics.feedback.labels(body.variant or "unknown", version, body.event_type).inc()
-        return Response(b'{"accepted":true}', status_code=202, media_type=JSON)
+        return 202, b'{"accepted":true}'
 
+    def _routed(core: HotCore) -> Callable[[Request], Awaitable[Response]]:
+        """The FastAPI endpoint of a hot route (OpenAPI, and the path taken when HotPath is not in front)."""
+        async def endpoint(request: Request) -> Response:
+            status, payload = await core(_runtime(request), request.scope, await request.body())
+            return Response(payload, status_code=status, media_type=JSON)
+
+        return endpoint
+
+    def _direct(core: HotCore) -> HotEntry:
+        """The pure-ASGI entry of a hot route: same core, same error bodies as the exception handlers."""
+        async def entry(scope: dict, raw: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+            try:
+                status, payload = await core(app.state.runtime, scope, raw)
+                return status, payload, []
+            except FreshRecError as exc:
+                response = _error_response(exc)
+            except RequestValidationError as exc:
+                response = _validation_response(exc)
+            extra = [(k, v) for k, v in response.raw_headers if k not in (b"content-type", b"content-length")]
+            return response.status_code, bytes(response.body), extra
+
+        return entry
+
+    hot.add_api_route("/v1/recommend", _routed(_recommend), methods=["POST"], response_model=contract.RecommendResponse,
+                      responses=responses_503, tags=["v1"], openapi_extra=_body_doc(contract.RecommendRequest),
+                      name="recommend")
+    hot.add_api_route("/v1/score", _routed(_score), methods=["POST"], response_model=contract.ScoreResponse,
+                      responses=responses_503, tags=["v1"], openapi_extra=_body_doc(contract.ScoreRequest), name="score")
+    hot.add_api_route("/v1/feedback", _routed(_feedback), methods=["POST"], response_model=contract.FeedbackResponse,
+                      status_code=202, tags=["v1"], openapi_extra=_body_doc(contract.FeedbackRequest), name="feedback")
+    hot_entries.update({"/v1/recommend": _direct(_recommend), "/v1/score": _direct(_score),
+                        "/v1/feedback": _direct(_feedback)})
     app.include_router(hot)
 
     @app.get("/v1/models", tags=["v1"])

@@ -56,11 +56,24 @@ def choose_providers(configured: list[str] | None) -> list[str]:
         return list(configured)
     chosen: list[str] = []
     if cuda_device_count() > 0:
+        _preload_cuda_libraries()
         if TENSORRT in available and ctypes.util.find_library("nvinfer"):
             chosen.append(TENSORRT)
         if CUDA in available:
             chosen.append(CUDA)
     return [*chosen, CPU]
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip packages (onnxruntime-gpu[cuda,cudnn]) before the CUDA EP needs
+    them; libraries already on the loader path make this a no-op. torch is never imported here."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # noqa: BLE001 - best effort: the system's libraries may still serve
+        log.info("onnxruntime.preload_dlls() failed (%s); relying on the system's CUDA libraries", exc)
 
 
 def default_variant(providers: list[str]) -> str:

@@ -52,6 +52,7 @@ class CudaScorer:
         self.provider = session.get_providers()[0]  # TensorRT when it took the graph, else CUDA
         self._history_length = history_length
         self._n_shared = n_shared
+        self.graphs = cuda_graphs  # False after a fallback: some node could not be captured
         out_type = session.get_outputs()[0].type
         self._out_dtype = np.float16 if out_type == "tensor(float16)" else np.float32
         self._buckets = bucket_sizes(max_batch)

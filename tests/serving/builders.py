@@ -88,3 +88,12 @@ def write_snapshot(online_dir: Path, name: str, users: dict[str, list[str]], pop
     tmp = online_dir / "CURRENT.tmp"
     tmp.write_text(name)
     os.replace(tmp, online_dir / "CURRENT")
+
+
+def served_variant() -> tuple[str, str]:
+    """(artifact, provider) the server picks for a bundle of :func:`write_bundle` on this machine:
+    int8 on the CPU EP; on a GPU machine fp32 on CUDA (these bundles have no fp16 graph)."""
+    from serving.execution import CPU, choose_providers
+
+    providers = choose_providers(None)
+    return ("int8", CPU) if providers[0] == CPU else ("fp32", providers[0])

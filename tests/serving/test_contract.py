@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.serving.builders import served_variant
 from tests.serving.conftest import World, admin_headers
 
 
@@ -90,7 +91,7 @@ def test_ops_routes(server, champion: str) -> None:
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["champion"] == champion
     models = httpx.get(f"{server.url}/v1/models").json()
-    assert [(v["role"], v["version"], v["artifact"]) for v in models["versions"]] == [("champion", champion, "int8")]
+    assert [(v["role"], v["version"], v["artifact"]) for v in models["versions"]] == [("champion", champion, served_variant()[0])]
     assert httpx.get(f"{server.url}/docs").status_code == 200
     assert "/v1/recommend" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 

@@ -10,7 +10,7 @@ from collections import Counter
 import httpx
 
 from freshrec.layout import Layout
-from tests.serving.builders import write_snapshot
+from tests.serving.builders import served_variant, write_snapshot
 from tests.serving.conftest import RunningServer, World, admin_headers
 
 
@@ -73,7 +73,7 @@ def test_promotion_under_load_drops_nothing(server, world: World, champion: str)
 
 def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, world: World, champion: str) -> None:
     bad = world.register("run-2", seed=2)
-    artifact = world.home / "models" / "run-2" / "student.int8.onnx"
+    artifact = world.home / "models" / "run-2" / f"student.{served_variant()[0]}.onnx"
     original = artifact.read_bytes()
     artifact.write_bytes(original[:-16] + b"corrupted-bytes!")
 

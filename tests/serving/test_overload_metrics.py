@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.serving.builders import served_variant
 from tests.serving.conftest import RunningServer, World, free_port
 
 
@@ -61,7 +61,7 @@ def test_metrics_exposition(server, world: World, champion: str) -> None:
     assert sum(_samples(text, "freshrec_batch_size_count").values()) >= 1
     assert sum(_samples(text, "freshrec_ort_seconds_count").values()) >= 1
     assert _samples(text, "freshrec_model_loaded")[
-        (("artifact", "int8"), ("provider", "CPUExecutionProvider"), ("role", "champion"), ("version", champion))
+        (("artifact", served_variant()[0]), ("provider", served_variant()[1]), ("role", "champion"), ("version", champion))
     ] == 1
     assert _samples(text, "freshrec_model_age_seconds")[(("role", "champion"), ("version", champion))] >= 0
     assert "freshrec_score" in families and "freshrec_queue_depth" in families
@@ -109,7 +109,7 @@ def test_freshrec_serve_with_two_workers_aggregates_metrics(world: World, champi
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "freshrec"), "serve", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "freshrec.cli", "serve", "--port", str(port), "--workers", "2"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

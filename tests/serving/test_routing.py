@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from tests.serving.conftest import RunningServer, World
 def test_bucket_is_stable_across_processes() -> None:
     code = "from serving.routing import bucket_of; print(bucket_of('user-42'))"
     seen = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": seed},
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed},
                        check=True).stdout.strip()
         for seed in ("1", "2", "random")
     }
