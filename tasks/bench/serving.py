@@ -52,6 +52,7 @@ DEFAULT_SERVERS = (
     ServerSpec("ort fp32 student", "fp32"),
     ServerSpec("ort int8 student", "int8"),
     ServerSpec("ort int8 student x2 workers", "int8", workers=2),
+    ServerSpec("ort fp16 student", "fp16"),  # only where a GPU serves it (CUDA EP)
 )
 
 
@@ -84,7 +85,7 @@ def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot:
                    "--port", str(port), "--threads", str(max(1, settings.serving.intra_op_threads))]
     else:
         env["FRESHREC_SERVING__ARTIFACT_VARIANT"] = spec.artifact
-        command = [str(Path(sys.executable).parent / "freshrec"), "serve", "--port", str(port), "--workers", str(spec.workers)]
+        command = [sys.executable, "-m", "freshrec.cli", "serve", "--port", str(port), "--workers", str(spec.workers)]
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -177,69 +178,84 @@ def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s:
 
 
 def _has_gpu() -> bool:
-    """A CUDA driver is present (onnxruntime-gpu lists its CUDA EP even on machines without one)."""
-    import ctypes
+    """A CUDA device is usable (onnxruntime-gpu lists its CUDA EP even on machines without one)."""
+    from serving.execution import cuda_device_count
 
-    try:
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    return True
+    return cuda_device_count() > 0
 
 
-def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"), seconds: float = 1.0) -> list[dict]:
-    """Model-only throughput (items scored per second) per provider and batch size, without HTTP.
+SCORING_FILES = {"int8": "student.int8.onnx", "fp32": "student.fp32.onnx", "fp16": "student.fp16.onnx",
+                 "teacher": "teacher.fp32.onnx"}
 
-    CPU runs ``session.run``; where the CUDA EP really holds the session, IOBinding with the inputs
-    copied once and the scores left on the device, as the serving tier's GPU path does.
+
+def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32", "fp16", "teacher"),
+                       batches: tuple[int, ...] = (1, 8, 64, 256), seconds: float = 1.0,
+                       history_length: int = 50) -> list[dict]:
+    """Model-only throughput (requests and items scored per second) per provider, variant and batch size.
+
+    Both paths are the serving tier's own scorers (``serving.execution.build_scorer``): on CPU a tuned
+    ``session.run``; on CUDA IOBinding into pre-allocated device buffers padded to the batch bucket, with
+    CUDA graphs. Every call scores the whole catalogue for each request of the batch.
     """
     import numpy as np
-    import onnxruntime as ort
 
-    files = {"int8": "student.int8.onnx", "fp32": "student.fp32.onnx", "fp16": "student.fp16.onnx"}
+    from freshrec.settings import ServingSettings
+    from serving.execution import CPU, CUDA, build_scorer, sha256_of
+
     n_items = len(json.loads((bundle / "vocab.json").read_text())["items"])
+    providers = ([[CUDA, CPU]] if _has_gpu() else []) + [[CPU]]
     rng = np.random.default_rng(0)
     rows = []
     for variant in variants:
-        path = bundle / files[variant]
+        path = bundle / SCORING_FILES[variant]
         if not path.is_file():
             continue
-        for provider in ("CUDAExecutionProvider", "CPUExecutionProvider"):
-            if provider not in ort.get_available_providers() or (provider.startswith("CUDA") and not _has_gpu()):
-                continue
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            session = ort.InferenceSession(str(path), options, providers=[provider])
-            if session.get_providers()[0] != provider:
-                continue  # the CUDA EP is compiled in but no GPU took the session
-            for batch in (1, 8, 64):
-                history = rng.integers(1, n_items + 1, size=(batch, 50), dtype=np.int64)
-                candidates = np.ascontiguousarray(np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (batch, n_items)))
-                if provider == "CPUExecutionProvider":
-                    call = lambda: session.run(["scores"], {"history": history, "candidates": candidates})  # noqa: E731
-                else:
-                    binding = session.io_binding()
-                    binding.bind_ortvalue_input("history", ort.OrtValue.ortvalue_from_numpy(history, "cuda", 0))
-                    binding.bind_ortvalue_input("candidates", ort.OrtValue.ortvalue_from_numpy(candidates, "cuda", 0))
-                    binding.bind_output("scores", "cuda")
-                    call = lambda: session.run_with_iobinding(binding)  # noqa: E731
-                for _ in range(5):
-                    call()
-                calls, start = 0, time.perf_counter()
-                while time.perf_counter() - start < seconds:
-                    call()
-                    calls += 1
-                elapsed = time.perf_counter() - start
-                rows.append({"variant": variant, "provider": provider, "batch": batch,
-                             "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
-                             "items_scored_per_s": batch * n_items * calls / elapsed})
+        for chain in providers:
+            if variant == "fp16" and chain[0] == CPU:
+                continue  # fp16 is the GPU format; ORT's CPU EP runs most fp16 ops by casting back
+            settings = ServingSettings(max_batch=max(batches), cuda_graphs=chain[0] == CUDA)
+            with tempfile.TemporaryDirectory() as tmp:  # the CPU path saves its optimised graph beside the artifact
+                copy = Path(tmp) / path.name
+                shutil.copyfile(path, copy)
+                scorer = build_scorer(copy, sha256_of(copy), settings, chain, history_length, n_items)
+                if scorer.provider != chain[0]:
+                    continue  # the CUDA EP is compiled in but did not take the session
+                catalogue = np.arange(1, n_items + 1, dtype=np.int64)
+                for batch in batches:
+                    history = rng.integers(1, n_items + 1, size=(batch, history_length), dtype=np.int64)
+                    candidates = np.ascontiguousarray(np.broadcast_to(catalogue, (batch, n_items)))
+                    for _ in range(5):
+                        scorer.score(history, candidates)
+                    calls, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < seconds:
+                        scorer.score(history, candidates)
+                        calls += 1
+                    elapsed = time.perf_counter() - start
+                    rows.append({"variant": variant, "provider": scorer.provider, "batch": batch,
+                                 "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
+                                 "items_scored_per_s": batch * n_items * calls / elapsed})
     return rows
+
+
+def gpu_speedups(rows: list[dict]) -> list[dict]:
+    """CUDA over CPU requests/s per (variant, batch); fp16 on CUDA is compared with fp32 on CPU."""
+    cpu = {(r["variant"], r["batch"]): r["requests_per_s"] for r in rows if r["provider"] == "CPUExecutionProvider"}
+    out = []
+    for r in rows:
+        if r["provider"] == "CPUExecutionProvider":
+            continue
+        base = cpu.get(("fp32" if r["variant"] == "fp16" else r["variant"], r["batch"]))
+        if base:
+            out.append({"variant": r["variant"], "batch": r["batch"], "provider": r["provider"],
+                        "speedup_vs_cpu": round(r["requests_per_s"] / base, 2)})
+    return out
 
 
 def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 5.0,
         servers: list[str] | None = None, connections: int = 64) -> Path:
     bundle, snapshot, version = _served_state(settings)
-    specs = [s for s in DEFAULT_SERVERS if servers is None or s.name in servers]
+    specs = [s for s in DEFAULT_SERVERS if (servers is None or s.name in servers)
+             and (s.artifact != "fp16" or (_has_gpu() and (bundle / SCORING_FILES["fp16"]).is_file()))]
     if not specs:
         raise NotFound(f"no server named {servers}; choose from {[s.name for s in DEFAULT_SERVERS]}")
     rates = sorted(rates or DEFAULT_RATES)
@@ -266,7 +282,8 @@ def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "servers": results,
-        "scoring_without_http": scoring_throughput(bundle),
+        "scoring_without_http": (scoring := scoring_throughput(bundle)),
+        "gpu_speedup_scoring": gpu_speedups(scoring),
         "speedup_vs_torch_eager": _speedups(results),
     }
     out_dir = Layout(settings.home).reports / "bench"

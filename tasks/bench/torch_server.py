@@ -24,18 +24,21 @@ class RecommendRequest(BaseModel):
     exclude_seen: bool = True
 
 
-def create_app(bundle_dir: Path, snapshot_dir: Path, threads: int) -> FastAPI:
+def create_app(bundle_dir: Path, snapshot_dir: Path, threads: int, device: str = "cpu") -> FastAPI:
+    """``device`` "cuda" puts the model and every tensor on the GPU (what a user with a GPU would do)."""
     torch.set_num_threads(threads)
     model, _ = load_checkpoint(bundle_dir / "teacher.pt")
-    model.eval()
+    model.eval().to(device)
     items = json.loads((bundle_dir / "vocab.json").read_text())["items"]
     index = {item: i + 1 for i, item in enumerate(items)}
     users = pq.read_table(snapshot_dir / "users.parquet", columns=["user_id", "history", "seen"]).to_pylist()
-    history = {u["user_id"]: torch.tensor([index[i] for i in u["history"] if i in index] or [0]) for u in users}
-    seen = {u["user_id"]: torch.tensor([index[i] for i in u["seen"] if i in index], dtype=torch.long) for u in users}
+    history = {u["user_id"]: torch.tensor([index[i] for i in u["history"] if i in index] or [0], device=device)
+               for u in users}
+    seen = {u["user_id"]: torch.tensor([index[i] for i in u["seen"] if i in index], dtype=torch.long, device=device)
+            for u in users}
     popularity = pq.read_table(snapshot_dir / "items.parquet").to_pylist()
     popular = [p["item_id"] for p in sorted(popularity, key=lambda p: -p["popularity"]) if p["item_id"] in index]
-    candidates = torch.arange(1, len(items) + 1).unsqueeze(0)
+    candidates = torch.arange(1, len(items) + 1, device=device).unsqueeze(0)
     app = FastAPI(title="torch-eager baseline")
 
     @app.post("/v1/recommend")
@@ -66,8 +69,10 @@ def main() -> None:
     parser.add_argument("--snapshot", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args()
-    app = create_app(args.bundle, args.snapshot, args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    app = create_app(args.bundle, args.snapshot, args.threads, device)
     uvicorn.run(app, host="127.0.0.1", port=args.port, loop="uvloop", http="httptools", log_level="warning",
                 access_log=False)
 
