@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from freshrec.schemas import EVENT_TYPES
@@ -41,12 +41,15 @@ class CleanRules:
 
 @dataclass(frozen=True)
 class CleanResult:
-    classified: DataFrame   # every raw row: typed columns, raw_* strings, landed, reason (null = passed the rules)
-    deduplicated: DataFrame  # rows that passed the rules: EVENT_COLUMNS, ds (event day), landed, duplicate (bool)
+    classified: DataFrame  # every raw row: typed columns, raw_* strings, landed, reason (null = passed the rules)
+    # Every distinct event known to the run (the batch's new ones and the history it was checked against):
+    # EVENT_COLUMNS, d (event day index), ds, landed (null for history), hash-partitioned by user_id.
+    events: DataFrame
 
     @property
     def valid(self) -> DataFrame:
-        return self.deduplicated.where(~F.col("duplicate")).drop("duplicate")
+        """The batch's new events: the first copy of each, from the earliest landing day."""
+        return self.events.where(F.col(LANDED).isNotNull())
 
     @property
     def quarantined(self) -> DataFrame:
@@ -97,20 +100,33 @@ def parse_and_classify(raw: DataFrame, rules: CleanRules) -> DataFrame:
     return df.withColumn("reason", reason)
 
 
-def clean(raw: DataFrame, history_keys: DataFrame | None, rules: CleanRules) -> CleanResult:
-    """Classify raw rows and mark exact duplicates among the ones that pass the rules.
+def day_index(ts: Column) -> Column:
+    """UTC day number since 1970-01-01 of a timestamp (integer arithmetic, no date parsing)."""
+    return F.floor(F.unix_micros(ts) / F.lit(86_400_000_000)).cast("int")
 
-    ``history_keys`` holds EVENT_COLUMNS of events already published from earlier landings; a batch row
-    identical to one of them is a duplicate (a re-delivery), never a second event. Within the batch the
-    copy from the earliest landing day is kept.
+
+def day_string(d: Column) -> Column:
+    return F.date_add(F.lit("1970-01-01").cast("date"), d).cast("string")
+
+
+def clean(raw: DataFrame, history: DataFrame | None, rules: CleanRules, partitions: int) -> CleanResult:
+    """Classify raw rows and drop exact copies of events among the ones that pass the rules.
+
+    ``history`` holds EVENT_COLUMNS of events already published from earlier landings; a batch row identical
+    to one of them is a duplicate (a re-delivery), never a second event. Within the batch the copy from the
+    earliest landing day is kept. One aggregation does it (the minimum landing day per distinct event, history
+    counting as earlier than any landing), after a single shuffle by user: every later per-user computation
+    of the run (daily aggregates, windows, sequences) reuses that partitioning instead of shuffling again.
     """
     classified = parse_and_classify(raw, rules)
-    candidates = classified.where(F.col("reason").isNull()).select(*EVENT_COLUMNS, LANDED, F.lit(1).alias("_new"))
-    if history_keys is not None:
-        # History sorts first (landed "" < any date), so a re-delivered event is the duplicate.
-        candidates = candidates.unionByName(history_keys.select(*EVENT_COLUMNS, F.lit("").alias(LANDED), F.lit(0).alias("_new")))
-    rank = F.row_number().over(Window.partitionBy(*EVENT_COLUMNS).orderBy(LANDED))
-    deduplicated = candidates.withColumn("_rank", rank).where(F.col("_new") == 1).select(
-        *EVENT_COLUMNS, F.to_date("ts").cast("string").alias("ds"), LANDED, (F.col("_rank") > 1).alias("duplicate")
+    landed_d = F.datediff(F.to_date(F.col(LANDED)), F.lit("1970-01-01").cast("date"))
+    candidates = classified.where(F.col("reason").isNull()).select(*EVENT_COLUMNS, landed_d.alias("_landed_d"))
+    if history is not None:
+        candidates = candidates.unionByName(history.select(*EVENT_COLUMNS, F.lit(-1).alias("_landed_d")))
+    distinct = candidates.repartition(partitions, "user_id").groupBy(*EVENT_COLUMNS).agg(F.min("_landed_d").alias("_keep"))
+    d = day_index(F.col("ts"))
+    events = distinct.select(
+        *EVENT_COLUMNS, d.alias("d"), day_string(d).alias("ds"),
+        F.when(F.col("_keep") >= 0, day_string(F.col("_keep"))).alias(LANDED),
     )
-    return CleanResult(classified=classified, deduplicated=deduplicated)
+    return CleanResult(classified=classified, events=events)

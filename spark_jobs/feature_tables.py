@@ -23,6 +23,9 @@ def day_index(day: dt.date) -> int:
 
 
 def with_day_index(events: DataFrame) -> DataFrame:
+    """Events with ``d`` (the event day as an integer); the clean step already carries it."""
+    if "d" in events.columns:
+        return events
     return events.withColumn("d", F.datediff(F.to_date(F.col("ds")), F.lit(EPOCH.isoformat())))
 
 
@@ -55,9 +58,13 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
         F.max("ts").alias("last_ts"),
         F.sort_array(F.collect_list(F.struct("ts", "item_id"))).alias("day_items"),
     )
-    # The last `history_length` items up to each active day: at most that many active days are needed.
+    # The last `history_length` items up to each active day: at most that many active days are needed, and
+    # at most that many items of each (its tail).
+    day_items = F.col("day_items.item_id")
+    daily = daily.withColumn("day_items", F.slice(day_items, F.greatest(F.size(day_items) - history_length + 1, F.lit(1)), history_length))
     w_hist = Window.partitionBy("user_id").orderBy("d").rowsBetween(-(history_length - 1), 0)
-    flat = F.flatten(F.collect_list(F.col("day_items.item_id")).over(w_hist))
+    daily = daily.withColumn("_hist", F.flatten(F.collect_list(F.col("day_items")).over(w_hist)))  # one window, sliced next
+    flat = F.col("_hist")
     daily = daily.withColumn("_hist", F.slice(flat, F.greatest(F.size(flat) - history_length + 1, F.lit(1)), history_length))
 
     grid_start = a - 29
@@ -77,12 +84,11 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
     cols = [F.col("user_id"), F.col("d")]
     for t in EVENT_TYPES + ("events",):
         c = f"n_{t}"
-        cols += [
-            _window_sum(c, w, 0).alias(f"{c}_1d"),
-            _window_sum(c, w, -6).alias(f"{c}_7d"),
-            _window_sum(c, w, -29).alias(f"{c}_30d"),
-            (F.coalesce(F.sum(c).over(run), F.lit(0)) + F.coalesce(F.col(f"base_{c}"), F.lit(0))).cast("long").alias(f"{c}_all"),
-        ]
+        if t != "events":  # the grid has one row per (user, day): the 1-day window is the row itself
+            cols += [F.coalesce(F.col(c), F.lit(0)).cast("long").alias(f"{c}_1d"),
+                     _window_sum(c, w, -6).alias(f"{c}_7d"),
+                     _window_sum(c, w, -29).alias(f"{c}_30d")]
+        cols.append((F.coalesce(F.sum(c).over(run), F.lit(0)) + F.coalesce(F.col(f"base_{c}"), F.lit(0))).cast("long").alias(f"{c}_all"))
     rating_sum = F.coalesce(F.sum("rating_sum").over(run), F.lit(0.0)) + F.coalesce(F.col("base_rating_sum"), F.lit(0.0))
     rating_n = F.coalesce(F.sum("rating_n").over(run), F.lit(0)) + F.coalesce(F.col("base_rating_n"), F.lit(0))
     last_ts = F.coalesce(F.max("last_ts").over(run), F.col("base_last_ts"))
@@ -96,7 +102,7 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
     out = g.select(*cols).where(F.col("d") >= a)
     end_of_day = (F.col("d") + 1) * SECONDS_PER_DAY
     out = out.withColumn("recency_days", (end_of_day - F.unix_micros("last_event_ts") / 1_000_000) / SECONDS_PER_DAY)
-    return out.withColumn("ds", _ds_col()).drop("d", "n_events_1d", "n_events_7d", "n_events_30d").withColumnRenamed("n_events_all", "n_events")
+    return out.withColumn("ds", _ds_col()).drop("d").withColumnRenamed("n_events_all", "n_events")
 
 
 def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: DataFrame | None) -> DataFrame:
@@ -125,7 +131,7 @@ def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: 
     out = g.select(
         "item_id",
         "d",
-        _window_sum("n", w, 0).alias("pop_1d"),
+        F.coalesce(F.col("n"), F.lit(0)).cast("long").alias("pop_1d"),
         pop_7d.alias("pop_7d"),
         pop_30d.alias("pop_30d"),
         (F.coalesce(F.sum("n").over(run), F.lit(0)) + F.coalesce(F.col("base_n"), F.lit(0))).cast("long").alias("pop_all"),

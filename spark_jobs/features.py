@@ -26,8 +26,9 @@ from pyspark.sql import functions as F
 from freshrec.layout import Layout
 from freshrec.settings import Settings, load_settings
 from spark_jobs import staging as st
-from spark_jobs.clean import EVENT_COLUMNS, CleanResult, CleanRules, clean
-from spark_jobs.feature_tables import item_features, user_features
+from spark_jobs.clean import EVENT_COLUMNS, CleanRules, clean, day_string
+from spark_jobs.clean import day_index as day_index_of
+from spark_jobs.feature_tables import day_index, item_features, user_features
 from spark_jobs.online_snapshot import snapshot_items, snapshot_users
 from spark_jobs.publish import RUN_FILE, publish_run
 from spark_jobs.raw_reader import list_raw_files, read_raw
@@ -35,6 +36,9 @@ from spark_jobs.session import build_session
 from spark_jobs.training_examples import training_examples
 
 log = logging.getLogger("freshrec.spark.features")
+# Up to this many (user, day) feature rows are shipped to every task to join the training examples without
+# shuffling them (about 100 bytes a row); a bigger table is joined by a shuffle instead.
+BROADCAST_USER_ROWS = 2_000_000
 
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -50,7 +54,15 @@ def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.d
     if not _has_parquet(layout.clean_events):
         return None
     df = spark.read.option("basePath", str(layout.clean_events)).parquet(str(layout.clean_events))
-    return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS, "ds")
+    return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS)
+
+
+def history_events(history: DataFrame | None, partitions: int) -> DataFrame | None:
+    """The known events when nothing new landed in the range: history alone, shaped like the clean step's output."""
+    if history is None:
+        return None
+    d = day_index_of(F.col("ts"))
+    return history.repartition(partitions, "user_id").select(*EVENT_COLUMNS, d.alias("d"), day_string(d).alias("ds"))
 
 
 def read_items_meta(spark: SparkSession, layout: Layout) -> DataFrame | None:
@@ -86,25 +98,26 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     raw = read_raw(spark, files)
     rules = CleanRules(settings.data.rating_min, settings.data.rating_max, settings.data.future_ts_tolerance_s, time.time())
     history = read_history(spark, layout, first, last)
-    empty = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, ds string")
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     if raw is not None:
-        result = clean(raw, history, rules)
-        classified = result.classified.persist(StorageLevel.MEMORY_AND_DISK)
-        deduplicated = result.deduplicated.persist(StorageLevel.MEMORY_AND_DISK)
-        result = CleanResult(classified=classified, deduplicated=deduplicated)
-        st.write_partitioned(result.valid, staging / "clean", "ds", "landed")
-        st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
-        counts = st.landing_counts(classified, deduplicated)
-        classified.unpersist()
-        deduplicated.unpersist()
+        result = clean(raw, history, rules, partitions)
+        counts = st.rule_counts(result.classified)
+        if any(entry["quarantined_rows"] for entry in counts.values()):
+            st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
+        # Every later step reads this one cached, user-partitioned frame (history included): no re-read of
+        # what was just written, no second shuffle of the events.
+        events = result.events.persist(StorageLevel.MEMORY_AND_DISK)
+        st.write_in_place(result.valid.drop("d"), staging / "clean", "ds", "landed")
+        st.add_valid_counts(counts, result.valid)
     else:
-        counts = st.landing_counts(None, None)
+        counts = st.empty_counts()
+        events = history_events(history, partitions)
+        events = events.persist(StorageLevel.MEMORY_AND_DISK) if events is not None else None
+    if events is None:
+        events = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, d int, ds string")
     run["landed_days"] = sorted(d for d in run["days"] if (layout.raw_partition(dt.date.fromisoformat(d))).is_dir())
     lap("clean")
 
-    new_events = spark.read.parquet(str(staging / "clean")).select(*EVENT_COLUMNS, "ds") if _has_parquet(staging / "clean") else empty
-    events = new_events if history is None else history.unionByName(new_events)
-    events = events.persist(StorageLevel.MEMORY_AND_DISK)
     before = first - dt.timedelta(days=1)  # training examples of `first` need the features of the day before
     users = user_features(events, before, last, settings.data.history_length).persist(StorageLevel.MEMORY_AND_DISK)
     items_meta = read_items_meta(spark, layout)
@@ -113,12 +126,15 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
     st.write_partitioned(items.where(in_range), staging / "tables" / "items", "ds")
     lap("features")
-    examples = training_examples(events.where(in_range), users, items, settings.data.negatives_per_positive, settings.data.seed)
-    st.write_partitioned(examples, staging / "tables" / "training_examples", "ds")
+    positives = events.where(F.col("d").between(day_index(first), day_index(last)))
+    examples = training_examples(positives, users, items, settings.data.negatives_per_positive, settings.data.seed,
+                                 broadcast_users=users.count() <= BROADCAST_USER_ROWS)
+    st.write_in_place(examples, staging / "tables" / "training_examples", "ds")
     lap("training_examples")
 
     snapshot = f"snap-{run['run_id']}"
-    n_users = st.write_single_parquet(snapshot_users(events, users, last, settings.data.online_history_length, items_meta),
+    known = events.where(F.col("d") <= day_index(last))  # as of the end of `last`, like every feature
+    n_users = st.write_single_parquet(snapshot_users(known, users, last, settings.data.online_history_length, items_meta),
                                       staging / "online" / "users.parquet", ["user_id"])
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())

@@ -18,8 +18,14 @@ FEATURE_TABLES = ("users", "items", "training_examples")
 
 
 def write_partitioned(df: DataFrame, path: Path, *partition_cols: str) -> None:
-    """One file per partition: our partitions are a day of data, small enough for one writer each."""
+    """One file per partition, for the small per-key tables (a day of users or items fits one writer)."""
     df.repartition(*partition_cols).write.mode("overwrite").partitionBy(*partition_cols).parquet(str(path))
+
+
+def write_in_place(df: DataFrame, path: Path, *partition_cols: str) -> None:
+    """Event-sized tables: each task writes its own rows into the partitions it holds (no shuffle of the
+    whole table just to have one file per day; a day gets one file per task, a few large files)."""
+    df.write.mode("overwrite").partitionBy(*partition_cols).parquet(str(path))
 
 
 def write_single_parquet(df: DataFrame, path: Path, sort_by: list[str]) -> int:
@@ -59,24 +65,34 @@ def git_revision() -> str | None:
         return None
 
 
-def landing_counts(classified: DataFrame | None, deduplicated: DataFrame | None) -> dict[str, dict]:
-    """Per landing day: input, valid, quarantined (by reason), duplicates and late rows (two small collects)."""
-    counts: dict[str, dict] = defaultdict(lambda: {"input_rows": 0, "valid_rows": 0, "quarantined_rows": 0,
-                                                    "duplicate_rows": 0, "late_rows": 0, "quarantine_reasons": {}})
-    if classified is None or deduplicated is None:
-        return counts
+def empty_counts() -> dict[str, dict]:
+    return defaultdict(lambda: {"input_rows": 0, "passed_rows": 0, "valid_rows": 0, "quarantined_rows": 0,
+                                "duplicate_rows": 0, "late_rows": 0, "quarantine_reasons": {}})
+
+
+def rule_counts(classified: DataFrame) -> dict[str, dict]:
+    """Per landing day: input rows, quarantined rows by reason, rows that passed the rules (one small collect)."""
+    counts = empty_counts()
     for row in classified.groupBy("landed", "reason").count().collect():
         entry = counts[row["landed"]]
         entry["input_rows"] += row["count"]
-        if row["reason"] is not None:
+        if row["reason"] is None:
+            entry["passed_rows"] += row["count"]
+        else:
             entry["quarantined_rows"] += row["count"]
             entry["quarantine_reasons"][row["reason"]] = row["count"]
-    late = F.sum(F.when(~F.col("duplicate") & (F.col("ds") < F.col("landed")), 1).otherwise(0))
-    valid = F.sum(F.when(~F.col("duplicate"), 1).otherwise(0))
-    dups = F.sum(F.when(F.col("duplicate"), 1).otherwise(0))
-    for row in deduplicated.groupBy("landed").agg(valid.alias("valid"), dups.alias("dups"), late.alias("late")).collect():
+    return counts
+
+
+def add_valid_counts(counts: dict[str, dict], valid: DataFrame) -> dict[str, dict]:
+    """Valid and late rows per landing day; duplicates are the rows that passed the rules but were not kept
+    (passed - valid), so input = valid + quarantined + duplicates holds by construction."""
+    late = F.sum(F.when(F.col("ds") < F.col("landed"), 1).otherwise(0))
+    for row in valid.groupBy("landed").agg(F.count(F.lit(1)).alias("valid"), late.alias("late")).collect():
         entry = counts[row["landed"]]
-        entry["valid_rows"], entry["duplicate_rows"], entry["late_rows"] = row["valid"], row["dups"], row["late"]
+        entry["valid_rows"], entry["late_rows"] = row["valid"], row["late"]
+    for entry in counts.values():
+        entry["duplicate_rows"] = entry["passed_rows"] - entry["valid_rows"]
     return counts
 
 

@@ -42,26 +42,37 @@ def sampling_slots(item_features: DataFrame) -> DataFrame:
     return bounds.select("ds", "item_id", F.explode(F.sequence("lo", F.col("hi") - 1)).alias("slot"))
 
 
-def training_examples(events: DataFrame, user_features: DataFrame, item_features: DataFrame, negatives: int, seed: int) -> DataFrame:
-    """Positives (label 1, weight by event type or stars) and negatives (label 0) for the events given."""
+def training_examples(events: DataFrame, user_features: DataFrame, item_features: DataFrame, negatives: int, seed: int,
+                      broadcast_users: bool = True) -> DataFrame:
+    """Positives (label 1, weight by event type or stars) and negatives (label 0) for the events given.
+
+    One pass over the events: each event expands into draw 0 (itself, the positive) and draws 1..negatives,
+    whose item is looked up in the broadcast slot table. The feature tables (one row per key and day, small
+    next to the examples) are broadcast too, so the examples are never shuffled: they keep the events'
+    partitioning all the way to the writer. ``broadcast_users=False`` is for user tables too big to ship.
+    """
     weight = F.when(F.col("event_type") == "rating", F.col("value")).otherwise(
         F.coalesce(*[F.when(F.col("event_type") == t, F.lit(w)) for t, w in EVENT_WEIGHTS.items()])
     )
-    positives = events.select("user_id", "item_id", "event_type", "ts", "ds", F.lit(1).alias("label"), weight.cast("double").alias("weight"))
-    parts = [positives]
-    if negatives > 0:
-        draws = positives.select(
-            "user_id", F.col("item_id").alias("pos_item"), "ts", "ds", F.explode(F.sequence(F.lit(0), F.lit(negatives - 1))).alias("j")
-        )
-        slot = F.pmod(F.xxhash64(F.lit(seed), "user_id", "pos_item", "ts", "j"), F.lit(SLOTS)).cast("int")
-        drawn = draws.withColumn("slot", slot).join(F.broadcast(sampling_slots(item_features)), ["ds", "slot"])
-        parts.append(
-            drawn.where(F.col("item_id") != F.col("pos_item")).select(
-                "user_id", "item_id", F.lit(None).cast("string").alias("event_type"), "ts", "ds",
-                F.lit(0).alias("label"), F.lit(1.0).alias("weight"),
-            )
-        )
-    examples = parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])
+    draws = events.select(
+        "user_id", F.col("item_id").alias("pos_item"), "event_type", weight.cast("double").alias("pos_weight"), "ts", "ds",
+        F.explode(F.sequence(F.lit(0), F.lit(negatives))).alias("j"),
+    )
+    positive = F.col("j") == 0
+    slot = F.when(~positive, F.pmod(F.xxhash64(F.lit(seed), "user_id", "pos_item", "ts", F.col("j") - 1), F.lit(SLOTS)).cast("int"))
+    # Positives carry a null slot: they match no slot row and keep a null drawn item.
+    drawn = draws.withColumn("slot", slot).join(F.broadcast(sampling_slots(item_features)), ["ds", "slot"], "left")
+    kept = positive | (F.col("item_id").isNotNull() & (F.col("item_id") != F.col("pos_item")))
+    examples = drawn.where(kept).select(
+        "user_id",
+        F.when(positive, F.col("pos_item")).otherwise(F.col("item_id")).alias("item_id"),
+        F.when(positive, F.col("event_type")).alias("event_type"),
+        "ts",
+        "ds",
+        positive.cast("int").alias("label"),
+        F.when(positive, F.col("pos_weight")).otherwise(F.lit(1.0)).alias("weight"),
+    )
     users = _prefixed(user_features, "user_id", "u_", USER_COLUMNS)
     items = _prefixed(item_features, "item_id", "i_", ITEM_COLUMNS)
-    return examples.join(users, ["user_id", "ds"], "left").join(F.broadcast(items), ["item_id", "ds"], "left")
+    joined = examples.join(F.broadcast(users) if broadcast_users else users, ["user_id", "ds"], "left")
+    return joined.join(F.broadcast(items), ["item_id", "ds"], "left")
