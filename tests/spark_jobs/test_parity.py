@@ -62,18 +62,28 @@ def test_spark_features_match_duckdb(spark, settings):
 
     clean = pads.dataset(str(layout.clean_events), format="parquet", partitioning="hive").to_table()
     clean = clean.set_column(clean.schema.get_field_index("ds"), "ds", clean.column("ds").cast(pa.string()))
-    oracle = compute_features(clean.drop(["landed"]), first, last, settings.data.history_length, settings.data.online_history_length)
+    items_meta = pq.read_table(layout.meta / "items.parquet", columns=["item_id", "categories"])
+    oracle = compute_features(clean.drop(["landed"]), first, last, settings.data.history_length, settings.data.online_history_length,
+                              items_meta=items_meta)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
     spark_users = _published(layout, "users", days)
     _assert_same(spark_users[oracle.users.columns], oracle.users, ["ds", "user_id"])
     spark_items = _published(layout, "items", days)
+    assert "category" in oracle.items.columns and oracle.items["category"].notna().any()  # item metadata was joined
     _assert_same(spark_items[oracle.items.columns], oracle.items, ["ds", "item_id"])
 
     snapshot = layout.online / (layout.online / "CURRENT").read_text().strip()
     online_users = pq.read_table(snapshot / "users.parquet").to_pandas()
     _assert_same(online_users[["user_id", "history", "seen"]], oracle.sequences, ["user_id"])
-    assert "category" in spark_items.columns  # item metadata from _meta/items.parquet was joined
-    online_affinity = pq.read_table(snapshot / "users.parquet").to_pandas()
-    assert online_affinity["top_category"].notna().all()
-    assert all(abs(sum(dict(m).values()) - 1.0) < 1e-9 for m in online_affinity["category_affinity"])
+
+    # Category affinity (online snapshot, as of the last day) against the oracle's, user by user.
+    spark_affinity = online_users.dropna(subset=["top_category"]).set_index("user_id")
+    duck_affinity = oracle.affinity.set_index("user_id")
+    assert len(duck_affinity) > 0 and sorted(spark_affinity.index) == sorted(duck_affinity.index)
+    assert (spark_affinity.loc[duck_affinity.index, "top_category"] == duck_affinity["top_category"]).all()
+    for user, expected in duck_affinity["category_affinity"].items():
+        got = dict(spark_affinity.loc[user, "category_affinity"])
+        assert got.keys() == expected.keys(), user
+        np.testing.assert_allclose([got[c] for c in expected], list(expected.values()), rtol=1e-12, err_msg=user)
+        assert abs(sum(got.values()) - 1.0) < 1e-9
