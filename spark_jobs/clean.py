@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from freshrec.schemas import EVENT_TYPES
-from spark_jobs.raw_reader import CORRUPT, LANDED, RAW_ROW, original_row
+from spark_jobs.raw_reader import CORRUPT, LANDED, RAW_ROW, VALUE_NUM, original_row
 
 # Quarantine reasons, in the order they are checked (the first failing rule names the row).
 MALFORMED = "malformed_line"
@@ -71,7 +71,7 @@ def _parse_ts(raw: Column) -> Column:
 def parse_and_classify(raw: DataFrame, rules: CleanRules) -> DataFrame:
     """Raw strings -> typed columns plus a ``reason`` (null when the row is valid)."""
     event_type = F.lower(F.trim(F.col("event_type")))
-    value = F.expr("try_cast(trim(value) as double)")
+    value = F.coalesce(F.col(VALUE_NUM), F.expr("try_cast(trim(value) as double)"))
     ts = _parse_ts(F.col("ts"))
     landed_end = F.unix_timestamp(F.to_timestamp(F.col(LANDED), "yyyy-MM-dd")) + 86_400
     horizon = F.least(landed_end, F.lit(rules.now_epoch_s)) + F.lit(rules.future_tolerance_s)

@@ -95,7 +95,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         log.info("stage %s done in %.1fs", stage, timings[stage])
 
     files = list_raw_files(layout.raw_events, days)
-    raw = read_raw(spark, files)
+    raw = read_raw(spark, files, layout.raw_events)
     rules = CleanRules(settings.data.rating_min, settings.data.rating_max, settings.data.future_ts_tolerance_s, time.time())
     history = read_history(spark, layout, first, last)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))

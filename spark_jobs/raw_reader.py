@@ -11,6 +11,7 @@ import datetime as dt
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -22,6 +23,8 @@ from freshrec.schemas import RAW_COLUMNS
 CORRUPT = "_corrupt"
 LANDED = "landed"  # the ds folder a row was delivered in (ISO date string)
 RAW_ROW = "raw_row"  # the original row, kept verbatim for the quarantine
+VALUE_NUM = "_value_num"  # the value when the source already typed it as a number (Parquet), else null
+PARTITION = "ds"  # the landing folder's partition column, as Spark discovers it under the raw root
 
 
 def original_row() -> "F.Column":
@@ -59,35 +62,53 @@ def _string_schema(columns: tuple[str, ...]) -> T.StructType:
     return T.StructType([T.StructField(c, T.StringType()) for c in columns] + [T.StructField(CORRUPT, T.StringType())])
 
 
-def _conform(df: DataFrame, present: tuple[str, ...], has_corrupt: bool) -> DataFrame:
+def _conform(df: DataFrame, present: tuple[str, ...], has_corrupt: bool, partitioned: bool, numeric_value: bool = False) -> DataFrame:
     """Project onto the raw contract: missing columns become null (and are quarantined later)."""
     cols = [F.col(f"`{c}`").cast("string").alias(c) if c in present else F.lit(None).cast("string").alias(c) for c in RAW_COLUMNS]
     corrupt = F.col(CORRUPT) if has_corrupt else F.lit(None).cast("string")
-    landed = F.regexp_extract(F.col("_metadata.file_path"), r"ds=(\d{4}-\d{2}-\d{2})", 1)
-    return df.select(*cols, corrupt.alias(CORRUPT), landed.alias(LANDED))
+    # The landing day: Spark's partition column when every file sits directly in its ds= folder (a constant
+    # per file, free), else parsed from each row's file path.
+    landed = F.col(PARTITION) if partitioned else F.regexp_extract(F.col("_metadata.file_path"), r"ds=(\d{4}-\d{2}-\d{2})", 1)
+    # A number the source already typed is used as is (no double -> string -> double round trip per row).
+    value_num = F.col("value").cast("double") if numeric_value else F.lit(None).cast("double")
+    return df.select(*cols, corrupt.alias(CORRUPT), landed.alias(LANDED), value_num.alias(VALUE_NUM))
 
 
-def read_raw(spark: SparkSession, files: dict[str, list[Path]]) -> DataFrame | None:
-    """One DataFrame with RAW_COLUMNS (strings), ``_corrupt`` and ``landed``; None if no files."""
+def _directly_in_partitions(raw_root: Path | None, files: dict[str, list[Path]]) -> bool:
+    if raw_root is None:
+        return False
+    return all(p.parent.parent == raw_root and p.parent.name.startswith("ds=") for paths in files.values() for p in paths)
+
+
+def read_raw(spark: SparkSession, files: dict[str, list[Path]], raw_root: Path | None = None) -> DataFrame | None:
+    """One DataFrame with RAW_COLUMNS (strings), ``_corrupt``, ``landed`` and ``_value_num``; None if no files."""
     parts: list[DataFrame] = []
+    partitioned = _directly_in_partitions(raw_root, files)
+
+    def reader():  # a fresh one per read: a DataFrameReader keeps the schema it was given
+        return spark.read.option("basePath", str(raw_root)) if partitioned else spark.read
+
     csv_groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for path in files.get("csv", []):
         csv_groups[_csv_header(path)].append(str(path))
     for header, paths in csv_groups.items():
-        df = spark.read.csv(paths, header=True, schema=_string_schema(header), mode="PERMISSIVE",
-                            columnNameOfCorruptRecord=CORRUPT, enforceSchema=True)
-        parts.append(_conform(df, tuple(c for c in header if c in RAW_COLUMNS), has_corrupt=True))
+        df = reader().csv(paths, header=True, schema=_string_schema(header), mode="PERMISSIVE",
+                          columnNameOfCorruptRecord=CORRUPT, enforceSchema=True)
+        parts.append(_conform(df, tuple(c for c in header if c in RAW_COLUMNS), has_corrupt=True, partitioned=partitioned))
     if files.get("json"):
-        df = spark.read.json([str(p) for p in files["json"]], schema=_string_schema(RAW_COLUMNS), mode="PERMISSIVE",
-                             columnNameOfCorruptRecord=CORRUPT)
-        parts.append(_conform(df, RAW_COLUMNS, has_corrupt=True))
+        df = reader().json([str(p) for p in files["json"]], schema=_string_schema(RAW_COLUMNS), mode="PERMISSIVE",
+                           columnNameOfCorruptRecord=CORRUPT)
+        parts.append(_conform(df, RAW_COLUMNS, has_corrupt=True, partitioned=partitioned))
     parquet_groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    numeric: dict[tuple[str, ...], bool] = {}
     for path in files.get("parquet", []):
         schema = pq.read_schema(path)
-        parquet_groups[tuple(f"{f.name}:{f.type}" for f in schema)].append(str(path))
+        signature = tuple(f"{f.name}:{f.type}" for f in schema)
+        parquet_groups[signature].append(str(path))
+        numeric[signature] = "value" in schema.names and (pa.types.is_floating(schema.field("value").type) or pa.types.is_integer(schema.field("value").type))
     for signature, paths in parquet_groups.items():
         present = tuple(c for c in (s.split(":", 1)[0] for s in signature) if c in RAW_COLUMNS)
-        parts.append(_conform(spark.read.parquet(*paths), present, has_corrupt=False))
+        parts.append(_conform(reader().parquet(*paths), present, has_corrupt=False, partitioned=partitioned, numeric_value=numeric[signature]))
     if not parts:
         return None
     out = parts[0]
