@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from freshrec.errors import ArtifactIntegrityError
 from freshrec.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES, PAD_INDEX
 from freshrec.settings import ServingSettings
 from serving.execution import CUDA, TENSORRT, check_signature
@@ -133,22 +134,27 @@ def _provider_options(provider: str, settings: ServingSettings, artifact: Path) 
 def build_cuda_scorer(
     artifact: Path, settings: ServingSettings, providers: list[str], history_length: int, n_shared: int
 ) -> CudaScorer | None:
-    """A CUDA scorer, or None when the CUDA EP did not take the session (no usable GPU)."""
+    """A CUDA scorer, or None when the CUDA EP did not take the session (no usable GPU).
+
+    CUDA graphs need every node on the CUDA EP: ORT refuses such a session outright (an int8 graph's
+    DynamicQuantizeLinear runs on the CPU, say), and capture can fail later; both fall back to plain
+    IOBinding with a warning, and ``scorer.graphs`` says which one serves.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(
-        str(artifact), options, providers=[(p, _provider_options(p, settings, artifact)) for p in providers]
-    )
-    if not {CUDA, TENSORRT} & set(session.get_providers()):
-        return None
-    check_signature(session, artifact)
     try:
+        session = ort.InferenceSession(
+            str(artifact), options, providers=[(p, _provider_options(p, settings, artifact)) for p in providers]
+        )
+        if not {CUDA, TENSORRT} & set(session.get_providers()):
+            return None
+        check_signature(session, artifact)
         scorer = CudaScorer(session, settings.max_batch, history_length, n_shared, settings.cuda_graphs)
         scorer.capture()
         return scorer
     except Exception as exc:  # noqa: BLE001 - graph capture needs every node on CUDA; fall back to plain IOBinding
-        if not settings.cuda_graphs:
+        if not settings.cuda_graphs or isinstance(exc, ArtifactIntegrityError):
             raise
         log.warning("CUDA graphs unavailable for %s (%s); using IOBinding without graphs", artifact, exc)
         return build_cuda_scorer(artifact, settings.model_copy(update={"cuda_graphs": False}), providers, history_length, n_shared)

@@ -6,6 +6,7 @@
 #   FRESHREC_HOME  a home with a champion and an online snapshot (e.g. after `freshrec pipeline run` on
 #               ML-100K): adds the scoring benchmark (CUDA EP + IOBinding vs CPU EP) and `bench serving`
 #   OUT=DIR     where the logs and reports go (default ./gpu-report)
+#   TESTS=PATHS the tests to run (default tests/serving)
 #
 # Steps: nvidia-smi; onnxruntime's providers; tests/serving (every serving test, which then runs on the
 # CUDA EP, plus tests/serving/test_gpu.py: CUDA vs CPU parity, CUDA graphs, fp16); the benchmarks.
@@ -29,7 +30,7 @@ print("onnxruntime", ort.__version__, "devices", cuda_device_count(), "available
 print("serving would use", choose_providers(None))
 PY
 status=0
-"$PYTHON" -m pytest -p no:cacheprovider -q tests/serving --ignore=tests/serving/test_schemathesis.py \
+"$PYTHON" -m pytest -p no:cacheprovider -q ${TESTS:-tests/serving} --ignore=tests/serving/test_schemathesis.py \
     --junitxml="$OUT/serving-tests.xml" 2>&1 | tee "$OUT/serving-tests.txt" || status=1
 if [[ -n "${FRESHREC_HOME:-}" ]]; then
     "$PYTHON" - "$OUT" <<'PY' 2>&1 | tee "$OUT/scoring.txt" || status=1
@@ -39,10 +40,11 @@ from freshrec.registry import open_registry
 from freshrec.settings import get_settings
 from tasks.bench.serving import gpu_speedups, scoring_throughput
 champion = open_registry(get_settings()).serving_state().champion
-rows = scoring_throughput(Path(champion.bundle_dir), seconds=2.0)
+rows = scoring_throughput(Path(champion.bundle_dir), seconds=1.0)
+print("errors:", [r for r in rows if "error" in r])
 report = {"model_version": champion.version, "rows": rows, "gpu_speedup": gpu_speedups(rows)}
 Path(sys.argv[1], "scoring.json").write_text(json.dumps(report, indent=2))
-for r in rows:
+for r in (r for r in rows if "error" not in r):
     print(f"{r['variant']:8} {r['provider']:28} batch {r['batch']:4}  {r['ms_per_call']:8.3f} ms/call  {r['requests_per_s']:10.0f} req/s")
 for s in report["gpu_speedup"]:
     print("speedup", s)

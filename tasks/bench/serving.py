@@ -217,7 +217,11 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
             with tempfile.TemporaryDirectory() as tmp:  # the CPU path saves its optimised graph beside the artifact
                 copy = Path(tmp) / path.name
                 shutil.copyfile(path, copy)
-                scorer = build_scorer(copy, sha256_of(copy), settings, chain, history_length, n_items)
+                try:
+                    scorer = build_scorer(copy, sha256_of(copy), settings, chain, history_length, n_items)
+                except Exception as exc:  # noqa: BLE001 - one variant the provider refuses must not sink the report
+                    rows.append({"variant": variant, "provider": chain[0], "error": str(exc)})
+                    continue
                 if scorer.provider != chain[0]:
                     continue  # the CUDA EP is compiled in but did not take the session
                 catalogue = np.arange(1, n_items + 1, dtype=np.int64)
@@ -232,6 +236,7 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
                         calls += 1
                     elapsed = time.perf_counter() - start
                     rows.append({"variant": variant, "provider": scorer.provider, "batch": batch,
+                                 "cuda_graphs": bool(getattr(scorer, "graphs", False)),
                                  "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
                                  "items_scored_per_s": batch * n_items * calls / elapsed})
     return rows
@@ -239,6 +244,7 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
 
 def gpu_speedups(rows: list[dict]) -> list[dict]:
     """CUDA over CPU requests/s per (variant, batch); fp16 on CUDA is compared with fp32 on CPU."""
+    rows = [r for r in rows if "error" not in r]
     cpu = {(r["variant"], r["batch"]): r["requests_per_s"] for r in rows if r["provider"] == "CPUExecutionProvider"}
     out = []
     for r in rows:

@@ -94,3 +94,20 @@ def test_fp16_variant_ranks_like_fp32(tmp_path) -> None:
     np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-2)
     overlap = [len(set(np.argsort(-x)[:10]) & set(np.argsort(-y)[:10])) for x, y in zip(a, b)]
     assert np.mean(overlap) >= 9.0
+
+
+def test_cuda_graphs_fall_back_when_some_nodes_stay_on_the_cpu(tmp_path) -> None:
+    """A dynamically quantised graph keeps DynamicQuantizeLinear on the CPU EP: ORT refuses graph capture
+    for the session, and the scorer falls back to IOBinding without graphs instead of failing the load."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    artifact, sha = _artifact(tmp_path)
+    int8 = tmp_path / "student.int8.onnx"
+    quantize_dynamic(artifact, int8, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gather"])
+    int8_sha = hashlib.sha256(int8.read_bytes()).hexdigest()
+    gpu = build_scorer(int8, int8_sha, ServingSettings(max_batch=4, cuda_graphs=True), [CUDA, CPU],
+                       history_length=HISTORY, n_shared=N_ITEMS)
+    cpu = build_scorer(int8, int8_sha, ServingSettings(max_batch=4), [CPU], history_length=HISTORY, n_shared=N_ITEMS)
+    assert isinstance(gpu, CudaScorer)
+    history, candidates = _inputs(3, seed=4)
+    np.testing.assert_allclose(gpu.score(history, candidates), cpu.score(history, candidates), rtol=2e-2, atol=2e-2)
