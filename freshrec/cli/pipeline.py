@@ -57,6 +57,9 @@ def run(
     from_: Annotated[Optional[str], typer.Option("--from", help="first event day (YYYY-MM-DD); default: first day in the lake")] = None,
     to: Annotated[Optional[str], typer.Option("--to", help="last event day (YYYY-MM-DD); default: last day in the lake")] = None,
     stages: Annotated[Optional[str], typer.Option(help="comma list of features,retrain,release; default all")] = None,
+    skip_if_current: Annotated[bool, typer.Option(
+        "--skip-if-current", help="skip retrain when the champion already covers the newest feature day (what "
+        "scheduled runs do); by default a manual run always retrains")] = False,
 ) -> None:
     """Run features for each day, then retrain, then release, in-process against FRESHREC_HOME."""
     from dags._local import configure_airflow, run_dag
@@ -80,11 +83,15 @@ def run(
     if "retrain" in chosen:
         before = _known_versions(settings)
         out.print("[bold]retrain[/]")
-        state = run_dag("retrain", {"trigger_release": False})
+        state = run_dag("retrain", {"trigger_release": False, "force": not skip_if_current})
         if state != "success":
             raise StageFailed(f"retrain ended {state}; see the task log above")
         new_versions = sorted(set(_known_versions(settings)) - set(before), key=int)
         _fail_when_all_rejected(settings, new_versions)
+        if new_versions:
+            out.print(f"retrain registered version(s) {', '.join(new_versions)}")
+        else:
+            out.print("[yellow]retrain made no new version[/] (the champion already covers the newest feature day)")
     if "release" in chosen:
         for version in _versions_to_release(settings, new_versions if "retrain" in chosen else None):
             out.print(f"[bold]release[/] version {version}")
