@@ -120,10 +120,15 @@ def clean(raw: DataFrame, history: DataFrame | None, rules: CleanRules, partitio
     """
     classified = parse_and_classify(raw, rules)
     landed_d = F.datediff(F.to_date(F.col(LANDED)), F.lit("1970-01-01").cast("date"))
-    candidates = classified.where(F.col("reason").isNull()).select(*EVENT_COLUMNS, landed_d.alias("_landed_d"))
+    # Rows that failed a rule travel along with a null landing day and only make a group of their own, dropped
+    # after the aggregation (min ignores nulls: a group is kept iff one of its rows passed). Filtering before
+    # the shuffle instead would let the optimizer push the whole rule chain into the scan's filter, parsing
+    # every timestamp three times.
+    candidates = classified.select(*EVENT_COLUMNS, F.when(F.col("reason").isNull(), landed_d).alias("_landed_d"))
     if history is not None:
         candidates = candidates.unionByName(history.select(*EVENT_COLUMNS, F.lit(-1).alias("_landed_d")))
-    distinct = candidates.repartition(partitions, "user_id").groupBy(*EVENT_COLUMNS).agg(F.min("_landed_d").alias("_keep"))
+    distinct = (candidates.repartition(partitions, "user_id").groupBy(*EVENT_COLUMNS)
+                .agg(F.min("_landed_d").alias("_keep")).where(F.col("_keep").isNotNull()))
     d = day_index(F.col("ts"))
     events = distinct.select(
         *EVENT_COLUMNS, d.alias("d"), day_string(d).alias("ds"),

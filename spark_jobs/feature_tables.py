@@ -2,13 +2,15 @@
 
 A (key, day) grid spans the output range plus the longest look-back window; range windows over the
 day index give the 1/7/30-day counts, running sums plus a pre-grid base give all-time figures. Nothing
-of a day later than the row's day is ever visible to it.
+of a day later than the row's day is ever visible to it. The per-(key, day) aggregates are cached (small
+next to the events); the caller clears the session's cache when the run is done.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -66,6 +68,8 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
     daily = daily.withColumn("_hist", F.flatten(F.collect_list(F.col("day_items")).over(w_hist)))  # one window, sliced next
     flat = F.col("_hist")
     daily = daily.withColumn("_hist", F.slice(flat, F.greatest(F.size(flat) - history_length + 1, F.lit(1)), history_length))
+    # Three consumers (base, first day, grid): without the cache each would aggregate the events again.
+    daily = daily.persist(StorageLevel.MEMORY_AND_DISK)
 
     grid_start = a - 29
     counts = [f"n_{t}" for t in EVENT_TYPES] + ["n_events"]
@@ -115,6 +119,7 @@ def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: 
         F.sum(F.when(is_rating, F.col("value"))).alias("rating_sum"),
         F.sum(F.when(is_rating, 1).otherwise(0)).alias("rating_n"),
     )
+    daily = daily.persist(StorageLevel.MEMORY_AND_DISK)  # three consumers, as for users
     grid_start = a - 59
     base = daily.where(F.col("d") < grid_start).groupBy("item_id").agg(
         F.sum("n").alias("base_n"), F.sum("rating_sum").alias("base_rating_sum"), F.sum("rating_n").alias("base_rating_n")

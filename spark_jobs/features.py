@@ -85,10 +85,17 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    clock = step_clock = time.perf_counter()
+
+    def step(name: str) -> None:  # finer than a stage, logged only (where the time of a stage goes)
+        nonlocal step_clock
+        now = time.perf_counter()
+        log.info("  step %s: %.2fs", name, now - step_clock)
+        step_clock = now
 
     def lap(stage: str) -> None:
         nonlocal clock
+        step("rest")
         now = time.perf_counter()
         timings[stage] = round(now - clock, 3)
         clock = now
@@ -102,12 +109,15 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     if raw is not None:
         result = clean(raw, history, rules, partitions)
         counts = st.rule_counts(result.classified)
+        step("rule counts")
         if any(entry["quarantined_rows"] for entry in counts.values()):
             st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
+            step("quarantine")
         # Every later step reads this one cached, user-partitioned frame (history included): no re-read of
         # what was just written, no second shuffle of the events.
         events = result.events.persist(StorageLevel.MEMORY_AND_DISK)
         st.write_in_place(result.valid.drop("d"), staging / "clean", "ds", "landed")
+        step("dedup + cache + clean write")
         st.add_valid_counts(counts, result.valid)
     else:
         counts = st.empty_counts()
@@ -124,6 +134,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     items = item_features(events, before, last, items_meta).persist(StorageLevel.MEMORY_AND_DISK)
     in_range = F.col("ds") >= first.isoformat()
     st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
+    step("users")
     st.write_partitioned(items.where(in_range), staging / "tables" / "items", "ds")
     lap("features")
     positives = events.where(F.col("d").between(day_index(first), day_index(last)))
@@ -136,11 +147,11 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     known = events.where(F.col("d") <= day_index(last))  # as of the end of `last`, like every feature
     n_users = st.write_single_parquet(snapshot_users(known, users, last, settings.data.online_history_length, items_meta),
                                       staging / "online" / "users.parquet", ["user_id"])
+    step("snapshot users")
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())
     lap("online_snapshot")
-    for frame in (events, users, items):
-        frame.unpersist()
+    spark.catalog.clearCache()  # events, tables and their daily aggregates
 
     for day in run["days"]:
         target = staging / "features" / f"ds={day}"

@@ -30,6 +30,9 @@ def build_session(settings: Settings, app_name: str, shuffle_partitions: int | N
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        # The features job shuffles its events once, by user; joins on (user_id, day) of frames derived from
+        # them keep that partitioning instead of shuffling again by both keys.
+        .config("spark.sql.requireAllClusterKeysForCoPartition", "false")
         .config("spark.sql.parquet.compression.codec", "zstd")
         # ds=YYYY-MM-DD partitions stay strings (dates would break the string comparisons).
         .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
