@@ -91,7 +91,7 @@ def release():
         return stages.preflight(get_settings(), get_current_context()["params"])
 
     @task
-    def shadow(_preflight: dict) -> dict | None:
+    def shadow(_preflight: dict) -> dict:
         """Mirror traffic to the candidate (only with `shadow_first`); users keep seeing the champion."""
         return stages.shadow(get_settings(), get_current_context()["params"])
 

@@ -36,6 +36,7 @@ from serving.middleware import LABELS_KEY, HotEntry, HotPath, InFlightLimit, Met
 from serving.reconciler import Reconciler
 from serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from serving.routing import RoutingTable
+from serving.siblings import SiblingWorkers
 from serving.service import RecommendationService, route_user
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class ServingRuntime:
         self.reconciler = Reconciler(settings, gateway, self.scoring_executor, self.metrics, self._swapped)
         self.service = RecommendationService(self.cache, self.metrics, settings.allow_fault_injection)
         self.feedback = FeedbackWriter(Layout(settings.home).raw_events, settings.serving.feedback_flush_s)
+        self.siblings = SiblingWorkers.from_env()
         self.tasks: list[asyncio.Task] = []
         self._info_labels: set[tuple[str, str, str, str]] = set()
 
@@ -77,6 +79,7 @@ class ServingRuntime:
 
     def _swapped(self, table: RoutingTable) -> None:
         self.cache.clear()
+        self.siblings.record(table.generation)
         # The loaded tables hold millions of long-lived objects (per-user arrays); left to the cyclic
         # GC they make every full collection a multi-millisecond pause, i.e. p99 spikes. Collect once
         # now and move what survives out of the GC's sight (refcounting still frees old tables).
@@ -264,7 +267,14 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
 
     @app.get("/v1/models", tags=["v1"])
     async def models(request: Request) -> Response:
-        return Response(orjson.dumps(_runtime(request).reconciler.describe()), media_type=JSON)
+        runtime = _runtime(request)
+        described = runtime.reconciler.describe()
+        workers = runtime.siblings.generations(described["generation"])
+        if len(workers) > 1:  # several workers behind this port: converged only when all of them are
+            described["worker_generation"] = described["generation"]
+            described["generation"] = min(workers.values())
+            described["workers"] = [{"pid": pid, "generation": g} for pid, g in sorted(workers.items())]
+        return Response(orjson.dumps(described), media_type=JSON)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict:

@@ -7,7 +7,6 @@ pre-allocated device buffers, optional CUDA graphs).
 
 from __future__ import annotations
 
-import ctypes
 import ctypes.util
 import hashlib
 import logging
@@ -18,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 
+from freshrec.accel import cuda_device_count
 from freshrec.errors import ArtifactIntegrityError, ConfigError, FreshRecError
 from freshrec.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
 from freshrec.settings import ServingSettings
@@ -32,18 +32,6 @@ class Scorer(Protocol):
 
     def score(self, history: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """history int64 [B, L], candidates int64 [B, C] -> float32 [B, C]."""
-
-
-def cuda_device_count() -> int:
-    """GPUs the CUDA driver sees (0 without a driver). onnxruntime-gpu lists its CUDA EP even without one."""
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0
-    count = ctypes.c_int(0)
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0
-    return count.value
 
 
 def choose_providers(configured: list[str] | None) -> list[str]:

@@ -30,6 +30,11 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if workers > 1:
+        # Each worker records the registry generation it serves; /v1/models reports the lowest (siblings.py).
+        workers_dir = Layout(settings.home).run / f"serving-workers-{port}"
+        shutil.rmtree(workers_dir, ignore_errors=True)
+        os.environ["FRESHREC_SERVING_WORKERS_DIR"] = str(workers_dir)
     uvicorn.run(
         "serving.api:create_app",
         factory=True,

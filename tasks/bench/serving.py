@@ -179,7 +179,7 @@ def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s:
 
 def _has_gpu() -> bool:
     """A CUDA device is usable (onnxruntime-gpu lists its CUDA EP even on machines without one)."""
-    from serving.execution import cuda_device_count
+    from freshrec.accel import cuda_device_count
 
     return cuda_device_count() > 0
 

@@ -44,8 +44,11 @@ def preferred_providers(settings: Settings) -> list[str]:
 
     if settings.serving.providers:
         return list(settings.serving.providers)
+    from freshrec.accel import cuda_device_count
+
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider") if cuda_device_count() else ("CPUExecutionProvider",)
+    return [p for p in wanted if p in available]
 
 
 def cuda_usable(providers: list[str]) -> bool:

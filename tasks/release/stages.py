@@ -78,11 +78,14 @@ def preflight(settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
         registry.close()
 
 
-def shadow(settings: Settings, params: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Optional mirrored phase: the candidate sees real requests, users see only the champion."""
+def shadow(settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Optional mirrored phase: the candidate sees real requests, users see only the champion.
+
+    Returns the analysis, or {} when there is no shadow phase (an empty dict, not None: Airflow stores no
+    XCom for None and the canary task's pull would log a spurious "XCom not found" error)."""
     with controller_for(settings, params) as controller:
         if not controller.plan.shadow_first or controller.registry.serving_state().champion is None:
-            return None
+            return {}
         try:
             return controller.run_shadow().to_dict()
         except BaseException as exc:

@@ -132,6 +132,21 @@ def test_freshrec_serve_with_two_workers_aggregates_metrics(world: World, champi
         count = _samples(text, "freshrec_request_latency_seconds_count")
         assert count[(("route", "recommend"), ("variant", "champion"), ("version", champion))] == 40
         assert len(list((world.home / "run" / f"prometheus-{port}").glob("*.db"))) >= 2
+
+        # One replica, two workers: /v1/models names both and reports the generation both have applied.
+        models = httpx.get(f"{base}/v1/models").json()
+        assert len(models["workers"]) == 2 and {w["generation"] for w in models["workers"]} == {models["generation"]}
+        new = world.register("run-2", seed=2)
+        world.registry.promote(new, actor="test", reason="two-worker convergence")
+        target = world.registry.serving_state().generation
+        deadline = time.monotonic() + 30
+        while (models := httpx.get(f"{base}/v1/models").json())["generation"] < target:
+            # a worker that has swapped already may answer, but the replica's generation waits for both
+            assert all(w["generation"] >= models["generation"] for w in models["workers"])
+            assert time.monotonic() < deadline, models
+            time.sleep(0.1)
+        assert all(w["generation"] >= target for w in models["workers"])
+        assert {v["role"]: v["version"] for v in models["versions"]}["champion"] == new
     finally:
         server.terminate()
         server.wait(timeout=30)
