@@ -46,6 +46,13 @@ class TrainingSettings(_Group):
     student_epochs: int = Field(40, ge=1)
     holdout_days: int = Field(7, ge=1, description="temporal holdout used by the gates")
     torch_threads: int = Field(1, ge=1, description="CPU threads for training (small ops: 1 beats 2 on a busy box)")
+    refit_on_all: bool = Field(
+        True,
+        description="after the gates pass on the holdout-trained models, refit teacher and distilled student on all "
+        "interactions (training part + holdout; same recipe and epoch counts) and serve that refit; gate metrics and "
+        "the next run's champion comparison keep using the holdout-trained graph (student.eval.int8.onnx). "
+        "False: serve the holdout-trained models",
+    )
     seed: int = 42
 
 
@@ -58,7 +65,7 @@ class GateSettings(_Group):
 class ServingSettings(_Group):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(0, ge=0, description="uvicorn worker processes per replica; 0 = one per CPU core (at most 8)")
     providers: list[str] | None = Field(None, description="ONNX Runtime providers in order; None = best available")
     intra_op_threads: int = Field(1, ge=0)
     max_batch: int = Field(64, ge=1)

@@ -20,6 +20,9 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # Tests must never touch the developer's checkout state.
 for var in [k for k in os.environ if k.startswith("FRESHREC_")]:
     del os.environ[var]
+# One serving worker per `freshrec serve` the tests start (the product default is one per core); the
+# multi-worker path has its own test (tests/serving/test_overload_metrics.py).
+os.environ["FRESHREC_SERVING__WORKERS"] = "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -23,7 +23,7 @@ def serve(
     settings = get_settings()
     host = host or settings.serving.host
     port = port or settings.serving.port
-    workers = workers or settings.serving.workers
+    workers = workers or settings.serving.workers or min(os.cpu_count() or 1, 8)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics to files here; /metrics in any worker aggregates them all.
         metrics_dir = Layout(settings.home).run / f"prometheus-{port}"
