@@ -2,6 +2,10 @@
 
 A run folder ``models/<run id>/`` is the bundle the registry points at; intermediate files live in its
 ``work/`` sub-folder. Checkpoints carry the model config so a later run can rebuild and grow them.
+
+With ``training.refit_on_all``, ``teacher.pt`` / ``student.pt`` and the ``*.onnx`` variants are the served
+models (refitted on every interaction once the gates passed), and the gated, holdout-trained ones stay
+beside them as ``<name>.eval.pt`` and ``student.eval.int8.onnx``.
 """
 
 from __future__ import annotations
@@ -33,8 +37,21 @@ class RunPaths:
         # teacher and student stay in the bundle (the next run warm-starts from them); the control is scratch
         return self.root / CHECKPOINTS[name] if name in CHECKPOINTS else self.work / f"{name}.pt"
 
+    def eval_checkpoint(self, name: str) -> Path:
+        """The holdout-trained (gated) checkpoint once the served one was refitted on all interactions."""
+        return self.root / f"{name}.eval.pt"
+
     def onnx(self, name: str, variant: str) -> Path:
         return self.root / f"{name}.{variant}.onnx"
+
+    def eval_onnx(self, name: str, variant: str) -> Path:
+        """The holdout-trained graph kept next to the served one (the next run's champion comparison)."""
+        return self.root / f"{name}.eval.{variant}.onnx"
+
+    @property
+    def refit(self) -> Path:
+        """Summary of the refit on all interactions (absent: the served models are the gated ones)."""
+        return self.work / "refit_on_all.json"
 
     def report(self, name: str) -> Path:
         return self.root / name

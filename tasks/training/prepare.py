@@ -1,4 +1,5 @@
-"""Build the training data of one run: vocabulary, training histories, early-stopping split, holdout.
+"""Build the training data of one run: vocabulary, training histories, early-stopping split, holdout,
+and every interaction's histories (the refit of the served models once the gates have passed).
 
 ``prepare`` is pure (interactions in, ``TrainingData`` out); ``save``/``load`` move it between the
 DAG's tasks as one file in the run's work folder (XCom carries only its path).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,8 @@ class TrainingData:
     validation: Validation
     test: EvalSet
     counts: dict
+    full: dict[str, np.ndarray] = field(default_factory=dict)  # every interaction (training part + holdout)
+    parts: dict[str, dict] = field(default_factory=dict)  # "train" / "holdout" / "all": rows, pairs, users, dates
 
 
 def split_validation(
@@ -96,6 +99,7 @@ def prepare(
     relevant = relevant_unseen(holdout.test, train, vocab.item_index())
     fit, validation = split_validation(train, history_len, np.random.default_rng(seed))
     test = eval_set(train, relevant, history_len)
+    full = user_histories(interactions, vocab)
     return TrainingData(
         protocol=protocol,
         cutoff=holdout.cutoff,
@@ -117,7 +121,43 @@ def prepare(
             "new_items": vocab.n_items - (parent_vocab.n_items if parent_vocab else 0),
             "new_users": len(vocab.users) - (len(parent_vocab.users) if parent_vocab else 0),
         },
+        full=full,
+        parts={
+            "train": part_facts(holdout.train, train),
+            "holdout": part_facts(holdout.test),
+            "all": part_facts(interactions, full),
+        },
     )
+
+
+def part_facts(rows: pd.DataFrame, histories: dict[str, np.ndarray] | None = None) -> dict:
+    """What a part of the data holds: interaction rows, distinct (user, item) pairs, users, first/last event."""
+    facts = {
+        "rows": int(len(rows)),
+        "users": int(rows["user_id"].nunique()),
+        "first_ts": rows["ts"].min().isoformat() if len(rows) else None,
+        "last_ts": rows["ts"].max().isoformat() if len(rows) else None,
+    }
+    if histories is not None:
+        facts["user_item_pairs"] = int(sum(len(h) for h in histories.values()))
+    return facts
+
+
+def training_data_facts(data: TrainingData, served_on_all: bool) -> dict:
+    """For the model card, lineage and report: what the served model and the gated model learnt from."""
+    gated = {"part": "training part of the holdout protocol", **data.parts.get("train", {})}
+    served = {"part": "all interactions (training part + holdout)", **data.parts.get("all", {})} if served_on_all else gated
+    return {
+        "protocol": data.protocol,
+        "holdout_cutoff": data.cutoff,
+        "served_model": served,
+        "holdout_trained_model": gated,
+        "holdout": data.parts.get("holdout", {}),
+        "holdout_metrics_from": "the holdout-trained models, which never saw the holdout"
+        + (" (student.eval.int8.onnx, teacher.eval.pt, student.eval.pt); the served graphs were refitted on all "
+           "interactions after the gates passed, so they have no holdout metrics of their own" if served_on_all else
+           "; they are the served models"),
+    }
 
 
 def save(data: TrainingData, path: Path) -> Path:

@@ -1,8 +1,13 @@
-"""The training stages of a retrain run: build datasets -> teacher -> distilled student + control.
+"""The training stages of a retrain run: build datasets -> teacher -> distilled student + control, and
+after the gates, the refit of teacher and distilled student on all interactions (the served models).
 
 Each stage reads and writes files in the run folder and returns paths (what the DAG passes on).
 A model is fitted with early stopping on a validation split of the training part, then refitted on the
-whole training part for the best epoch count (the validation items are real training signal).
+whole training part for the best epoch count (the validation items are real training signal): that
+holdout-trained model is what evaluation and the gates judge. Once they have passed,
+``refit_on_all`` trains the same recipe for the same epoch counts on every interaction (training part +
+holdout), so the newest days reach the served weights; the holdout-trained models stay in the bundle
+as ``<name>.eval.pt``.
 """
 
 from __future__ import annotations
@@ -87,10 +92,20 @@ def _fit_and_refit(
     return probe.cpu().eval(), model.cpu().eval(), summary
 
 
-def _parent(parent_bundle: Path | None, name: str) -> dict | None:
-    if parent_bundle is None or not (parent_bundle / f"{name}.pt").is_file():
+def _parent(parent_bundle: Path | None, name: str, holdout_trained: bool = True) -> dict | None:
+    """The parent bundle's checkpoint to warm-start from.
+
+    Phases judged on this run's holdout start from the parent's holdout-trained weights
+    (``<name>.eval.pt``) when it has them: its served weights were refitted on days that may lie in this
+    run's holdout. The refit on all interactions starts from the served ``<name>.pt``.
+    """
+    if parent_bundle is None:
         return None
-    return torch.load(parent_bundle / f"{name}.pt", map_location="cpu", weights_only=False)
+    files = ([f"{name}.eval.pt"] if holdout_trained else []) + [f"{name}.pt"]
+    for file in files:
+        if (parent_bundle / file).is_file():
+            return torch.load(parent_bundle / file, map_location="cpu", weights_only=False)
+    return None
 
 
 def _warm(model: nn.Module, parent: dict | None, notes: dict) -> bool:
@@ -102,13 +117,10 @@ def _warm(model: nn.Module, parent: dict | None, notes: dict) -> bool:
     return bool(notes["warm"])
 
 
-def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> Path:
-    """Wide layer = closed-form EASE on the phase's histories; the deep part trains (warm when possible)."""
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+def _teacher_maker(data: prep.TrainingData, parent: dict | None, notes: dict) -> Maker:
+    """Wide layer = closed-form EASE on the phase's histories; the deep part warm-starts when it can."""
     categories = torch.from_numpy(data.categories)
     config = TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], **TEACHER)
-    parent, notes = _parent(parent_bundle, "teacher"), {}
 
     def make(histories: list[np.ndarray], phase: str) -> nn.Module:
         model = Teacher(config, categories)
@@ -117,8 +129,40 @@ def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle:
             model.wide.copy_(torch.from_numpy(ease_weights(histories, config.n_items, EASE_L2)))
         return model
 
-    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
-                    threads=settings.training.torch_threads, **TEACHER_FIT)
+    return make
+
+
+def _student_maker(data: prep.TrainingData, parent: dict | None, notes: dict, distilled: bool,
+                   guides: dict[str, nn.Module]) -> Maker:
+    """The distilled student starts from the parent's student (warm) or, cold, from a rank-``dim``
+    factorisation of the phase's teacher item-to-item layer; the control always starts at random."""
+    config = StudentConfig(n_items=data.vocab.n_items, **STUDENT)
+
+    def make(histories: list[np.ndarray], phase: str) -> nn.Module:
+        model = Student(config)
+        if not distilled:  # the control never warm-starts: the champion's student learnt from a teacher
+            notes["warm"] = False
+        elif not _warm(model, parent, notes):
+            guide = guides[phase]
+            model.init_from_item_matrix(guide.wide.detach(), guide.wide_scale.item(), guide.item_bias.detach())
+            notes["init"] = "teacher item-item factorisation"
+        return model
+
+    return make
+
+
+def _fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict) -> FitConfig:
+    return FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
+                     threads=settings.training.torch_threads, **recipe)
+
+
+def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> Path:
+    """Wide layer = closed-form EASE on the phase's histories; the deep part trains (warm when possible)."""
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    notes: dict = {}
+    make = _teacher_maker(data, _parent(parent_bundle, "teacher"), notes)
+    cfg = _fit_config(settings, data, epochs, TEACHER_FIT)
     probe, model, summary = _fit_and_refit(make, data, cfg, resolve_device(settings.training.device), "teacher")
     _write_summary(paths, "teacher", {**summary, "warm_start": notes, "ease_l2": EASE_L2})
     save_checkpoint(probe, paths.checkpoint("teacher_fit"))
@@ -137,29 +181,87 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
     categories = torch.from_numpy(data.categories)
     teachers = {phase: load_checkpoint(paths.checkpoint(name), categories)[0]
                 for phase, name in (("fit", "teacher_fit"), ("refit", "teacher"))}
-    config = StudentConfig(n_items=data.vocab.n_items, **STUDENT)
     device = resolve_device(settings.training.device)
-    cfg = FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
-                    threads=settings.training.torch_threads, **STUDENT_FIT)
+    cfg = _fit_config(settings, data, epochs, STUDENT_FIT)
     parent = _parent(parent_bundle, "student")
     out = {}
     for name, distilled in (("student", True), ("control", False)):
         notes: dict = {}
-
-        def make(histories: list[np.ndarray], phase: str) -> nn.Module:
-            model = Student(config)
-            if not distilled:  # the control never warm-starts: the champion's student learnt from a teacher
-                notes["warm"] = False
-            elif not _warm(model, parent, notes):
-                guide = teachers[phase]
-                model.init_from_item_matrix(guide.wide.detach(), guide.wide_scale.item(), guide.item_bias.detach())
-                notes["init"] = "teacher item-item factorisation"
-            return model
-
+        make = _student_maker(data, parent, notes, distilled, teachers)
         _, model, summary = _fit_and_refit(make, data, cfg, device, name, teachers if distilled else None)
         _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": distilled})
         out[name] = str(save_checkpoint(model, paths.checkpoint(name)))
     return out
+
+
+def refit_reason(settings: Settings, run_dir: Path, enabled: bool | None = None) -> str | None:
+    """Why the served models stay the holdout-trained ones (None: refit on all interactions)."""
+    if not (settings.training.refit_on_all if enabled is None else enabled):
+        return "training.refit_on_all is off: the holdout-trained models are served"
+    gates = RunPaths(run_dir).work / "gates.json"
+    if not gates.is_file():
+        return "no gate verdict yet: the refit runs only after the gates passed"
+    if not json.loads(gates.read_text())["passed"]:
+        return "the gates failed: the candidate is rejected, nothing to refit for serving"
+    return None
+
+
+def set_aside_holdout_checkpoints(paths: RunPaths) -> None:
+    """``<name>.pt`` -> ``<name>.eval.pt`` for teacher and student (once: a retried refit keeps them)."""
+    for name in ("teacher", "student"):
+        gated, kept = paths.checkpoint(name), paths.eval_checkpoint(name)
+        if not kept.is_file():
+            gated.replace(kept)
+
+
+def refit_on_all(settings: Settings, run_dir: Path, parent_bundle: Path | None = None) -> Path:
+    """Teacher (EASE wide layer on the full histories) and distilled student again on every interaction.
+
+    Same recipe, same epoch counts as the holdout-trained refits (their early-stopping best epochs), warm
+    start from the parent's served weights as for any phase. The gated checkpoints move to
+    ``<name>.eval.pt``; the new ones take ``<name>.pt`` (what export and the next run's refit read).
+    The control is not refitted (it is never served). Writes ``work/refit_on_all.json``.
+    """
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    summaries = read_training_summaries(run_dir)
+    histories = [h for h in data.full.values() if len(h)]
+    if not histories:
+        raise ValueError(f"{paths.data} holds no full histories; rebuild the datasets with this code version")
+    set_aside_holdout_checkpoints(paths)
+    device = resolve_device(settings.training.device)
+    record: dict = {"data": prep.training_data_facts(data, served_on_all=True), "models": {}}
+    guides: dict[str, nn.Module] = {}
+    for name, recipe in (("teacher", TEACHER_FIT), ("student", STUDENT_FIT)):
+        epochs = int(summaries[name]["best_epoch"])
+        cfg = _fit_config(settings, data, epochs, recipe)
+        notes: dict = {}
+        parent = _parent(parent_bundle, name, holdout_trained=False)
+        if name == "teacher":
+            make = _teacher_maker(data, parent, notes)
+        else:
+            make = _student_maker(data, parent, notes, True, guides)
+        seed_everything(cfg.seed)
+        model = make(histories, "all")
+        result = fit(model, histories, None, cfg, device, guides.get("all") if name == "student" else None,
+                     label=f"{name} (refit on all interactions)")
+        model = model.cpu().eval()
+        if name == "teacher":
+            guides["all"] = model
+        save_checkpoint(model, paths.checkpoint(name))
+        record["models"][name] = {
+            "epochs": epochs,
+            "epochs_from": "best early-stopping epoch of the holdout-trained fit",
+            "users": len(histories),
+            "user_item_pairs": int(sum(len(h) for h in histories)),
+            "curve": result.curve,
+            "seconds": result.seconds,
+            "warm_start": notes,
+            "distilled": name == "student",
+        }
+    paths.refit.write_text(json.dumps(record, indent=2, default=str))
+    log.info("refit on all interactions: %s", {k: v["user_item_pairs"] for k, v in record["models"].items()})
+    return paths.refit
 
 
 def _write_summary(paths: RunPaths, name: str, summary: dict) -> None:

@@ -1,0 +1,98 @@
+"""The served models are refitted on all interactions once the gates passed; the gated ones stay aside."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tests.training.lake import clustered_events, write_clean_lake, write_item_meta
+
+
+def _gated_run(home: Path) -> tuple[object, Path]:
+    from freshrec.layout import Layout
+    from freshrec.settings import load_settings
+    from tasks.training.stages import build_datasets, train_students, train_teacher
+
+    settings = load_settings(home=home, training={"holdout_days": 1})
+    layout = Layout(home)
+    write_clean_lake(layout.clean_events, clustered_events(users=48, items=32, days=5))
+    write_item_meta(layout.meta, items=32)
+    run = layout.models / "run-1"
+    run.mkdir(parents=True)
+    build_datasets(settings, run, "temporal")
+    train_teacher(settings, run, epochs=1)
+    train_students(settings, run, epochs=2)
+    return settings, run
+
+
+def test_prepare_keeps_every_interaction_for_the_refit() -> None:
+    from tasks.training import prepare as prep
+    from tasks.training.dataset import normalise_interactions
+
+    events = normalise_interactions(clustered_events(users=20, items=16, days=5))
+    data = prep.prepare(events, "temporal", 1, 64, 42, lambda vocab: np.zeros((vocab.n_items + 1, 1), np.float32))
+    train, everything = data.parts["train"], data.parts["all"]
+    assert everything["rows"] == len(events) == train["rows"] + data.parts["holdout"]["rows"]
+    assert everything["user_item_pairs"] == sum(len(h) for h in data.full.values()) > train["user_item_pairs"]
+    assert everything["last_ts"] > train["last_ts"] and everything["first_ts"] == train["first_ts"]
+    for user, history in data.train.items():  # the full history extends the training one, in time order
+        np.testing.assert_array_equal(data.full[user][: len(history)], history)
+    facts = prep.training_data_facts(data, served_on_all=True)
+    assert facts["served_model"]["rows"] == len(events) and facts["holdout_trained_model"]["rows"] == train["rows"]
+    assert prep.training_data_facts(data, served_on_all=False)["served_model"]["rows"] == train["rows"]
+
+
+def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp_path: Path) -> None:
+    from tasks.training import prepare as prep
+    from tasks.training.checkpoint import RunPaths
+    from tasks.training.ease import ease_weights
+    from tasks.training.stages import EASE_L2, read_training_summaries, refit_on_all
+
+    settings, run = _gated_run(tmp_path)
+    paths = RunPaths(run)
+    gated = {name: torch.load(paths.checkpoint(name), weights_only=False)["state"] for name in ("teacher", "student")}
+    refit_on_all(settings, run)
+
+    record = json.loads(paths.refit.read_text())
+    data = prep.load(paths.data)
+    gated_pairs = sum(len(h) for h in data.train.values())
+    summaries = read_training_summaries(run)
+    for name in ("teacher", "student"):
+        kept = torch.load(paths.eval_checkpoint(name), weights_only=False)["state"]
+        assert all(torch.equal(kept[k], gated[name][k]) for k in gated[name]), f"{name}.eval.pt is not the gated model"
+        model = record["models"][name]
+        assert model["user_item_pairs"] == data.parts["all"]["user_item_pairs"] > gated_pairs
+        assert model["epochs"] == summaries[name]["best_epoch"]  # same epoch count as the gated refit
+    served = torch.load(paths.checkpoint("student"), weights_only=False)["state"]
+    assert any(not torch.equal(served[k], gated["student"][k]) for k in served)
+    assert record["models"]["student"]["distilled"] and "control" not in record["models"]
+    teacher = torch.load(paths.checkpoint("teacher"), weights_only=False)["state"]
+    full_ease = ease_weights(list(data.full.values()), data.vocab.n_items, EASE_L2)
+    np.testing.assert_allclose(teacher["wide"].numpy(), full_ease, atol=1e-6)  # the wide layer saw every history
+    assert not np.allclose(gated["teacher"]["wide"].numpy(), full_ease, atol=1e-6)
+    assert record["data"]["served_model"]["rows"] == data.parts["all"]["rows"]
+
+    # a retried refit keeps the gated models aside instead of overwriting them with the refit
+    refit_on_all(settings, run)
+    again = torch.load(paths.eval_checkpoint("student"), weights_only=False)["state"]
+    assert all(torch.equal(again[k], gated["student"][k]) for k in again)
+
+
+def test_refit_runs_only_after_passing_gates_and_when_enabled(tmp_path: Path) -> None:
+    from freshrec.settings import load_settings
+    from tasks.training.stages import refit_reason
+
+    run = tmp_path / "run"
+    (run / "work").mkdir(parents=True)
+    settings = load_settings(home=tmp_path)
+    assert "no gate verdict" in refit_reason(settings, run)
+    (run / "work" / "gates.json").write_text(json.dumps({"passed": False, "gates": [], "reasons": ["floor: low"]}))
+    assert "gates failed" in refit_reason(settings, run)
+    (run / "work" / "gates.json").write_text(json.dumps({"passed": True, "gates": [], "reasons": []}))
+    assert refit_reason(settings, run) is None
+    assert "off" in refit_reason(load_settings(home=tmp_path, training={"refit_on_all": False}), run)
+    assert "off" in refit_reason(settings, run, enabled=False)
+    assert refit_reason(load_settings(home=tmp_path, training={"refit_on_all": False}), run, enabled=True) is None
