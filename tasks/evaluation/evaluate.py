@@ -2,6 +2,9 @@
 
 The champion is evaluated on the *same* holdout through its exported graph: its vocabulary is a prefix
 of the current one (ids are stable), so items it never saw are padding in its input and unscorable.
+The graph is the champion's holdout-trained int8 student (``student.eval.int8.onnx``) when its bundle
+has one: its served graph was refitted on all of its interactions, which may include the earlier days
+of this run's holdout, so judging it on that holdout would flatter it.
 """
 
 from __future__ import annotations
@@ -33,15 +36,24 @@ def evaluate_scorer(scorer: Scorer, test: prep.EvalSet, n_items: int, k: int = 1
     return result
 
 
+CHAMPION_GRAPHS = ("student.eval.int8.onnx", "student.int8.onnx", "student.fp32.onnx")
+
+
+def champion_graph(bundle: Path) -> Path:
+    """The graph an older bundle is compared with: its holdout-trained int8 student, else (bundles from
+    before the refit on all interactions, or with it off) the served int8, else the served fp32."""
+    for name in CHAMPION_GRAPHS:
+        if (bundle / name).is_file():
+            return bundle / name
+    raise FileNotFoundError(f"no student graph in {bundle} (looked for {', '.join(CHAMPION_GRAPHS)})")
+
+
 def champion_scorer(bundle: Path, vocab: Vocab) -> Scorer:
-    """Scores the current catalogue with an older bundle's int8 graph (falls back to fp32)."""
+    """Scores the current catalogue with an older bundle's :func:`champion_graph`."""
     old = Vocab.load(bundle / BUNDLE_VOCAB)
     if vocab.items[: old.n_items] != old.items:
         raise ValueError(f"champion vocabulary in {bundle} is not a prefix of the current one")
-    graph = bundle / "student.int8.onnx"
-    if not graph.is_file():
-        graph = bundle / "student.fp32.onnx"
-    inner = onnx_scorer(graph, old.n_items)
+    inner = onnx_scorer(champion_graph(bundle), old.n_items)
 
     def score(history: np.ndarray) -> np.ndarray:
         clipped = np.where(history > old.n_items, 0, history)
@@ -68,6 +80,7 @@ def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
     if champion_bundle is not None:
         try:
             results["models"]["champion"] = evaluate_scorer(champion_scorer(champion_bundle, data.vocab), data.test, data.vocab.n_items)
+            results["champion_graph"] = champion_graph(champion_bundle).name
         except (ValueError, FileNotFoundError) as exc:
             log.warning("champion not comparable: %s", exc)
             results["champion_error"] = str(exc)

@@ -5,6 +5,11 @@
 3. int8 fidelity: int8 nDCG@10 >= fp32 nDCG@10 x (1 - int8_max_loss), both measured on the fidelity set
    (holdout or validation split, whichever ranks more users; max score difference reported);
 4. export parity: torch vs ORT fp32 scores agree within PARITY_TOLERANCE.
+
+Gates 1-4 judge the holdout-trained models. When the served models are refitted on all interactions
+after that (``training.refit_on_all``), their graphs pass the checks that need no holdout too:
+5. served int8 fidelity: the refit's int8 vs its fp32, paired on the same fidelity set, as gate 3;
+6. served export parity: torch vs ORT fp32 of the refitted teacher and student, as gate 4.
 """
 
 from __future__ import annotations
@@ -68,6 +73,24 @@ def parity_gate(max_abs_diffs: dict[str, float], tolerance: float = PARITY_TOLER
     ok = worst <= tolerance
     return GateResult("export_parity", ok, f"torch vs ORT fp32 max |diff| {worst:.3g} (tolerance {tolerance:g})",
                       {"max_abs_diff": max_abs_diffs, "tolerance": tolerance})
+
+
+def served_gates(fidelity: tuple[float, float], int8_max_abs_diff: float, parity: dict[str, float],
+                 int8_max_loss: float) -> list[GateResult]:
+    """Gates 5 and 6 for the graphs refitted on all interactions (``fidelity`` = (int8, fp32) nDCG@10)."""
+    int8 = int8_gate(fidelity[0], fidelity[1], int8_max_loss, int8_max_abs_diff)
+    exported = parity_gate(parity)
+    return [
+        GateResult("served_int8_fidelity", int8.passed, f"refit on all data: {int8.detail}", int8.evidence),
+        GateResult("served_export_parity", exported.passed, f"refit on all data: {exported.detail}", exported.evidence),
+    ]
+
+
+def with_gates(verdict: dict, extra: list[GateResult]) -> Verdict:
+    """``verdict`` (as written by :meth:`Verdict.to_dict`) plus ``extra``, replacing gates of the same name."""
+    names = {g.name for g in extra}
+    gates = [GateResult(**g) for g in verdict["gates"] if g["name"] not in names] + list(extra)
+    return Verdict(all(g.passed for g in gates), gates)
 
 
 def decide(

@@ -1,7 +1,9 @@
 """The evaluation report of a retrain run: JSON + PNG under reports/retrain/<run id>/.
 
 Models side by side (teacher, distilled student, int8 student, control, champion; all users and the
-cold-user slice) and the early-stopping curves (validation nDCG@10 per epoch).
+cold-user slice) and the early-stopping curves (validation nDCG@10 per epoch). Every holdout metric is
+of the holdout-trained models; ``training_data`` says what the served model learnt from, and
+``served_refit`` holds the checks of the refit on all interactions when there was one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from freshrec.layout import Layout  # noqa: E402
 from freshrec.settings import Settings  # noqa: E402
+from tasks.training import prepare as prep  # noqa: E402
 from tasks.training.checkpoint import RunPaths  # noqa: E402
 from tasks.training.stages import read_training_summaries  # noqa: E402
 
@@ -27,6 +30,10 @@ def collect(run_dir: Path) -> dict:
     evaluation = json.loads((work / "evaluation_torch.json").read_text())
     export = json.loads((work / "export.json").read_text())
     gates_file = work / "gates.json"
+    paths = RunPaths(run_dir)
+    refit = json.loads(paths.refit.read_text()) if paths.refit.is_file() else None
+    served_file = work / "served_export.json"
+    served = json.loads(served_file.read_text()) if served_file.is_file() else None
     models = dict(evaluation["models"])
     models["student_fp32_onnx"] = export["student_fp32"]["metrics"]
     models["student_int8_onnx"] = export["int8"]["metrics"]
@@ -41,6 +48,11 @@ def collect(run_dir: Path) -> dict:
                         for t in export["int8_trials"]],
         "gates": json.loads(gates_file.read_text()) if gates_file.is_file() else None,
         "training": read_training_summaries(run_dir),
+        "training_data": prep.training_data_facts(prep.load(paths.data), served_on_all=refit is not None and served is not None),
+        "served_refit": None if refit is None else {
+            "models": {name: {k: v for k, v in m.items() if k != "curve"} for name, m in refit["models"].items()},
+            "checks": None if served is None else {k: served.get(k) for k in ("int8", "student_fp32", "parity")},
+        },
     }
 
 
@@ -52,7 +64,7 @@ def plot(report: dict, target: Path) -> Path:
         values = [report["models"][name]["overall"].get(m, 0.0) for m in SHOWN]
         bars.bar([j + i * width for j in range(len(SHOWN))], values, width, label=name)
     bars.set_xticks([j + 0.4 - width / 2 for j in range(len(SHOWN))], SHOWN, rotation=20)
-    bars.set_title(f"holdout ({report['protocol']}), all users")
+    bars.set_title(f"holdout ({report['protocol']}), all users, holdout-trained models")
     bars.legend(fontsize=8)
     for name, summary in report["training"].items():
         points = [p for p in summary.get("curve", []) if "val_ndcg@10" in p]

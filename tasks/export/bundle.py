@@ -1,7 +1,9 @@
 """Finish a bundle (model card, sha256 of every artifact) and record it in the registry.
 
 A bundle is ``models/<run id>/``: student.fp32/int8/fp16.onnx, teacher.fp32.onnx, vocab.json,
-model_card.json, the torch checkpoints the next run warm-starts from, and SHA256SUMS.
+model_card.json, the torch checkpoints the next run warm-starts from, and SHA256SUMS. When the served
+models were refitted on all interactions, the holdout-trained (gated) int8 student and checkpoints are
+there too (student.eval.int8.onnx, teacher.eval.pt, student.eval.pt): checksummed, never served.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from tasks.training.checkpoint import RunPaths
 SHA256SUMS = "SHA256SUMS"
 # registry variant -> file in the bundle
 VARIANT_FILES = {"fp32": "student.fp32.onnx", "int8": "student.int8.onnx", "fp16": "student.fp16.onnx", "teacher": "teacher.fp32.onnx"}
-BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, "student.pt", "teacher.pt")
+EVAL_FILES = ("student.eval.int8.onnx", "student.eval.pt", "teacher.eval.pt")
+BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, "student.pt", "teacher.pt", *EVAL_FILES)
 
 
 def bundle_artifacts(run_dir: Path) -> dict[str, Path]:

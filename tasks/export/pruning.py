@@ -50,6 +50,18 @@ def structurally_pruned(student: Student, keep_dims: int) -> Student:
     return small.eval()
 
 
+VARIANTS = {
+    "magnitude_50": lambda student: magnitude_pruned(student, 0.5),
+    "magnitude_80": lambda student: magnitude_pruned(student, 0.8),
+    "structured_half_dims": lambda student: structurally_pruned(student, max(1, student.config.dim // 2)),
+}
+
+
+def pruned_variant(name: str, student: Student) -> Student:
+    """The variant ``name`` of ``student`` (the served refit gets the variant chosen on the gated student)."""
+    return VARIANTS[name](student)
+
+
 def evaluate_pruning(
     run_dir: Path, student: Student, baseline_graph: Path, export, history_len: int,
     max_loss: float = 0.01, min_gain: float = 0.1,
@@ -60,11 +72,7 @@ def evaluate_pruning(
     base_ndcg = base["ndcg@10"]
     enough_users = base["users"] >= MIN_USERS
     base_ms = onnx_latency(baseline_graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
-    variants = {
-        "magnitude_50": magnitude_pruned(student, 0.5),
-        "magnitude_80": magnitude_pruned(student, 0.8),
-        "structured_half_dims": structurally_pruned(student, max(1, student.config.dim // 2)),
-    }
+    variants = {name: pruned_variant(name, student) for name in VARIANTS}
     trials, kept = [], None
     for name, model in variants.items():
         graph = export(model, run_dir / "work" / f"student.{name}.onnx")

@@ -16,7 +16,7 @@ import torch
 
 from freshrec.layout import Layout
 from freshrec.settings import Settings
-from tasks.evaluation.gates import decide
+from tasks.evaluation.gates import decide, served_gates, with_gates
 from tasks.export.bundle import register, write_card
 from tasks.export.onnx_export import OPSET
 from tasks.training import prepare as prep
@@ -49,6 +49,33 @@ def apply_gates(settings: Settings, run_dir: Path) -> Path:
     out = RunPaths(run_dir).work / "gates.json"
     out.write_text(json.dumps(verdict.to_dict(), indent=2))
     return out
+
+
+def apply_served_gates(settings: Settings, run_dir: Path) -> Path:
+    """Add the checks of the graphs refitted on all interactions (paired int8 fidelity, parity) to gates.json."""
+    work = RunPaths(run_dir).work
+    served = json.loads((work / "served_export.json").read_text())
+    verdict = with_gates(
+        json.loads((work / "gates.json").read_text()),
+        served_gates(
+            fidelity=(served["int8"]["fidelity_ndcg@10"], served["student_fp32"]["fidelity_ndcg@10"]),
+            int8_max_abs_diff=served["int8"]["max_abs_diff_vs_fp32"],
+            parity={name: p["max_abs_diff"] for name, p in served["parity"].items()},
+            int8_max_loss=settings.gates.int8_max_loss,
+        ),
+    )
+    out = work / "gates.json"
+    out.write_text(json.dumps(verdict.to_dict(), indent=2))
+    return out
+
+
+def served_training(run_dir: Path) -> tuple[dict | None, dict | None]:
+    """(refit_on_all.json, served_export.json) when the served models were refitted on all interactions."""
+    paths = RunPaths(run_dir)
+    served = paths.work / "served_export.json"
+    if not paths.refit.is_file() or not served.is_file():
+        return None, None
+    return json.loads(paths.refit.read_text()), json.loads(served.read_text())
 
 
 def model_facts(run_dir: Path, history_len: int) -> dict:
@@ -90,15 +117,22 @@ def lineage(settings: Settings, run_dir: Path, dag_run_id: str | None, parent_ve
         "protocol": data.protocol,
         "holdout_cutoff": data.cutoff,
         "data_counts": data.counts,
+        "training_data": prep.training_data_facts(data, served_on_all=served_training(run_dir)[0] is not None),
     }
 
 
-def served_metrics(evaluation: dict, export: dict) -> dict:
-    """Registry metrics: the served int8 graph's holdout metrics at the top, every model under `models`."""
+def served_metrics(evaluation: dict, export: dict, refitted: bool = False) -> dict:
+    """Registry metrics: the gated int8 graph's holdout metrics at the top, every model under `models`.
+
+    Without a refit on all interactions that graph is the served one; with it, ``metrics_from`` says the
+    figures belong to the holdout-trained graph (the served refit has seen the holdout)."""
     models = {name: m for name, m in evaluation["models"].items()}
     models["student_fp32_onnx"] = export["student_fp32"]["metrics"]
     models["student_int8_onnx"] = export["int8"]["metrics"]
-    return {**export["int8"]["metrics"]["overall"], "protocol": evaluation["protocol"], "models": models}
+    source = ("holdout-trained int8 student (student.eval.int8.onnx); the served graphs were refitted on all "
+              "interactions after the gates passed" if refitted else "served int8 student (student.int8.onnx)")
+    return {**export["int8"]["metrics"]["overall"], "protocol": evaluation["protocol"], "metrics_from": source,
+            "models": models}
 
 
 def publish(
@@ -108,13 +142,17 @@ def publish(
     evaluation, export = _reports(run_dir)
     verdict = json.loads((RunPaths(run_dir).work / "gates.json").read_text())
     facts = model_facts(run_dir, settings.data.online_history_length)
+    refit, served = served_training(run_dir)
     card = {
         "model_name": settings.model_name,
         "run_id": run_dir.name,
-        "metrics": served_metrics(evaluation, export),
+        "metrics": served_metrics(evaluation, export, refitted=refit is not None),
         "gates": verdict,
         "models": facts,
         "training": read_training_summaries(run_dir),
+        "refit_on_all": None if refit is None else {
+            name: {k: v for k, v in summary.items() if k != "curve"} for name, summary in refit["models"].items()
+        },
         "export": {
             "exporter": "torch.onnx.export(dynamo=True)",
             "opset": OPSET,
@@ -125,10 +163,14 @@ def publish(
             "parity": export["parity"],
             "student_fp32": {k: export["student_fp32"][k] for k in ("latency", "size")},
             "pruning": export.get("pruning"),
+            "served_refit": None if served is None else {
+                k: served[k] for k in ("int8", "student_fp32", "parity", "pruning", "eval_graph") if k in served
+            },
         },
     }
     run_lineage = lineage(settings, run_dir, dag_run_id, parent_version)
     card["lineage"] = run_lineage
+    card["training_data"] = run_lineage["training_data"]
     write_card(run_dir, card)
     view = register(registry, run_dir, card["metrics"], run_lineage, card)
     if not verdict["passed"]:

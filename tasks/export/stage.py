@@ -8,6 +8,10 @@ fp32: dynamo export + checker + ORT basic optimisation (teacher and student). in
 enough users for a 1% tolerance to mean something), on the holdout, by max score difference vs fp32,
 and for speed (single request, whole catalogue); the fastest recipe within the allowed quality loss is
 kept, else the most accurate one (the int8 gate then rejects the candidate). fp16 for GPUs.
+
+After the gates, ``export_served`` exports the models refitted on all interactions the same way (same
+int8 recipe, same pruning decision) as the served graphs and checks them (parity, paired int8
+fidelity); the gated int8 student stays in the bundle as ``student.eval.int8.onnx``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tasks.export.latency import onnx_latency
 from tasks.export.onnx_export import export_onnx, optimise_offline, run_scores, session
 from tasks.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
 from tasks.training import prepare as prep
-from tasks.export.pruning import evaluate_pruning
+from tasks.export.pruning import evaluate_pruning, pruned_variant
 from tasks.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint
 from tasks.training.dataset import pad_histories
 
@@ -160,4 +164,75 @@ def check_parity(run_dir: Path) -> Path:
         result[name] = torch_parity(model, paths.onnx(name, "fp32"), sample, data.vocab.n_items)
     out = paths.work / "parity.json"
     out.write_text(json.dumps(result, indent=2))
+    return out
+
+
+def set_aside_holdout_graphs(paths: RunPaths) -> None:
+    """The gated int8 student becomes ``student.eval.int8.onnx`` (the next run's champion comparison) and
+    its fp32 reference moves to ``work/``; the gated fp16 and teacher graphs are dropped (their evidence
+    is in export.json / parity.json). Once: a retried export keeps what was set aside."""
+    kept = paths.eval_onnx("student", "int8")
+    if kept.is_file():
+        return
+    paths.onnx("student", "fp32").replace(paths.work / "student.eval.fp32.onnx")
+    for name, variant in (("student", "fp16"), ("teacher", "fp32")):
+        paths.onnx(name, variant).unlink(missing_ok=True)
+    paths.onnx("student", "int8").replace(kept)
+
+
+def export_served(run_dir: Path) -> Path:
+    """Export the models refitted on all interactions as the served graphs and check them.
+
+    fp32 teacher and student, the student's int8 with the recipe chosen for the gated student
+    (calibrated on the full histories), fp16 when the gated export made one; a pruning variant kept for
+    the gated student is applied to the refit too. Checks, as for the gated graphs: torch vs ORT parity
+    of both models, and int8 vs fp32 of the student paired on the fidelity set with the max score
+    difference (the refit has seen those targets: the figures compare two graphs of one model, they are
+    not holdout metrics). -> ``work/served_export.json``.
+    """
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    gated = json.loads((paths.work / "export.json").read_text())
+    n_items = data.vocab.n_items
+    categories = torch.from_numpy(data.categories)
+    set_aside_holdout_graphs(paths)
+    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
+    student, payload = load_checkpoint(paths.checkpoint("student"), categories)
+    pruned = (gated.get("pruning") or {}).get("kept")
+    if pruned and payload.get("pruned") != pruned:
+        student = pruned_variant(pruned, student)
+        save_checkpoint(student, paths.checkpoint("student"), {"pruned": pruned})
+    models = {"teacher": teacher, "student": student}
+    for name, model in models.items():
+        export_fp32(model, paths.onnx(name, "fp32"))
+    student_fp32, int8 = paths.onnx("student", "fp32"), paths.onnx("student", "int8")
+    recipe = Int8Recipe(**gated["int8"]["recipe"])
+    calibration = HistoryCalibration(pad_histories(list(data.full.values())[:CALIBRATION_USERS], data.history_len), n_items)
+    quantise_int8(student_fp32, int8, recipe, calibration)
+    report: dict = {"trained_on": data.parts.get("all", {}), "pruning": pruned}
+    if "fp16" in gated:
+        convert_fp16(student_fp32, paths.onnx("student", "fp16"))
+        report["fp16"] = {"path": str(paths.onnx("student", "fp16")), "size": paths.onnx("student", "fp16").stat().st_size}
+    sample = _parity_histories(data)
+    report["parity"] = {name: torch_parity(model, paths.onnx(name, "fp32"), sample, n_items) for name, model in models.items()}
+    fp32_fidelity = evaluate_graph(run_dir, student_fp32, fidelity=True)["overall"]
+    int8_fidelity = evaluate_graph(run_dir, int8, fidelity=True)["overall"]
+    report["student_fp32"] = {
+        "path": str(student_fp32),
+        "fidelity_ndcg@10": fp32_fidelity["ndcg@10"],
+        "fidelity_users": fp32_fidelity["users"],
+        "size": student_fp32.stat().st_size,
+    }
+    report["int8"] = {
+        "recipe": recipe.to_dict(),
+        "path": str(int8),
+        "fidelity_ndcg@10": int8_fidelity["ndcg@10"],
+        "max_abs_diff_vs_fp32": score_difference(student_fp32, int8, sample, n_items),
+        "latency": onnx_latency(int8, n_items, data.history_len, n_items),
+        "size": int8.stat().st_size,
+    }
+    report["teacher_fp32"] = {"path": str(paths.onnx("teacher", "fp32")), "size": paths.onnx("teacher", "fp32").stat().st_size}
+    report["eval_graph"] = str(paths.eval_onnx("student", "int8"))
+    out = paths.work / "served_export.json"
+    out.write_text(json.dumps(report, indent=2))
     return out

@@ -109,3 +109,68 @@ def test_gate_rejects_a_broken_int8_model(exported_run: Path, tmp_path: Path, mo
     assert outcome["state"] == "rejected" and version.state == "rejected"
     assert any("int8_fidelity" in reason for reason in version.reasons)
     assert registry.serving_state().champion is None
+
+
+@pytest.fixture(scope="module")
+def served_run(exported_run: Path, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the exported home, gated, refitted on all interactions and exported again as served graphs.
+    Returns the run and the sha256 of its gated int8 student."""
+    from freshrec.registry import sha256_file
+    from tasks.export.publish import apply_gates, apply_served_gates
+    from tasks.export.stage import export_served
+    from tasks.training.stages import refit_on_all
+    from tests.export.conftest import tiny_settings
+
+    home = tmp_path_factory.mktemp("served") / "home"
+    shutil.copytree(exported_run.parents[1], home)
+    run = home / "models" / exported_run.name
+    gated_int8 = sha256_file(run / "student.int8.onnx")
+    settings = tiny_settings(home)
+    apply_gates(settings, run)
+    refit_on_all(settings, run)
+    export_served(run)
+    apply_served_gates(settings, run)
+    return run, gated_int8
+
+
+def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(served_run: tuple[Path, str]) -> None:
+    from freshrec.registry import open_registry, sha256_file
+    from tasks.export.bundle import verify_bundle
+    from tasks.export.onnx_export import check_onnx, run_scores, session
+    from tasks.export.publish import publish
+    from tests.export.conftest import tiny_settings
+
+    run, gated_int8 = served_run
+    assert sha256_file(run / "student.eval.int8.onnx") == gated_int8
+    assert sha256_file(run / "student.int8.onnx") != gated_int8
+    for name in ("student.fp32.onnx", "student.int8.onnx", "student.fp16.onnx", "teacher.fp32.onnx", "student.eval.int8.onnx"):
+        check_onnx(run / name)
+    served = json.loads((run / "work" / "served_export.json").read_text())
+    gated = json.loads((run / "work" / "export.json").read_text())
+    assert served["int8"]["recipe"] == gated["int8"]["recipe"]
+    assert served["parity"]["student"]["max_abs_diff"] < 1e-4 and served["parity"]["teacher"]["max_abs_diff"] < 1e-3
+    model, data = _model(run, "student")  # student.pt is now the refit
+    history = data.test.histories[:4]
+    candidates = np.tile(np.arange(1, data.vocab.n_items + 1, dtype=np.int64), (len(history), 1))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(history), torch.from_numpy(candidates)).numpy()
+    np.testing.assert_allclose(run_scores(session(run / "student.fp32.onnx"), history, candidates), expected, rtol=1e-4, atol=1e-4)
+    verdict = json.loads((run / "work" / "gates.json").read_text())
+    names = [g["name"] for g in verdict["gates"]]
+    assert names[-2:] == ["served_int8_fidelity", "served_export_parity"] and names.count("served_int8_fidelity") == 1
+    assert next(g for g in verdict["gates"] if g["name"] == "served_export_parity")["passed"]
+
+    settings = tiny_settings(run.parents[1])
+    with open_registry(settings) as registry:
+        outcome = publish(settings, registry, run, dag_run_id="test", parent_version=None)
+        version = registry.get_version(outcome["version"])
+    assert verify_bundle(run) == []
+    assert "student.eval.int8.onnx" in (run / "SHA256SUMS").read_text()
+    assert Path(version.artifacts["int8"].uri).name == "student.int8.onnx"
+    card = version.card
+    trained = card["training_data"]
+    assert trained["served_model"]["rows"] == data.parts["all"]["rows"] > trained["holdout_trained_model"]["rows"]
+    assert trained["served_model"]["last_ts"] > trained["holdout_trained_model"]["last_ts"]
+    assert version.lineage["training_data"] == trained
+    assert "student.eval.int8.onnx" in card["metrics"]["metrics_from"]
+    assert card["refit_on_all"]["student"]["user_item_pairs"] == data.parts["all"]["user_item_pairs"]
