@@ -30,9 +30,18 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
    when as good and faster); int8 recipes measured, best kept; fp16 for GPUs.
 7. **parity**: torch vs ONNX Runtime scores on real histories.
 8. **gates**: floor, no regression vs the champion, int8 within tolerance of fp32, export parity.
-9. **report**: JSON + PNG (`reports/retrain/<run id>/`).
-10. **register_candidate**: model card, sha256s, registry; a failed gate rejects the candidate.
-11. **release_decision** -> **trigger_release**: the first model is promoted directly (no champion to
+   Everything up to here judges models that never saw the holdout.
+9. **refit_on_all**: when the gates passed (and `training.refit_on_all` / the `refit_on_all` param is on),
+   teacher and distilled student again on *all* interactions (training part + holdout), same recipe
+   and epoch counts, so the newest days reach the served weights. The gated checkpoints stay as
+   `<name>.eval.pt`. Otherwise nothing happens and the holdout-trained models are served.
+10. **export_served**: the refit exported as the served graphs (fp32, int8 with the chosen recipe, fp16,
+    teacher fp32); torch vs ORT parity and paired int8 fidelity added to the gates. The gated int8
+    student stays as `student.eval.int8.onnx`: the next run compares its holdout with that graph.
+11. **report**: JSON + PNG (`reports/retrain/<run id>/`).
+12. **register_candidate**: model card (which data the served model learnt from), sha256s, registry; a
+    failed gate rejects the candidate.
+13. **release_decision** -> **trigger_release**: the first model is promoted directly (no champion to
     compare a canary with); later ones go to the `release` DAG, unless `trigger_release` is off.
 
 XCom carries paths and version numbers only; everything else is a file in the run folder.
@@ -68,6 +77,9 @@ def _params() -> dict:
         "force": Param(False, type="boolean",
                        description="retrain even when the champion was trained on the latest feature day already"),
         "warm_start": Param(True, type="boolean", description="start from the champion's weights (new ids get new rows)"),
+        "refit_on_all": Param(None, type=["null", "boolean"],
+                              description="serve a refit on all interactions once the gates passed; empty = settings "
+                                          "(training.refit_on_all)"),
         "trigger_release": Param(True, type="boolean",
                                  description="hand a passing candidate to the release DAG (the first model is promoted directly)"),
     },
@@ -97,7 +109,7 @@ def retrain():
 
     @task
     def train_teacher(run: dict) -> dict:
-        """The large model: full softmax over the catalogue, early stopping, refit on all training data."""
+        """The large model: full softmax over the catalogue, early stopping, refit on the whole training part."""
         from pathlib import Path
 
         from tasks.training.stages import train_teacher as train
@@ -153,6 +165,37 @@ def retrain():
         return {**run, "gates": str(apply_gates(_settings(), Path(run["run_dir"])))}
 
     @task
+    def refit_on_all(run: dict) -> dict:
+        """After passing gates: teacher and distilled student on all interactions (the served models)."""
+        from pathlib import Path
+
+        from tasks.training.stages import refit_on_all as refit, refit_reason
+
+        run_dir = Path(run["run_dir"])
+        why_not = refit_reason(_settings(), run_dir, _params().get("refit_on_all"))
+        if why_not:
+            import logging
+
+            logging.getLogger(__name__).info("no refit on all interactions: %s", why_not)
+            return {**run, "refit": None}
+        return {**run, "refit": str(refit(_settings(), run_dir, _parent(run)))}
+
+    @task
+    def export_served(run: dict) -> dict:
+        """The refit as the served graphs; parity and paired int8 fidelity join the gates."""
+        from pathlib import Path
+
+        from tasks.export.publish import apply_served_gates
+        from tasks.export.stage import export_served as export
+
+        if not run.get("refit"):
+            return {**run, "served_export": None}
+        run_dir = Path(run["run_dir"])
+        served = export(run_dir)
+        apply_served_gates(_settings(), run_dir)
+        return {**run, "served_export": str(served)}
+
+    @task
     def report(run: dict) -> dict:
         """Evaluation report as JSON + PNG (models side by side, training curves)."""
         from pathlib import Path
@@ -195,7 +238,8 @@ def retrain():
     )
 
     run = plan()
-    published = register_candidate(report(gates(parity(export_and_quantise(evaluate(train_students(train_teacher(build_datasets(run)))))))))
+    gated = gates(parity(export_and_quantise(evaluate(train_students(train_teacher(build_datasets(run)))))))
+    published = register_candidate(report(export_served(refit_on_all(gated))))
     release_decision(published) >> trigger
 
 

@@ -37,10 +37,15 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
         champion = registry.serving_state().champion
     assert champion is not None and champion.version == 1
     bundle = Path(champion.bundle_dir)
-    for name in ("student.fp32.onnx", "student.int8.onnx", "teacher.fp32.onnx", "vocab.json", "model_card.json"):
+    for name in ("student.fp32.onnx", "student.int8.onnx", "teacher.fp32.onnx", "vocab.json", "model_card.json",
+                 "student.eval.int8.onnx", "student.eval.pt", "teacher.eval.pt"):
         assert (bundle / name).is_file(), name
     assert verify_bundle(bundle) == []
     card = json.loads((bundle / "model_card.json").read_text())
+    # served = refit on every interaction after the gates passed on the holdout-trained models
+    served, gated = card["training_data"]["served_model"], card["training_data"]["holdout_trained_model"]
+    assert served["rows"] > gated["rows"] and served["last_ts"] > gated["last_ts"]
+    assert {"served_int8_fidelity", "served_export_parity"} <= {g["name"] for g in card["gates"]["gates"]}
     assert card["models"]["teacher_over_student_flops"] >= 10
     assert set(champion.artifacts) >= {"fp32", "int8", "teacher"}
     assert 0.0 <= champion.metrics["ndcg@10"] <= 1.0
@@ -50,10 +55,15 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert run_dag("retrain", conf) == "success"
     with open_registry(get_settings()) as registry:
         assert len(registry.list_versions()) == 1
-    assert run_dag("retrain", {**conf, "force": True}) == "success"
+    assert run_dag("retrain", {**conf, "force": True, "refit_on_all": False}) == "success"
     with open_registry(get_settings()) as registry:
         second = registry.get_version(2)
         assert registry.serving_state().champion.version == 1
     assert second.state in ("candidate", "rejected")
     assert second.lineage["parent_version"] == 1
     assert second.card["training"]["student"]["warm_start"]["warm"] is True
+    evaluation = json.loads((Path(second.bundle_dir) / "work" / "evaluation_torch.json").read_text())
+    assert evaluation["champion_graph"] == "student.eval.int8.onnx"  # not v1's served refit, which saw this holdout
+    # refit_on_all off: the holdout-trained models are served, as before the refit existed
+    assert not (Path(second.bundle_dir) / "student.eval.int8.onnx").exists()
+    assert second.card["training_data"]["served_model"] == second.card["training_data"]["holdout_trained_model"]
