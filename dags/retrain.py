@@ -80,6 +80,8 @@ def _params() -> dict:
         "refit_on_all": Param(None, type=["null", "boolean"],
                               description="serve a refit on all interactions once the gates passed; empty = settings "
                                           "(training.refit_on_all)"),
+        "reason": Param("", type="string",
+                        description="why this run was started (slo_monitor writes its stale-model or drift finding here)"),
         "trigger_release": Param(True, type="boolean",
                                  description="hand a passing candidate to the release DAG (the first model is promoted directly)"),
     },
@@ -92,7 +94,12 @@ def retrain():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        planned = plan_run(_settings(), _params(), get_current_context()["dag_run"].run_id)
+        params = _params()
+        if params.get("reason"):
+            import logging
+
+            logging.getLogger(__name__).info("retrain requested: %s", params["reason"])
+        planned = plan_run(_settings(), params, get_current_context()["dag_run"].run_id)
         if planned.get("skip"):
             raise AirflowSkipException(planned["skip"])
         return planned
