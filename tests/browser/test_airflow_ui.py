@@ -35,15 +35,19 @@ def test_login_list_dags_and_open_features_daily(local_stack: LocalStack, chromi
         )
         assert set(EXPECTED_DAGS) <= set(listed), f"DAG list shows {listed}"
 
+        tasks = local_stack.api().get("/dags/features_daily/tasks").json()["tasks"]
+        task_ids = json.dumps([t["task_id"].split(".")[0] for t in tasks])
         page.navigate(f"{url}/dags/features_daily")
-        # The DAG page shows its tasks in the grid and the tabs of a DAG (Runs, Tasks, Backfills, Code).
-        page.wait_for("document.body.innerText.includes('Backfills') && document.body.innerText.includes('features_daily')",
-                      90, "the features_daily page")
-        text = page.evaluate("document.body.innerText")
-        page.screenshot(artifacts_dir / "03_features_daily.png")
+        # The DAG page shows the tabs of a DAG (Runs, Tasks, Backfills, Code) at once and its tasks in the
+        # grid once the grid's own request has answered: wait for both (or time out and fail below).
+        try:
+            page.wait_for("document.body.innerText.includes('Backfills') && document.body.innerText.includes('features_daily')"
+                          f" && {task_ids}.some(t => document.body.innerText.includes(t))", 90, "the features_daily page and its tasks")
+        finally:
+            text = page.evaluate("document.body.innerText")
+            page.screenshot(artifacts_dir / "03_features_daily.png")
 
     assert "Runs" in text and "Tasks" in text
-    tasks = local_stack.api().get("/dags/features_daily/tasks").json()["tasks"]
     shown = [t["task_id"] for t in tasks if t["task_id"].split(".")[0] in text]
     assert shown, f"none of the DAG's tasks ({[t['task_id'] for t in tasks]}) is shown on its page"
     (artifacts_dir / "ui.json").write_text(json.dumps({"dags_listed": listed, "tasks_shown": shown}, indent=2))
