@@ -208,18 +208,21 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
 
     hot = APIRouter(route_class=FastPathRoute)
 
+    def _route(runtime: ServingRuntime, scope: dict, user_id: str):
+        """The table and the variant this user gets; the metrics label the request with them."""
+        table = runtime.table
+        routed = route_user(table, user_id)
+        scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        return table, routed
+
     async def _recommend(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.RecommendRequest)
-        table = runtime.table
-        routed = route_user(table, body.user_id)
-        scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        table, routed = _route(runtime, scope, body.user_id)
         return 200, await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
 
     async def _score(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.ScoreRequest)
-        table = runtime.table
-        routed = route_user(table, body.user_id)
-        scope[LABELS_KEY] = (routed.variant, routed.served.version)
+        table, routed = _route(runtime, scope, body.user_id)
         return 200, await runtime.service.score(table, routed, body.user_id, body.item_ids)
 
     async def _feedback(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
@@ -232,7 +235,8 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         return 202, b'{"accepted":true}'
 
     def _routed(core: HotCore) -> Callable[[Request], Awaitable[Response]]:
-        """The FastAPI endpoint of a hot route (OpenAPI, and the path taken when HotPath is not in front)."""
+        """The FastAPI endpoint of a hot route: it documents the route in OpenAPI; requests are answered by
+        HotPath in front of the router, so this runs only for an app mounted without that middleware."""
         async def endpoint(request: Request) -> Response:
             status, payload = await core(_runtime(request), request.scope, await request.body())
             return Response(payload, status_code=status, media_type=JSON)

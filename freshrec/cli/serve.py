@@ -24,15 +24,16 @@ def serve(
     host = host or settings.serving.host
     port = port or settings.serving.port
     workers = workers or settings.serving.workers or min(os.cpu_count() or 1, 8)
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its metrics to files here; /metrics in any worker aggregates them all.
-        metrics_dir = Layout(settings.home).run / f"prometheus-{port}"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if workers > 1:
+        run = Layout(settings.home).run
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Each worker writes its metrics to files here; /metrics in any worker aggregates them all.
+            metrics_dir = run / f"prometheus-{port}"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         # Each worker records the registry generation it serves; /v1/models reports the lowest (siblings.py).
-        workers_dir = Layout(settings.home).run / f"serving-workers-{port}"
+        workers_dir = run / f"serving-workers-{port}"
         shutil.rmtree(workers_dir, ignore_errors=True)
         os.environ["FRESHREC_SERVING_WORKERS_DIR"] = str(workers_dir)
     uvicorn.run(

@@ -32,7 +32,7 @@ from rich.console import Console
 from freshrec.errors import FreshRecError, NotFound
 from freshrec.layout import Layout, ds_name
 from freshrec.settings import Settings
-from tasks.bench.processes import free_port, stop
+from tasks.bench.processes import free_port, stop, wait_ready
 
 TARGET_S = 20 * 60
 START = dt.date(2026, 1, 1)
@@ -109,17 +109,7 @@ class Bench:
             log.close()
 
     def wait_ready(self, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StageFailed(f"freshrec serve exited {proc.returncode}; log under {self.logs}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise StageFailed(f"freshrec serve not ready within {timeout_s:.0f} s")
+        wait_ready(proc, self.url, timeout_s, lambda: f"freshrec serve, log under {self.logs}", StageFailed)
 
     def champion_served(self) -> str | None:
         body = httpx.get(f"{self.url}/v1/models", timeout=5).json()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -21,3 +23,23 @@ def stop(process: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float, describe: Callable[[], str] = str,
+               error: type[Exception] = RuntimeError) -> None:
+    """Poll ``url``/readyz until it answers 200; raise ``error`` (with ``describe()``, e.g. the log tail)
+    when the process exits first or the time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise error(f"server exited {process.returncode}: {describe()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise error(f"server not ready within {timeout_s:.0f} s: {describe()}")
+        time.sleep(0.2)

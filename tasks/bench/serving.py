@@ -25,15 +25,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from freshrec.accel import cuda_device_count
 from freshrec.errors import NotFound
 from freshrec.layout import Layout
 from freshrec.settings import Settings
 from tasks.bench.loadgen import LoadResult, closed_loop, encode_posts, open_loop
-from tasks.bench.processes import free_port, stop
+from tasks.bench.processes import free_port, stop, wait_ready
 
 DEFAULT_RATES = [25, 50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000]  # low rates for the torch baseline
 PATH = "/v1/recommend"
@@ -88,18 +88,12 @@ def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot:
         command = [sys.executable, "-m", "freshrec.cli", "serve", "--port", str(port), "--workers", str(spec.workers)]
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    def log_tail() -> str:
+        log.seek(0)
+        return f"{spec.name}: {log.read().decode()[-3000:]}"
+
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"{spec.name} server exited: {log.read().decode()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{spec.name} server not ready after 180 s")
-            time.sleep(0.2)
+        wait_ready(process, f"http://127.0.0.1:{port}", 180, log_tail)
         yield port
     finally:
         stop(process)
@@ -177,13 +171,6 @@ def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s:
             "max_rate_within_slo": max(within, default=0)}
 
 
-def _has_gpu() -> bool:
-    """A CUDA device is usable (onnxruntime-gpu lists its CUDA EP even on machines without one)."""
-    from freshrec.accel import cuda_device_count
-
-    return cuda_device_count() > 0
-
-
 SCORING_FILES = {"int8": "student.int8.onnx", "fp32": "student.fp32.onnx", "fp16": "student.fp16.onnx",
                  "teacher": "teacher.fp32.onnx"}
 
@@ -203,7 +190,7 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
     from serving.execution import CPU, CUDA, build_scorer, sha256_of
 
     n_items = len(json.loads((bundle / "vocab.json").read_text())["items"])
-    providers = ([[CUDA, CPU]] if _has_gpu() else []) + [[CPU]]
+    providers = ([[CUDA, CPU]] if cuda_device_count() > 0 else []) + [[CPU]]
     rng = np.random.default_rng(0)
     rows = []
     for variant in variants:
@@ -261,7 +248,7 @@ def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 
         servers: list[str] | None = None, connections: int = 64) -> Path:
     bundle, snapshot, version = _served_state(settings)
     specs = [s for s in DEFAULT_SERVERS if (servers is None or s.name in servers)
-             and (s.artifact != "fp16" or (_has_gpu() and (bundle / SCORING_FILES["fp16"]).is_file()))]
+             and (s.artifact != "fp16" or (cuda_device_count() > 0 and (bundle / SCORING_FILES["fp16"]).is_file()))]
     if not specs:
         raise NotFound(f"no server named {servers}; choose from {[s.name for s in DEFAULT_SERVERS]}")
     rates = sorted(rates or DEFAULT_RATES)

@@ -1,12 +1,5 @@
-"""Network helpers shared by tests that start servers."""
+"""Network helpers shared by tests that start servers (the benchmarks' own, one implementation)."""
 
-from __future__ import annotations
+from tasks.bench.processes import free_port
 
-import socket
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port"]

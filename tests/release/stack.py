@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.serving.builders import write_bundle, write_snapshot
+from tasks.bench.processes import wait_ready
 from tests.helpers.net import free_port
 
 ADMIN_TOKEN = "release-test-token"
@@ -95,18 +96,7 @@ def serving(release_world: ReleaseWorld) -> Iterator[str]:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("freshrec")), "serve"], env=os.environ.copy(),
                                 stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"freshrec serve exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{release_world.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"freshrec serve not ready: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_ready(proc, release_world.url, 90, lambda: log.read_text()[-3000:])
         yield release_world.url
     finally:
         proc.send_signal(signal.SIGTERM)
