@@ -95,13 +95,24 @@ def build_vocab(interactions: pd.DataFrame, parent: Vocab | None = None) -> Voca
 
 def user_histories(interactions: pd.DataFrame, vocab: Vocab) -> dict[str, np.ndarray]:
     """user_id -> distinct item indices in first-interaction order (oldest first)."""
+    return timed_histories(interactions, vocab)[0]
+
+
+def timed_histories(interactions: pd.DataFrame, vocab: Vocab) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(user_id -> distinct item indices in first-interaction order, user_id -> their first-interaction
+    times in epoch seconds, float64, aligned with the items)."""
     index = vocab.item_index()
     frame = interactions.sort_values(["ts", "item_id"], kind="stable").drop_duplicates(["user_id", "item_id"])
     codes = frame["item_id"].map(index)
     if codes.isna().any():
         raise DataValidationError("interactions contain items outside the vocabulary")
-    frame = frame.assign(code=codes.astype(np.int64))
-    return {user: group.to_numpy() for user, group in frame.groupby("user_id", sort=True)["code"]}
+    seconds = frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) / 1e6
+    frame = frame.assign(code=codes.astype(np.int64), seconds=seconds)
+    items, times = {}, {}
+    for user, group in frame.groupby("user_id", sort=True)[["code", "seconds"]]:
+        items[user] = group["code"].to_numpy()
+        times[user] = group["seconds"].to_numpy()
+    return items, times
 
 
 def pad_histories(histories: list[np.ndarray], length: int) -> np.ndarray:

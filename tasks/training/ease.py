@@ -1,29 +1,151 @@
-"""Closed-form EASE item-item weights (Steck, WWW'19), used to initialise the teacher's wide layer.
+"""Closed-form item-item weights for the teacher's wide layer: EASE (Steck, WWW'19) on a session-aware
+Gram matrix.
 
-B = I - P / diag(P) with P = (X^T X + lambda I)^-1 and diag(B) = 0. On ML-100K (msr split) EASE alone
-reaches nDCG@10 ~0.48; the teacher starts from it and learns a deep correction on top.
+EASE: B = I - P / diag(P) with P = (G + lambda I)^-1, diag(B) = 0, where G = X^T X counts how many users
+interacted with both items. The session-aware variant adds gamma x S, where S counts the same pairs
+weighted by how close in time the user touched the two items (exp(-|t_i - t_j| / tau)): items taken in
+one sitting are stronger evidence of each other than items months apart. On ML-100K (msr split) plain
+EASE reaches nDCG@10 0.485 and the session-aware one 0.497. Scoring is unchanged (history multi-hot x B),
+so serving never needs the timestamps; only the estimate of B uses them.
+
+gamma and lambda are chosen on the early-stopping validation split (``select_wide``): gamma = 0 is plain
+EASE, so data without session structure simply keeps it.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
 import numpy as np
+import scipy.sparse as sparse
+
+log = logging.getLogger(__name__)
+
+SESSION_WINDOW = 6.0  # pairs further apart than this many tau contribute < exp(-6): skipped
+GRID_MAX_ITEMS = 8_000  # above this one inversion takes minutes: no grid search, the defaults are used
+
+
+@dataclass(frozen=True)
+class WideConfig:
+    l2: float = 400.0
+    session_weight: float = 2.0  # gamma; 0 = plain EASE
+    session_tau_s: float = 600.0
+    # x log(1 + item count), added to the scores: breaks the ties of users whose history says little (a
+    # cold user's closed-form scores are all ~0) in favour of popular items, too small to reorder the rest.
+    # ML-100K: temporal holdout nDCG@10 0.16 -> 0.27 (cold users 0.02 -> 0.53), msr unchanged (0.4959 -> 0.4958).
+    popularity_prior: float = 1e-3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def gram_matrix(histories: list[np.ndarray], n_rows: int) -> np.ndarray:
     """X^T X for the binary user x item matrix (row/column 0 = padding, left empty)."""
-    x = np.zeros((len(histories), n_rows), dtype=np.float64)
-    for row, items in enumerate(histories):
-        x[row, items] = 1.0
-    return x.T @ x
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
+    x = sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(histories), n_rows))
+    return (x.T @ x).toarray()
 
 
-def ease_weights(histories: list[np.ndarray], n_items: int, l2: float = 400.0) -> np.ndarray:
-    """float32 [n_items + 1, n_items + 1] item-to-item weights; row/column 0 (padding) are zero."""
-    gram = gram_matrix(histories, n_items + 1)[1:, 1:]
-    gram[np.diag_indices_from(gram)] += l2
-    precision = np.linalg.inv(gram)
+def session_gram(histories: list[np.ndarray], times: list[np.ndarray], n_rows: int, tau_s: float) -> np.ndarray:
+    """Sum over users of exp(-|t_i - t_j| / tau) for every pair of distinct items of the user, plus each
+    item's own count on the diagonal (a pair of an event with itself), like X^T X.
+
+    Each user's items are sorted by time; pairs are visited by their distance k in that order, all users
+    at once, until no user has two items within SESSION_WINDOW x tau at distance k. Cost: the number of
+    close pairs, not the square of the history lengths.
+    """
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    user = np.repeat(np.arange(len(histories)), lengths)
+    items = np.concatenate(histories) if len(histories) else np.zeros(0, dtype=np.int64)
+    t = np.concatenate(times).astype(np.float64) if len(times) else np.zeros(0)
+    order = np.lexsort((t, user))
+    user, items, t = user[order], items[order], t[order]
+    rows, cols, weights = [items], [items], [np.ones(len(items))]
+    horizon = SESSION_WINDOW * tau_s
+    k = 1
+    while k < len(items):
+        close = (user[k:] == user[:-k]) & (t[k:] - t[:-k] <= horizon)
+        if not close.any():
+            break
+        a, b = items[:-k][close], items[k:][close]
+        w = np.exp(-(t[k:] - t[:-k])[close] / tau_s)
+        rows += [a, b]
+        cols += [b, a]
+        weights += [w, w]
+        k += 1
+    pairs = sparse.coo_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, n_rows))
+    return pairs.toarray()
+
+
+def solve_ease(gram: np.ndarray, l2: float) -> np.ndarray:
+    """float32 [n_rows, n_rows] weights from a Gram matrix whose row/column 0 is padding (left zero)."""
+    inner = gram[1:, 1:].astype(np.float64, copy=True)
+    inner[np.diag_indices_from(inner)] += l2
+    precision = np.linalg.inv(inner)
     weights = -precision / np.diag(precision)
     np.fill_diagonal(weights, 0.0)
-    out = np.zeros((n_items + 1, n_items + 1), dtype=np.float32)
+    out = np.zeros_like(gram, dtype=np.float32)
     out[1:, 1:] = weights
     return out
+
+
+class WideGrams:
+    """The two Gram matrices of one set of histories, computed once and reused across configurations."""
+
+    def __init__(self, histories: list[np.ndarray], times: list[np.ndarray] | None, n_items: int, tau_s: float) -> None:
+        self.n_rows = n_items + 1
+        self.plain = gram_matrix(histories, self.n_rows)
+        usable = times is not None and len(times) == len(histories) and all(len(t) == len(h) for t, h in zip(times, histories))
+        self.session = session_gram(histories, times, self.n_rows, tau_s) if usable else None
+        self.tau_s = tau_s
+
+    def popularity(self) -> np.ndarray:
+        """log(1 + number of users of each item), float32 [n_rows] (0 for padding)."""
+        return np.log1p(np.diag(self.plain)).astype(np.float32)
+
+    def weights(self, config: WideConfig) -> np.ndarray:
+        gram = self.plain
+        if config.session_weight > 0 and self.session is not None:
+            gram = self.plain + config.session_weight * self.session
+        return solve_ease(gram, config.l2)
+
+
+def ease_weights(histories: list[np.ndarray], n_items: int, l2: float = 400.0,
+                 times: list[np.ndarray] | None = None, session_weight: float = 0.0, tau_s: float = 600.0) -> np.ndarray:
+    """float32 [n_items + 1, n_items + 1] item-to-item weights; row/column 0 (padding) are zero.
+
+    Without ``times`` (or with ``session_weight`` 0) this is plain EASE."""
+    grams = WideGrams(histories, times if session_weight > 0 else None, n_items, tau_s)
+    return grams.weights(WideConfig(l2=l2, session_weight=session_weight, session_tau_s=tau_s))
+
+
+def candidate_configs(default: WideConfig) -> list[WideConfig]:
+    """Plain EASE and the session-aware variant over a geometric range of regularisation. The session
+    term adds (1 + gamma) x the item counts to the diagonal, so its lambda grid is scaled alike."""
+    configs = []
+    for gamma in (0.0, 2.0):
+        for l2 in (100.0, 200.0, 400.0, 800.0, 1600.0):
+            configs.append(WideConfig(l2=l2 * (1 + gamma / 2), session_weight=gamma, session_tau_s=default.session_tau_s,
+                                      popularity_prior=default.popularity_prior))
+    return configs
+
+
+def select_wide(grams: WideGrams, score: Callable[[np.ndarray], float], default: WideConfig) -> tuple[WideConfig, list[dict]]:
+    """The configuration whose weights ``score`` best (validation nDCG@10 of history x B); the trials for
+    the training summary. Large catalogues skip the search (one inversion costs minutes) and keep ``default``."""
+    if grams.n_rows - 1 > GRID_MAX_ITEMS:
+        return default, [{"skipped": f"{grams.n_rows - 1} items > {GRID_MAX_ITEMS}: default configuration"}]
+    trials = []
+    best, best_score = default, -np.inf
+    for config in candidate_configs(default):
+        if config.session_weight > 0 and grams.session is None:
+            continue
+        value = float(score(grams.weights(config)))
+        trials.append({**config.to_dict(), "val_ndcg@10": value})
+        if value > best_score:
+            best, best_score = config, value
+    log.info("wide layer: %s (validation nDCG@10 %.4f over %d configurations)", best, best_score, len(trials))
+    return best, trials

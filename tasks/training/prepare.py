@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.evaluation.protocols import COLD_USER_MAX_HISTORY, Splitter, make_holdout, relevant_unseen
-from tasks.training.dataset import Vocab, build_vocab, pad_histories, user_histories
+from tasks.training.dataset import Vocab, build_vocab, pad_histories, timed_histories
 from tasks.training.trainer import Validation
 
 VALIDATION_SHARE = 0.1
@@ -40,33 +40,42 @@ class TrainingData:
     vocab: Vocab
     categories: np.ndarray
     history_len: int
-    train: dict[str, np.ndarray]  # every training-part history (the final fit)
-    fit: list[np.ndarray]  # training histories minus the early-stopping items
+    train: dict[str, np.ndarray]  # every training-part history (inputs of the holdout's users)
+    fit: list[np.ndarray]  # training histories minus the early-stopping items (what the gated models learn)
     validation: Validation
     test: EvalSet
     counts: dict
     full: dict[str, np.ndarray] = field(default_factory=dict)  # every interaction (training part + holdout)
+    # First-interaction times (epoch seconds) aligned with ``fit`` and ``full`` (the session-aware wide layer)
+    fit_times: list[np.ndarray] = field(default_factory=list)
+    train_times: dict[str, np.ndarray] = field(default_factory=dict)
+    full_times: dict[str, np.ndarray] = field(default_factory=dict)
     parts: dict[str, dict] = field(default_factory=dict)  # "train" / "holdout" / "all": rows, pairs, users, dates
 
 
 def split_validation(
-    train: dict[str, np.ndarray], history_len: int, rng: np.random.Generator, share: float = VALIDATION_SHARE
-) -> tuple[list[np.ndarray], Validation]:
-    """Per user with >= 5 items, a random ``share`` of items is held out for early stopping."""
-    fit, inputs, seen, targets = [], [], [], []
-    for items in train.values():
-        if len(items) < 5:
-            fit.append(items)
-            continue
-        held = rng.random(len(items)) < share
-        if not held.any():
-            held[rng.integers(len(items))] = True
+    train: dict[str, np.ndarray], history_len: int, rng: np.random.Generator, share: float = VALIDATION_SHARE,
+    times: dict[str, np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], Validation, list[np.ndarray]]:
+    """Per user with >= 5 items, a random ``share`` of items is held out for early stopping.
+
+    Returns the kept histories, the validation set and the kept items' times (empty without ``times``)."""
+    fit, fit_times, inputs, seen, targets = [], [], [], [], []
+    for user, items in train.items():
+        held = np.zeros(len(items), dtype=bool)
+        if len(items) >= 5:
+            held = rng.random(len(items)) < share
+            if not held.any():
+                held[rng.integers(len(items))] = True
         kept = items[~held]
         fit.append(kept)
-        inputs.append(kept)
-        seen.append(kept)
-        targets.append(items[held])
-    return fit, Validation(pad_histories(inputs, history_len), seen, targets)
+        if times is not None:
+            fit_times.append(times[user][~held])
+        if held.any():
+            inputs.append(kept)
+            seen.append(kept)
+            targets.append(items[held])
+    return fit, Validation(pad_histories(inputs, history_len), seen, targets), fit_times
 
 
 def eval_set(train: dict[str, np.ndarray], relevant: dict[str, np.ndarray], history_len: int) -> EvalSet:
@@ -95,11 +104,11 @@ def prepare(
     """``categories_for(vocab)`` returns the item side-feature table (I/O stays with the caller)."""
     vocab = build_vocab(interactions, parent_vocab)
     holdout = make_holdout(interactions, protocol, holdout_days, splitter, seed)
-    train = user_histories(holdout.train, vocab)
+    train, train_times = timed_histories(holdout.train, vocab)
     relevant = relevant_unseen(holdout.test, train, vocab.item_index())
-    fit, validation = split_validation(train, history_len, np.random.default_rng(seed))
+    fit, validation, fit_times = split_validation(train, history_len, np.random.default_rng(seed), times=train_times)
     test = eval_set(train, relevant, history_len)
-    full = user_histories(interactions, vocab)
+    full, full_times = timed_histories(interactions, vocab)
     return TrainingData(
         protocol=protocol,
         cutoff=holdout.cutoff,
@@ -122,6 +131,9 @@ def prepare(
             "new_users": len(vocab.users) - (len(parent_vocab.users) if parent_vocab else 0),
         },
         full=full,
+        fit_times=fit_times,
+        train_times=train_times,
+        full_times=full_times,
         parts={
             "train": part_facts(holdout.train, train),
             "holdout": part_facts(holdout.test),

@@ -48,8 +48,8 @@ def test_prepare_keeps_every_interaction_for_the_refit() -> None:
 def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp_path: Path) -> None:
     from tasks.training import prepare as prep
     from tasks.training.checkpoint import RunPaths
-    from tasks.training.ease import ease_weights
-    from tasks.training.stages import EASE_L2, read_training_summaries, refit_on_all
+    from tasks.training.ease import WideConfig, ease_weights
+    from tasks.training.stages import read_training_summaries, refit_on_all
 
     settings, run = _gated_run(tmp_path)
     paths = RunPaths(run)
@@ -58,20 +58,23 @@ def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp
 
     record = json.loads(paths.refit.read_text())
     data = prep.load(paths.data)
-    gated_pairs = sum(len(h) for h in data.train.values())
+    gated_pairs = sum(len(h) for h in data.fit)
     summaries = read_training_summaries(run)
     for name in ("teacher", "student"):
         kept = torch.load(paths.eval_checkpoint(name), weights_only=False)["state"]
         assert all(torch.equal(kept[k], gated[name][k]) for k in gated[name]), f"{name}.eval.pt is not the gated model"
         model = record["models"][name]
         assert model["user_item_pairs"] == data.parts["all"]["user_item_pairs"] > gated_pairs
-        assert model["epochs"] == summaries[name]["best_epoch"]  # same epoch count as the gated refit
+        assert model["epochs"] == summaries[name]["best_epoch"]  # same epoch count as the gated model
     served = torch.load(paths.checkpoint("student"), weights_only=False)["state"]
     assert any(not torch.equal(served[k], gated["student"][k]) for k in served)
     assert record["models"]["student"]["distilled"] and "control" not in record["models"]
     teacher = torch.load(paths.checkpoint("teacher"), weights_only=False)["state"]
-    full_ease = ease_weights(list(data.full.values()), data.vocab.n_items, EASE_L2)
-    np.testing.assert_allclose(teacher["wide"].numpy(), full_ease, atol=1e-6)  # the wide layer saw every history
+    wide = WideConfig(**summaries["teacher"]["wide"])  # the configuration chosen on the validation split
+    users = sorted(data.full)
+    full_ease = ease_weights([data.full[u] for u in users], data.vocab.n_items, wide.l2, [data.full_times[u] for u in users],
+                             wide.session_weight, wide.session_tau_s)
+    np.testing.assert_allclose(teacher["wide"].numpy(), full_ease, atol=1e-5)  # the wide layer saw every history
     assert not np.allclose(gated["teacher"]["wide"].numpy(), full_ease, atol=1e-6)
     assert record["data"]["served_model"]["rows"] == data.parts["all"]["rows"]
 
