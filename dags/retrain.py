@@ -19,12 +19,16 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
 
 1. **plan**: run folder `models/<run id>/`, the champion to warm-start from; skips the run when the
    champion already covers the latest feature day (unless `force`).
-2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), training histories,
-   early-stopping split and the holdout of `protocol` (`temporal`: last `holdout_days`; `msr`: 75/25
-   stratified by item, seed 42).
-3. **train_teacher**: large wide & deep model, full softmax, early stopping, then a refit.
-4. **train_students**: the small serving model distilled from the teacher, and the same model trained on
-   the ground truth only (the control).
+2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), training histories with
+   first-interaction times, early-stopping split (a hash of user and item: the same pairs in every run,
+   so a warm start is never validated on items its parent learnt) and the holdout of `protocol`
+   (`temporal`: last `holdout_days`; `msr`: 75/25 stratified by item, seed 42).
+3. **train_teacher**: large wide & deep model. Wide: session-aware EASE in closed form (item pairs
+   weighted by how close in time a user took them; gamma and lambda chosen on the validation split) plus a
+   popularity prior for cold users. Deep: trained on top with full softmax and early stopping.
+4. **train_students**: the small serving model distilled from the teacher (starts from a factorisation of
+   the teacher's item-item layer, or warm from the champion's student), and the same model trained on the
+   ground truth only (the control).
 5. **evaluate**: full-ranking metrics on the holdout for teacher, student, control and champion.
 6. **export_and_quantise**: dynamo ONNX, checker, ORT optimisation; pruned students measured (kept only
    when as good and faster); int8 recipes measured, best kept; fp16 for GPUs.
@@ -32,8 +36,8 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
 8. **gates**: floor, no regression vs the champion, int8 within tolerance of fp32, export parity.
    Everything up to here judges models that never saw the holdout.
 9. **refit_on_all**: when the gates passed (and `training.refit_on_all` / the `refit_on_all` param is on),
-   teacher and distilled student again on *all* interactions (training part + holdout), same recipe
-   and epoch counts, so the newest days reach the served weights. The gated checkpoints stay as
+   teacher and distilled student again on *all* interactions (training part + holdout), same recipe,
+   wide configuration and best epoch counts, so the newest days reach the served weights. The gated checkpoints stay as
    `<name>.eval.pt`. Otherwise nothing happens and the holdout-trained models are served.
 10. **export_served**: the refit exported as the served graphs (fp32, int8 with the chosen recipe, fp16,
     teacher fp32); torch vs ORT parity and paired int8 fidelity added to the gates. The gated int8

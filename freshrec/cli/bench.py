@@ -40,6 +40,29 @@ def export(candidates: Annotated[Optional[str], typer.Option(help="candidates pe
     _run("export", candidates=_ints(candidates))
 
 
+@app.command("models")
+def models(
+    ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],
+    protocol: Annotated[str, typer.Option(help="msr (MS Recommenders 75/25 by item, the published table) or temporal")] = "msr",
+) -> None:
+    """Teacher, distilled student, control, int8 recipes, EASE and popularity side by side, offline."""
+    report = _run("models", ratings=ratings, protocol=protocol)
+    data = json.loads(report.read_text())
+    out.print({name: round(m["ndcg@10"], 4) for name, m in data["metrics"].items()})
+
+
+@app.command("retrain")
+def retrain(
+    ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],
+    new_days: Annotated[int, typer.Option(help="the last N days arrive after the champion was trained")] = 14,
+) -> None:
+    """Warm-started retrain (from a champion trained on older days) vs the same retrain from scratch."""
+    report = _run("retrain", ratings=ratings, new_days=new_days)
+    data = json.loads(report.read_text())
+    out.print({name: {"seconds": v["seconds_total"], "student ndcg@10": round(v["metrics"]["student"]["ndcg@10"], 4)}
+               for name, v in data["variants"].items()})
+
+
 @app.command("serving")
 def serving(rates: Annotated[Optional[str], typer.Option(help="open-loop request rates to sweep, e.g. 500,1000,2000")] = None) -> None:
     """Open-loop and closed-loop HTTP load against torch-eager, ORT fp32/int8 servers."""

@@ -17,9 +17,16 @@ from torch import nn
 NEG_INF = -1e9
 
 
-def masked_weighted_sum(embedded: torch.Tensor, history: torch.Tensor, power: float = 0.5) -> torch.Tensor:
+def masked_weighted_sum(embedded: torch.Tensor, history: torch.Tensor, power: float = 0.5,
+                        zero_padding: bool = False) -> torch.Tensor:
     """Sum of the history's item vectors scaled by n^-power (0.5 is FISM's choice, 0 a plain sum);
-    padding (index 0) is ignored."""
+    padding (index 0) is ignored.
+
+    ``zero_padding``: the embedding row of index 0 is zero (``padding_idx``), so a plain sum needs no
+    mask: the exported graph is then Gather + ReduceSum, without the mask's five elementwise nodes over
+    [batch, history, dim] that int8 cannot speed up."""
+    if power == 0 and zero_padding:
+        return embedded.sum(dim=1)
     mask = (history != 0).to(embedded.dtype).unsqueeze(-1)
     total = (embedded * mask).sum(dim=1)
     if power == 0:
@@ -80,7 +87,7 @@ class Student(nn.Module):
             self.item_bias.copy_(bias)
 
     def user_vector(self, history: torch.Tensor) -> torch.Tensor:
-        pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power)
+        pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power, zero_padding=True)
         return pooled + self.mlp(pooled)
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:

@@ -53,20 +53,37 @@ class TrainingData:
     parts: dict[str, dict] = field(default_factory=dict)  # "train" / "holdout" / "all": rows, pairs, users, dates
 
 
+def validation_draws(users: list[str], items: list[str], seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per (user, item) pair that depends only on the two ids and the seed.
+
+    The early-stopping split holds out the pairs below the share, so a pair lands on the same side in
+    every run: a champion's holdout-trained weights (what a warm start begins from) never learnt a pair
+    that the next run validates on, and the warm-start gain is not inflated by memorised items."""
+    key = f"freshrec{seed:08d}"[-16:]
+    keys = pd.Series(users, dtype=object).str.cat(pd.Series(items, dtype=object), sep="\x1f")
+    hashed = pd.util.hash_array(keys.to_numpy(dtype=object), hash_key=key)
+    return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def split_validation(
-    train: dict[str, np.ndarray], history_len: int, rng: np.random.Generator, share: float = VALIDATION_SHARE,
+    train: dict[str, np.ndarray], history_len: int, vocab: Vocab, seed: int, share: float = VALIDATION_SHARE,
     times: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray], Validation, list[np.ndarray]]:
-    """Per user with >= 5 items, a random ``share`` of items is held out for early stopping.
+    """Per user with >= 5 items, the items whose :func:`validation_draws` fall below ``share`` are held out
+    for early stopping (at least one: the lowest draw).
 
     Returns the kept histories, the validation set and the kept items' times (empty without ``times``)."""
+    users = [u for u, items in train.items() for _ in range(len(items))]
+    codes = np.concatenate(list(train.values())) if train else np.zeros(0, dtype=np.int64)
+    item_ids = [vocab.items[c - 1] for c in codes]
+    draws = np.split(validation_draws(users, item_ids, seed), np.cumsum([len(h) for h in train.values()])[:-1]) if train else []
     fit, fit_times, inputs, seen, targets = [], [], [], [], []
-    for user, items in train.items():
+    for (user, items), draw in zip(train.items(), draws):
         held = np.zeros(len(items), dtype=bool)
         if len(items) >= 5:
-            held = rng.random(len(items)) < share
+            held = draw < share
             if not held.any():
-                held[rng.integers(len(items))] = True
+                held[np.argmin(draw)] = True
         kept = items[~held]
         fit.append(kept)
         if times is not None:
@@ -106,7 +123,7 @@ def prepare(
     holdout = make_holdout(interactions, protocol, holdout_days, splitter, seed)
     train, train_times = timed_histories(holdout.train, vocab)
     relevant = relevant_unseen(holdout.test, train, vocab.item_index())
-    fit, validation, fit_times = split_validation(train, history_len, np.random.default_rng(seed), times=train_times)
+    fit, validation, fit_times = split_validation(train, history_len, vocab, seed, times=train_times)
     test = eval_set(train, relevant, history_len)
     full, full_times = timed_histories(interactions, vocab)
     return TrainingData(

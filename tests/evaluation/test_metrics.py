@@ -47,3 +47,28 @@ def test_top_k_excludes_padding_and_seen_items() -> None:
     scores = np.array([[9.0, 5.0, 4.0, 3.0, 2.0], [9.0, 1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
     ranked = top_k(lambda h: scores[: len(h)], np.zeros((2, 3), dtype=np.int64), [np.array([1]), np.array([4, 3])], k=2)
     assert ranked.tolist() == [[2, 3], [2, 1]]
+
+
+def test_per_user_metrics_average_to_the_reported_means() -> None:
+    from tasks.evaluation.metrics import per_user_metrics
+
+    ranked, relevant = [[1, 2], [3, 4], [5, 6]], [[2], [], [5, 9]]
+    values, recommended = per_user_metrics(ranked, relevant, k=2)
+    assert recommended == {1, 2, 5, 6}
+    assert values["ndcg"].tolist() == pytest.approx([1 / math.log2(3), 1.0 / (1 + 1 / math.log2(3))])
+    means = ranking_metrics(ranked, relevant, k=2)
+    for name in ("ndcg", "recall", "precision", "map", "hr"):
+        assert means[f"{name}@2"] == pytest.approx(values[name].mean())
+
+
+def test_paired_bootstrap_interval() -> None:
+    from tasks.evaluation.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    base = rng.random(400)
+    clear = paired_bootstrap(base + 0.1, base)  # a constant gain: the interval is that gain
+    assert clear["mean_diff"] == pytest.approx(0.1) and clear["ci95_low"] == pytest.approx(0.1)
+    noisy = paired_bootstrap(base, rng.permutation(base))  # same distribution, no real difference
+    assert noisy["ci95_low"] < 0 < noisy["ci95_high"]
+    with pytest.raises(ValueError):
+        paired_bootstrap(base, base[:-1])

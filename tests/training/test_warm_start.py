@@ -87,3 +87,25 @@ def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Pat
     payload = torch.load(child / "student.pt", weights_only=False)
     assert payload["state"]["item_in.weight"].shape[0] == new_vocab.n_items + 1
     assert np.isfinite(payload["state"]["item_out"].numpy()).all()
+
+
+def test_validation_split_is_stable_across_runs_so_a_parent_never_trained_on_it() -> None:
+    """The next run's early-stopping items were never in its parent's fitting histories: a warm start
+    would otherwise be scored on items it memorised."""
+    from tasks.training import prepare as prep
+
+    events = normalise_interactions(clustered_events(users=60, items=40, days=10, per_user=10))
+    cutoff = events["ts"].sort_values().iloc[int(len(events) * 0.7)]
+    no_categories = lambda vocab: np.zeros((vocab.n_items + 1, 1), np.float32)  # noqa: E731
+    parent = prep.prepare(events[events["ts"] <= cutoff], "temporal", 1, 32, 42, no_categories)
+    child = prep.prepare(events, "temporal", 1, 32, 42, no_categories, parent_vocab=parent.vocab)
+    parent_fit = {(u, parent.vocab.items[i - 1]) for u, h in zip(parent.train, parent.fit) for i in h}
+    child_validation = {(u, child.vocab.items[i - 1]) for u, h, t in zip(child.train, child.fit, child.train.values())
+                        for i in set(t) - set(h)}
+    assert child_validation and parent_fit
+    assert not child_validation & parent_fit - _forced_only(parent, child)
+
+
+def _forced_only(parent, child) -> set:
+    """Pairs of users who had fewer than 5 items in the parent (never validated there) may switch sides."""
+    return {(u, parent.vocab.items[i - 1]) for u, h in parent.train.items() if len(h) < 5 for i in h}

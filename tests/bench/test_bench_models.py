@@ -1,0 +1,58 @@
+"""``freshrec bench models`` and ``freshrec bench retrain`` on a small learnable ratings file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.bench.ratings import write_u_data
+
+pytestmark = pytest.mark.slow
+
+
+def _settings(home: Path):
+    from freshrec.settings import load_settings
+
+    return load_settings(home=home, training={"teacher_epochs": 2, "student_epochs": 4, "holdout_days": 3})
+
+
+def test_models_bench_compares_every_model_on_the_msr_split(tmp_path: Path) -> None:
+    from tasks.bench.models import run
+
+    report_path = run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"))
+    report = json.loads(report_path.read_text())
+    metrics = report["metrics"]
+    expected = {"popularity", "EASE (lambda 400)", "teacher (gated)", "student (gated)", "control (gated)",
+                "teacher (final)", "student (final)", "student fp32 (final)", "student int8 (dynamic)"}
+    assert expected <= set(metrics)
+    assert all(0.0 <= m["ndcg@10"] <= 1.0 and m["users"] == report["counts"]["test_users"] for m in metrics.values())
+    # clustered tastes are learnable: the teacher must beat popularity, which ignores the user
+    assert metrics["teacher (final)"]["ndcg@10"] > metrics["popularity"]["ndcg@10"]
+    # the exported fp32 graph ranks like its torch model
+    assert metrics["student fp32 (final)"]["ndcg@10"] == pytest.approx(metrics["student (final)"]["ndcg@10"], abs=1e-9)
+    comparison = report["comparisons"]["distilled_vs_control"]
+    assert comparison["ci95_low"] <= comparison["mean_diff"] <= comparison["ci95_high"]
+    dynamic = next(t for t in report["int8_recipes"] if t["recipe"] == "dynamic")
+    assert dynamic["cpu_p50_ms"] > 0 and dynamic["max_abs_diff_vs_fp32"] >= 0
+    assert report["training"]["teacher"]["wide"]["l2"] > 0
+    assert (report_path.parent / "models.png").stat().st_size > 10_000
+    assert not list((tmp_path / "home").glob("models-*"))  # the scratch run is removed
+
+
+def test_retrain_bench_warm_start_grows_the_champion(tmp_path: Path) -> None:
+    from tasks.bench.retrain import run
+
+    report = json.loads(run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"), new_days=6).read_text())
+    warm, cold = report["variants"]["warm"], report["variants"]["cold"]
+    assert report["parent"]["interactions"] < warm["counts"]["interactions"] == cold["counts"]["interactions"]
+    student = warm["training"]["student"]["warm_start"]
+    assert student["warm"] and "item_in.weight" in student["grown"]  # new items got new rows
+    assert warm["counts"]["new_items"] > 0 and warm["counts"]["new_users"] > 0
+    assert not cold["training"]["student"]["warm_start"]["warm"]
+    for variant in (warm, cold):
+        assert set(variant["seconds"]) == {"teacher", "students", "refit_on_all"}
+        assert 0.0 <= variant["metrics"]["student"]["ndcg@10"] <= 1.0
+    assert report["time_ratio_warm_over_cold"] > 0
+    assert set(report["warm_minus_cold_ndcg@10"]) == {"teacher", "student"}
