@@ -4,8 +4,9 @@ The protocol of the published table in ANCHORS.md by default (``msr``: MS Recomm
 split by item, seed 42, seen items removed, full ranking, top 10). The retrain's own code trains:
 
 - the gated models, all on the training part minus the early-stopping split: teacher (session-aware
-  EASE wide layer + deep part), distilled student, control (same student, ground truth only): the
-  like-for-like comparison of distillation;
+  EASE wide layer + deep part), distilled student (teacher factorisation, then KD), control (same
+  student, ground truth only, random start) and an ablation, the same student from a random start with
+  the distillation loss only (what the KD loss alone is worth): the like-for-like comparison;
 - the final models, refitted on the whole training part for the early-stopping epoch counts (what a
   pipeline serves): teacher and distilled student, exported to ONNX fp32 and every int8 recipe;
 - baselines on the whole training part: popularity and plain EASE (lambda 400, the ANCHORS row).
@@ -44,8 +45,9 @@ from tasks.training import prepare as prep
 from tasks.training.checkpoint import RunPaths, load_checkpoint
 from tasks.training.dataset import item_categories, normalise_interactions, pad_histories
 from tasks.training.ease import ease_weights
-from tasks.training.models import multi_hot
-from tasks.training.stages import read_training_summaries, refit, train_students, train_teacher
+from tasks.training.models import Student, StudentConfig, multi_hot
+from tasks.training.stages import STUDENT, STUDENT_FIT, read_training_summaries, refit, train_students, train_teacher
+from tasks.training.trainer import FitConfig, fit, resolve_device, seed_everything
 
 PUBLISHED_NDCG = {"BiVAE": 0.4751, "BPR (Cornac)": 0.4420, "LightGCN": 0.4198, "NCF": 0.3961, "SAR": 0.3825}
 EASE_L2 = 400.0  # the plain EASE baseline of ANCHORS.md (lambda 300-500 on ML-100K)
@@ -118,6 +120,18 @@ def _int8_trials(run_dir: Path, data: prep.TrainingData, evaluation: Evaluation,
     return trials
 
 
+def _distil_from_scratch(settings: Settings, data: prep.TrainingData, paths: RunPaths, categories: torch.Tensor) -> Student:
+    """The ablation: the student from a random start, same recipe as the distilled one, learning from the
+    gated teacher's scores (and the ground truth) only."""
+    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
+    cfg = FitConfig(epochs=settings.training.student_epochs, history_len=data.history_len, seed=settings.training.seed,
+                    threads=settings.training.torch_threads, **STUDENT_FIT)
+    seed_everything(cfg.seed)
+    model = Student(StudentConfig(n_items=data.vocab.n_items, **STUDENT))
+    fit(model, data.fit, data.validation, cfg, resolve_device(settings.training.device), teacher, label="student, KD only")
+    return model.cpu().eval()
+
+
 def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path) -> dict:
     kind, frame = read_ratings(ratings)
     interactions = normalise_interactions(frame.rename(columns={"timestamp": "ts"}))
@@ -141,6 +155,8 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     categories = torch.from_numpy(data.categories)
     for name in ("teacher", "student", "control"):
         evaluation.add(f"{name} (gated)", torch_scorer(load_checkpoint(paths.checkpoint(name), categories)[0]))
+    kd_only = _timed(timings, "kd_only_s", lambda: _distil_from_scratch(settings, data, paths, categories))
+    evaluation.add("student, KD only (gated)", torch_scorer(kd_only))
 
     summaries = read_training_summaries(run_dir)
     models, record = _timed(timings, "refit_s", lambda: refit(settings, data, data.train, data.train_times, summaries,
@@ -161,6 +177,7 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
             "teacher_vs_ease": evaluation.compare("teacher (final)", "EASE (lambda 400)"),
             "student_vs_teacher": evaluation.compare("student (final)", "teacher (final)"),
             "distilled_vs_control": evaluation.compare("student (gated)", "control (gated)"),
+            "kd_only_vs_control": evaluation.compare("student, KD only (gated)", "control (gated)"),
             "best_int8_vs_fp32": evaluation.compare(f"student int8 ({best['recipe']})", "student fp32 (final)") if best else None,
         },
         "int8_recipes": trials,

@@ -24,7 +24,7 @@ def test_models_bench_compares_every_model_on_the_msr_split(tmp_path: Path) -> N
     report_path = run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"))
     report = json.loads(report_path.read_text())
     metrics = report["metrics"]
-    expected = {"popularity", "EASE (lambda 400)", "teacher (gated)", "student (gated)", "control (gated)",
+    expected = {"popularity", "EASE (lambda 400)", "teacher (gated)", "student (gated)", "control (gated)", "student, KD only (gated)",
                 "teacher (final)", "student (final)", "student fp32 (final)", "student int8 (dynamic)"}
     assert expected <= set(metrics)
     assert all(0.0 <= m["ndcg@10"] <= 1.0 and m["users"] == report["counts"]["test_users"] for m in metrics.values())
