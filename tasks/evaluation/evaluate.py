@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from freshrec.schemas import BUNDLE_VOCAB
-from tasks.evaluation.metrics import ranking_metrics
+from tasks.evaluation.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from tasks.evaluation.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from tasks.training import prepare as prep
 from tasks.training.checkpoint import RunPaths, load_checkpoint
@@ -26,9 +26,14 @@ log = logging.getLogger(__name__)
 TORCH_MODELS = ("teacher", "student", "control")
 
 
-def evaluate_scorer(scorer: Scorer, test: prep.EvalSet, n_items: int, k: int = 10) -> dict:
+def evaluate_scorer(scorer: Scorer, test: prep.EvalSet, n_items: int, k: int = 10, per_user: dict | None = None,
+                    name: str | None = None) -> dict:
+    """Overall and cold-user metrics; with ``per_user``, also stores ``per_user[name]`` = each user's nDCG@k
+    (for paired comparisons of models on the same users)."""
     ranked = top_k(scorer, test.histories, test.seen, k=k)
     overall = ranking_metrics(ranked, test.relevant, k=k, n_items=n_items)
+    if per_user is not None:
+        per_user[name] = per_user_metrics(ranked, test.relevant, k=k)[0]["ndcg"]
     result = {"overall": overall}
     if test.cold.any():
         cold = np.flatnonzero(test.cold)
@@ -72,18 +77,25 @@ def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
 
     categories = torch.from_numpy(data.categories)
     results: dict = {"protocol": data.protocol, "cutoff": data.cutoff, "counts": data.counts, "models": {}}
+    per_user: dict[str, np.ndarray] = {}
     for name in TORCH_MODELS:
         ckpt = paths.checkpoint(name)
         if ckpt.is_file():
             model, _ = load_checkpoint(ckpt, categories)
-            results["models"][name] = evaluate_scorer(torch_scorer(model), data.test, data.vocab.n_items)
+            results["models"][name] = evaluate_scorer(torch_scorer(model), data.test, data.vocab.n_items, per_user=per_user, name=name)
     if champion_bundle is not None:
         try:
-            results["models"]["champion"] = evaluate_scorer(champion_scorer(champion_bundle, data.vocab), data.test, data.vocab.n_items)
+            results["models"]["champion"] = evaluate_scorer(champion_scorer(champion_bundle, data.vocab), data.test,
+                                                            data.vocab.n_items, per_user=per_user, name="champion")
             results["champion_graph"] = champion_graph(champion_bundle).name
         except (ValueError, FileNotFoundError) as exc:
             log.warning("champion not comparable: %s", exc)
             results["champion_error"] = str(exc)
+    # Paired 95% intervals of the nDCG@10 differences: a temporal holdout of a few days can hold a few dozen
+    # users, where a difference of one hit is noise; the interval says which differences the data shows.
+    results["comparisons"] = {f"{a}_minus_{b}": paired_bootstrap(per_user[a], per_user[b])
+                              for a, b in (("student", "control"), ("student", "teacher"), ("student", "champion"))
+                              if a in per_user and b in per_user}
     out = paths.work / "evaluation_torch.json"
     out.write_text(json.dumps(results, indent=2))
     return out

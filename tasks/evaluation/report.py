@@ -43,6 +43,7 @@ def collect(run_dir: Path) -> dict:
         "cutoff": evaluation.get("cutoff"),
         "counts": evaluation["counts"],
         "models": models,
+        "comparisons": evaluation.get("comparisons", {}),
         "int8": {k: export["int8"][k] for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size")},
         "int8_trials": [{k: t.get(k) for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size", "error")}
                         for t in export["int8_trials"]],

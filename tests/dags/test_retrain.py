@@ -64,6 +64,9 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert second.card["training"]["student"]["warm_start"]["warm"] is True
     evaluation = json.loads((Path(second.bundle_dir) / "work" / "evaluation_torch.json").read_text())
     assert evaluation["champion_graph"] == "student.eval.int8.onnx"  # not v1's served refit, which saw this holdout
+    interval = evaluation["comparisons"]["student_minus_champion"]  # paired, on the same holdout users
+    assert interval["ci95_low"] <= interval["mean_diff"] <= interval["ci95_high"]
+    assert interval["users"] == evaluation["models"]["champion"]["overall"]["users"]
     # refit_on_all off: the holdout-trained models are served, as before the refit existed
     assert not (Path(second.bundle_dir) / "student.eval.int8.onnx").exists()
     assert second.card["training_data"]["served_model"] == second.card["training_data"]["holdout_trained_model"]
