@@ -19,9 +19,6 @@ figures of the closing notes in a few minutes.
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +28,8 @@ import torch
 from rich.console import Console
 
 from freshrec.accel import cpu_isa
-from freshrec.layout import Layout
 from freshrec.settings import Settings
+from tasks.bench.reports import save, scratch
 from tasks.data.movielens import read_ratings
 from tasks.data.movielens_meta import write_metadata
 from tasks.evaluation.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
@@ -213,14 +210,6 @@ def plot(report: dict, target: Path) -> Path:
 
 
 def run(settings: Settings, ratings: Path, protocol: str = "msr") -> Path:
-    out_dir = Layout(settings.home).reports / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="models-", dir=Layout(settings.home).home))
-    try:
+    with scratch(settings, "models-") as work:
         report = evaluate_models(settings, Path(ratings), protocol, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    path = out_dir / "models.json"
-    path.write_text(json.dumps(report, indent=2))
-    plot(report, out_dir / "models.png")
-    return path
+    return save(settings, "models", report, plot)

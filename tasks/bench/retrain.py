@@ -12,9 +12,6 @@ distilled student, and the paired bootstrap interval of warm minus cold. JSON + 
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +20,9 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from freshrec.layout import Layout
 from freshrec.schemas import BUNDLE_VOCAB
 from freshrec.settings import Settings
+from tasks.bench.reports import save, scratch
 from tasks.data.movielens import read_ratings
 from tasks.data.movielens_meta import write_metadata
 from tasks.evaluation.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
@@ -149,14 +146,6 @@ def plot(report: dict, target: Path) -> Path:
 
 
 def run(settings: Settings, ratings: Path, new_days: int = 14) -> Path:
-    out_dir = Layout(settings.home).reports / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="retrain-", dir=Layout(settings.home).home))
-    try:
+    with scratch(settings, "retrain-") as work:
         report = compare(settings, Path(ratings), new_days, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    path = out_dir / "retrain.json"
-    path.write_text(json.dumps(report, indent=2, default=str))
-    plot(report, out_dir / "retrain.png")
-    return path
+    return save(settings, "retrain", report, plot)
