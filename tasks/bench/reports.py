@@ -16,7 +16,9 @@ from freshrec.settings import Settings
 @contextmanager
 def scratch(settings: Settings, prefix: str) -> Iterator[Path]:
     """A private folder under FRESHREC_HOME for a benchmark's runs, removed afterwards whatever happens."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=Layout(settings.home).home))
+    root = Layout(settings.home).home
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     try:
         yield folder
     finally:
