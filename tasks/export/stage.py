@@ -6,8 +6,9 @@ they are as good and measurably faster.
 fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
 ``quantize.RECIPES`` is built and measured against fp32 on the fidelity set (``evaluate.fidelity_set``:
 enough users for a 1% tolerance to mean something), on the holdout, by max score difference vs fp32,
-and for speed (single request, whole catalogue); the fastest recipe within the allowed quality loss is
-kept, else the most accurate one (the int8 gate then rejects the candidate). fp16 for GPUs.
+and for speed (single request, whole catalogue); of the recipes within the allowed quality loss and
+near the fastest, the most accurate is kept (``choose_recipe``); none within: the most accurate one
+(the int8 gate then rejects the candidate). fp16 for GPUs.
 
 After the gates, ``export_served`` exports the models refitted on all interactions the same way (same
 int8 recipe, same pruning decision) as the served graphs and checks them (parity, paired int8
@@ -66,16 +67,19 @@ def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_i
 
 
 def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.1) -> dict:
-    """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set): the smallest
-    file of those within ``latency_slack`` of the fastest p50 CPU time per call (timings on a shared box
-    are noisy; CPU time less so than wall time); none within: the most accurate."""
+    """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set) and within
+    ``latency_slack`` of the fastest p50 CPU time per call (timings on a shared box are noisy; CPU time
+    less so than wall time): the most accurate, the smaller file on a tie; none within: the most accurate.
+
+    Accuracy before size: the served graph is a refit quantised with the same recipe and gated again,
+    so the recipe with the widest margin is the one least likely to fail there."""
     floor = fp32_ndcg * (1.0 - max_loss)
     within = [t for t in trials if t["fidelity_ndcg@10"] >= floor]
     if not within:
         return max(trials, key=lambda t: t["fidelity_ndcg@10"])
     fastest = min(t["latency"]["cpu_p50_ms"] for t in within)
     quick = [t for t in within if t["latency"]["cpu_p50_ms"] <= fastest * (1.0 + latency_slack)]
-    return min(quick, key=lambda t: t["size"])
+    return max(quick, key=lambda t: (t["fidelity_ndcg@10"], -t["size"]))
 
 
 def export_run(

@@ -14,7 +14,7 @@ import torch
 from tasks.export.quantize import RECIPES
 
 pytestmark = pytest.mark.slow
-FAST_RECIPES = tuple(r for r in RECIPES if r.name in ("dynamic", "static_qdq"))
+FAST_RECIPES = tuple(r for r in RECIPES if r.name in ("dynamic", "dynamic_reduce_range", "static_qdq"))
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,25 @@ def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path
     report = json.loads((exported_run / "work" / "export.json").read_text())
     assert {t["recipe"]["name"] for t in report["int8_trials"]} == {r.name for r in FAST_RECIPES}
     assert report["int8"]["recipe"]["name"] in {r.name for r in FAST_RECIPES}
+
+
+def _trial(name: str, ndcg: float, cpu_ms: float, size: int) -> dict:
+    return {"recipe": {"name": name}, "fidelity_ndcg@10": ndcg, "latency": {"cpu_p50_ms": cpu_ms}, "size": size}
+
+
+def test_choose_recipe_prefers_accuracy_among_the_fast_recipes_within_tolerance() -> None:
+    from tasks.export.stage import choose_recipe
+
+    small_lossy = _trial("small", 0.3184, 0.040, 100)  # inside a 1% bound of 0.3215 by a hair
+    accurate = _trial("accurate", 0.3211, 0.041, 140)
+    slow_best = _trial("slow", 0.3214, 0.080, 140)      # most accurate, but twice the CPU time
+    outside = _trial("outside", 0.3100, 0.020, 90)      # fastest and smallest, beyond the bound
+    trials = [small_lossy, accurate, slow_best, outside]
+    assert choose_recipe(trials, fp32_ndcg=0.3215, max_loss=0.01)["recipe"]["name"] == "accurate"
+    tie = _trial("tie_small", 0.3211, 0.041, 120)
+    assert choose_recipe([*trials, tie], 0.3215, 0.01)["recipe"]["name"] == "tie_small"
+    # none within the bound: the most accurate, whatever its speed (the int8 gate then rejects it)
+    assert choose_recipe([outside, _trial("b", 0.3150, 0.1, 1)], 0.3215, 0.001)["recipe"]["name"] == "b"
 
 
 def _flip_weight_scales(path: Path) -> None:
