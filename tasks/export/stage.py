@@ -66,7 +66,7 @@ def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_i
     return {"max_abs_diff": float(diff.max()), "max_rel_diff": float((diff / (np.abs(expected) + 1e-6)).max())}
 
 
-def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.1) -> dict:
+def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.25) -> dict:
     """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set) and within
     ``latency_slack`` of the fastest p50 CPU time per call (timings on a shared box are noisy; CPU time
     less so than wall time): the most accurate, the smaller file on a tie; none within: the most accurate.
