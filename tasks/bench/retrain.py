@@ -27,6 +27,7 @@ from tasks.data.movielens import read_ratings
 from tasks.data.movielens_meta import write_metadata
 from tasks.evaluation.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from tasks.evaluation.ranking import top_k, torch_scorer
+from tasks.evaluation.report import plot_early_stopping
 from tasks.training import prepare as prep
 from tasks.training.checkpoint import RunPaths, load_checkpoint
 from tasks.training.dataset import Vocab, item_categories, normalise_interactions
@@ -132,13 +133,8 @@ def plot(report: dict, target: Path) -> Path:
     quality.set_xticks(np.arange(len(variants)) + width / 2, list(variants))
     quality.set_title(f"holdout nDCG@10 (last days; {next(iter(variants.values()))['counts']['test_users']} users)")
     quality.legend(fontsize=7)
-    for name, style in zip(variants, ("-", "--")):
-        for model in ("teacher", "student"):
-            points = [p for p in variants[name]["curves"][model] if "val_ndcg@10" in p]
-            curves.plot([p["epoch"] for p in points], [p["val_ndcg@10"] for p in points], style, marker="o", label=f"{model} {name}")
-    curves.set_xlabel("epoch")
-    curves.set_title("early stopping (validation nDCG@10)")
-    curves.legend(fontsize=7)
+    plot_early_stopping(curves, [(f"{model} {name}", variants[name]["curves"][model], style)
+                                 for name, style in zip(variants, ("-", "--")) for model in ("teacher", "student")])
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)

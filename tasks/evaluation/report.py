@@ -67,17 +67,22 @@ def plot(report: dict, target: Path) -> Path:
     bars.set_xticks([j + 0.4 - width / 2 for j in range(len(SHOWN))], SHOWN, rotation=20)
     bars.set_title(f"holdout ({report['protocol']}), all users, holdout-trained models")
     bars.legend(fontsize=8)
-    for name, summary in report["training"].items():
-        points = [p for p in summary.get("curve", []) if "val_ndcg@10" in p]
-        curves.plot([p["epoch"] for p in points], [p["val_ndcg@10"] for p in points], marker="o", label=name)
-    curves.set_xlabel("epoch")
-    curves.set_ylabel("validation nDCG@10")
-    curves.set_title("early stopping")
-    curves.legend(fontsize=8)
+    plot_early_stopping(curves, [(name, summary.get("curve", []), "-") for name, summary in report["training"].items()])
     fig.tight_layout()
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return target
+
+
+def plot_early_stopping(ax, series: list[tuple[str, list[dict], str]]) -> None:
+    """Validation nDCG@10 per epoch of each (label, training curve, line style) on ``ax``."""
+    for label, curve, style in series:
+        points = [p for p in curve if "val_ndcg@10" in p]
+        ax.plot([p["epoch"] for p in points], [p["val_ndcg@10"] for p in points], style, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation nDCG@10")
+    ax.set_title("early stopping")
+    ax.legend(fontsize=7)
 
 
 def write_report(settings: Settings, run_dir: Path) -> Path:
