@@ -20,7 +20,7 @@ from torch import nn
 from freshrec.errors import ArtifactIntegrityError
 from freshrec.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
 
-OPSET = 18
+OPSET = 20  # 20: GELU is one Gelu node (ORT CPU and CUDA kernels), not five elementwise nodes
 log = logging.getLogger(__name__)
 
 

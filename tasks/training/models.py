@@ -23,10 +23,13 @@ def masked_weighted_sum(embedded: torch.Tensor, history: torch.Tensor, power: fl
     padding (index 0) is ignored.
 
     ``zero_padding``: the embedding row of index 0 is zero (``padding_idx``), so a plain sum needs no
-    mask: the exported graph is then Gather + ReduceSum, without the mask's five elementwise nodes over
-    [batch, history, dim] that int8 cannot speed up."""
+    mask: the exported graph is then Gather + one batched MatMul by a row of ones, without the mask's
+    five elementwise nodes over [batch, history, dim] that int8 cannot speed up. The MatMul rather than
+    ``sum(dim=1)``: ORT's ReduceSum over the middle axis took twice as long (ORT CPU, history 256 x 64:
+    15.4 vs 8.0 us per call including the Gather)."""
     if power == 0 and zero_padding:
-        return embedded.sum(dim=1)
+        ones = torch.ones_like(history, dtype=embedded.dtype).unsqueeze(1)
+        return torch.matmul(ones, embedded).squeeze(1)
     mask = (history != 0).to(embedded.dtype).unsqueeze(-1)
     total = (embedded * mask).sum(dim=1)
     if power == 0:
