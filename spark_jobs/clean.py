@@ -109,11 +109,6 @@ def day_string(d: Column) -> Column:
     return F.date_add(F.lit("1970-01-01").cast("date"), d).cast("string")
 
 
-def clean(raw: DataFrame, history: DataFrame | None, rules: CleanRules, partitions: int) -> CleanResult:
-    """Classify raw rows and drop exact copies of events among the ones that pass the rules (see ``dedup``)."""
-    return dedup(parse_and_classify(raw, rules), history, partitions)
-
-
 def dedup(classified: DataFrame, history: DataFrame | None, partitions: int) -> CleanResult:
     """Drop exact copies of events among the classified rows that pass the rules.
 
