@@ -109,16 +109,16 @@ def day_string(d: Column) -> Column:
     return F.date_add(F.lit("1970-01-01").cast("date"), d).cast("string")
 
 
-def clean(raw: DataFrame, history: DataFrame | None, rules: CleanRules, partitions: int) -> CleanResult:
-    """Classify raw rows and drop exact copies of events among the ones that pass the rules.
+def dedup(classified: DataFrame, history: DataFrame | None, partitions: int) -> CleanResult:
+    """Drop exact copies of events among the classified rows that pass the rules.
 
     ``history`` holds EVENT_COLUMNS of events already published from earlier landings; a batch row identical
-    to one of them is a duplicate (a re-delivery), never a second event. Within the batch the copy from the
+    to one of them is a duplicate (a re-delivery), never a second event. Copies share ``ts``, hence the event
+    day: history needs only the event days the batch touches. Within the batch the copy from the
     earliest landing day is kept. One aggregation does it (the minimum landing day per distinct event, history
     counting as earlier than any landing), after a single shuffle by user: every later per-user computation
     of the run (daily aggregates, windows, sequences) reuses that partitioning instead of shuffling again.
     """
-    classified = parse_and_classify(raw, rules)
     landed_d = F.datediff(F.to_date(F.col(LANDED)), F.lit("1970-01-01").cast("date"))
     # Rows that failed a rule travel along with a null landing day and only make a group of their own, dropped
     # after the aggregation (min ignores nulls: a group is kept iff one of its rows passed). Filtering before

@@ -26,19 +26,22 @@ from pyspark.sql import functions as F
 from freshrec.layout import Layout
 from freshrec.settings import Settings, load_settings
 from spark_jobs import staging as st
-from spark_jobs.clean import EVENT_COLUMNS, CleanRules, clean, day_string
+from spark_jobs.clean import EVENT_COLUMNS, CleanRules, day_string, dedup, parse_and_classify
 from spark_jobs.clean import day_index as day_index_of
-from spark_jobs.feature_tables import day_index, item_features, user_features
-from spark_jobs.online_snapshot import snapshot_items, snapshot_users
+from spark_jobs.feature_tables import day_index, item_features, item_state, published, user_features, user_state
+from spark_jobs.online_snapshot import (category_counts, merge_category_counts, merge_touches, snapshot_items,
+                                        snapshot_users, touches)
 from spark_jobs.publish import RUN_FILE, publish_run
-from spark_jobs.raw_reader import list_raw_files, read_raw
+from spark_jobs.raw_reader import LANDED, list_raw_files, read_raw
 from spark_jobs.session import build_session
+from spark_jobs.state import STATE_DIR, load_state, published_manifests, state_key, write_state, write_state_meta
 from spark_jobs.training_examples import training_examples
 
 log = logging.getLogger("freshrec.spark.features")
 # Up to this many (user, day) feature rows are shipped to every task to join the training examples without
 # shuffling them (about 100 bytes a row); a bigger table is joined by a shuffle instead.
 BROADCAST_USER_ROWS = 2_000_000
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -49,11 +52,23 @@ def _has_parquet(folder: Path) -> bool:
     return folder.is_dir() and any(folder.rglob("*.parquet"))
 
 
-def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.date) -> DataFrame | None:
-    """Published clean events landed before the range with event day <= last (what the run may know)."""
+def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.date,
+                 event_days: set[int] | None = None) -> DataFrame | None:
+    """Published clean events landed before the range with event day <= last (what the run may know); with
+    ``event_days`` (a run carrying state) only those event days and the range's own (listed, not scanned)."""
     if not _has_parquet(layout.clean_events):
         return None
-    df = spark.read.option("basePath", str(layout.clean_events)).parquet(str(layout.clean_events))
+    base = spark.read.option("basePath", str(layout.clean_events))
+    if event_days is None:
+        df = base.parquet(str(layout.clean_events))
+    else:
+        days = {dt.date.fromordinal(EPOCH_ORDINAL + d) for d in event_days} | set(day_range(first, last))
+        paths = [p for day in sorted(d for d in days if d <= last)
+                 for p in sorted((layout.clean_events / f"ds={day.isoformat()}").glob("landed=*"))
+                 if p.name.removeprefix("landed=") < first.isoformat() and _has_parquet(p)]
+        if not paths:
+            return None
+        df = base.parquet(*map(str, paths))
     return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS)
 
 
@@ -95,12 +110,22 @@ def cpu_clock(spark: SparkSession):
     return now
 
 
-def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: dt.date, staging: Path) -> dict:
-    """Compute and stage everything for [first, last]; returns the run description written to run.json."""
+def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: dt.date, staging: Path,
+                 incremental: bool = True) -> dict:
+    """Compute and stage everything for [first, last]; returns the run description written to run.json.
+
+    With a usable state of the day before ``first`` (see spark_jobs.state) and ``incremental``, the run reads only
+    the new landings, the history of the event days they touch and that state; otherwise every published clean
+    event. Both give the same outputs; either way the state of ``last`` is staged with its partition.
+    """
     layout = Layout(settings.home)
     days = day_range(first, last)
     run = {"run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
            "days": [d.isoformat() for d in days], "code_version": st.code_version()}
+    key = state_key(settings, layout)
+    state, reason = load_state(spark, layout, first, key) if incremental else (None, "full run requested")
+    run["mode"] = {"incremental": state is not None, "reason": reason}
+    log.info("%s run: %s", "incremental" if state is not None else "full", reason)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -126,24 +151,28 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     files = list_raw_files(layout.raw_events, days)
     raw = read_raw(spark, files, layout.raw_events)
     rules = CleanRules(settings.data.rating_min, settings.data.rating_max, settings.data.future_ts_tolerance_s, time.time())
-    history = read_history(spark, layout, first, last)
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     if raw is not None:
-        result = clean(raw, history, rules, partitions)
-        counts = st.rule_counts(result.classified)
+        classified = parse_and_classify(raw, rules)
+        counts, event_days = st.rule_counts(classified)
         step("rule counts")
+        result = dedup(classified, read_history(spark, layout, first, last, event_days if state else None), partitions)
         if any(entry["quarantined_rows"] for entry in counts.values()):
             st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
             step("quarantine")
-        # Every later step reads this one cached, user-partitioned frame (history included): no re-read of
-        # what was just written, no second shuffle of the events.
-        events = result.events.persist(StorageLevel.MEMORY_AND_DISK)
-        st.write_in_place(result.valid.drop("d"), staging / "clean", "ds", "landed")
+        # Every later step reads this one cached, user-partitioned frame (history included, or with a state the
+        # events it has not seen): no re-read of what was just written, no second shuffle of the events.
+        events = result.events
+        if state is not None:  # the history read for the dedup only: the state covers event days before the range
+            events = events.where(F.col(LANDED).isNotNull() | (F.col("d") >= day_index(first)))
+        events = events.persist(StorageLevel.MEMORY_AND_DISK)
+        valid = events.where(F.col(LANDED).isNotNull())
+        st.write_in_place(valid.drop("d"), staging / "clean", "ds", "landed")
         step("dedup + cache + clean write")
-        st.add_valid_counts(counts, result.valid)
+        st.add_valid_counts(counts, valid)
     else:
         counts = st.empty_counts()
-        events = history_events(history, partitions)
+        events = history_events(read_history(spark, layout, first, last, set() if state else None), partitions)
         events = events.persist(StorageLevel.MEMORY_AND_DISK) if events is not None else None
     if events is None:
         events = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, d int, ds string")
@@ -151,9 +180,13 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     lap("clean")
 
     before = first - dt.timedelta(days=1)  # training examples of `first` need the features of the day before
-    users = user_features(events, before, last, settings.data.history_length).persist(StorageLevel.MEMORY_AND_DISK)
+    user_grid = user_features(events, before, last, settings.data.history_length, state.users if state else None)
+    user_grid = user_grid.persist(StorageLevel.MEMORY_AND_DISK)
+    users = published(user_grid, before)
     items_meta = read_items_meta(spark, layout)
-    items = item_features(events, before, last, items_meta).persist(StorageLevel.MEMORY_AND_DISK)
+    item_grid = item_features(events, before, last, items_meta, state.items if state else None)
+    item_grid = item_grid.persist(StorageLevel.MEMORY_AND_DISK)
+    items = published(item_grid, before)
     in_range = F.col("ds") >= first.isoformat()
     st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
     step("users")
@@ -167,12 +200,19 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
 
     snapshot = f"snap-{run['run_id']}"
     known = events.where(F.col("d") <= day_index(last))  # as of the end of `last`, like every feature
-    n_users = st.write_single_parquet(snapshot_users(known, users, last, settings.data.online_history_length, items_meta),
+    touch = touches(known) if state is None else merge_touches(state.touch, touches(known))
+    touch = touch.persist(StorageLevel.MEMORY_AND_DISK)
+    categories = category_counts(known, items_meta) if items_meta is not None else None
+    if categories is not None:
+        categories = (categories if state is None else merge_category_counts(state.categories, categories)).persist()
+    n_users = st.write_single_parquet(snapshot_users(touch, categories, users, last, settings.data.online_history_length),
                                       staging / "online" / "users.parquet", ["user_id"])
     step("snapshot users")
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())
     lap("online_snapshot")
+    write_state(staging / "state", user_state(user_grid, last), item_state(item_grid, last), touch, categories)
+    step("state")  # counted with the manifests (the run's closing writes)
     spark.catalog.clearCache()  # events, tables and their daily aggregates
 
     for day in run["days"]:
@@ -189,6 +229,10 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
                                      st.parquet_rows(staging / "clean" / f"ds={day}"), inputs, run)
         st.write_json(target / "_manifest.json", manifest)
         st.write_json(target / "_run.json", st.run_record(run))
+    (staging / "state").rename(staging / "features" / f"ds={last}" / STATE_DIR)
+    staged = {p.parent.name.removeprefix("ds="): json.loads(p.read_text()) for p in (staging / "features").glob("ds=*/_manifest.json")}
+    write_state_meta(staging / "features" / f"ds={last}" / STATE_DIR, key, last,
+                     published_manifests(layout, before) | staged)
     shutil.rmtree(staging / "tables", ignore_errors=True)
     lap("manifests")
     run["timings_s"] = timings
@@ -203,6 +247,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True)
     parser.add_argument("--to", dest="last", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--staging", type=Path, default=None, help="stage only, into this directory (no publish)")
+    parser.add_argument("--full", action="store_true", help="ignore the previous day's state: read all history")
     return parser.parse_args(argv)
 
 
@@ -218,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     spark = build_session(settings, "freshrec-features")
     spark.sparkContext.setLogLevel("WARN")
     try:
-        run = run_features(spark, settings, args.first, last, staging)
+        run = run_features(spark, settings, args.first, last, staging, incremental=not args.full)
     finally:
         spark.stop()
     if args.staging is None:

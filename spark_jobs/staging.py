@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from spark_jobs.clean import day_index
+
 FEATURE_TABLES = ("users", "items", "training_examples")
 
 
@@ -72,10 +74,15 @@ def empty_counts() -> dict[str, dict]:
                                 "duplicate_rows": 0, "late_rows": 0, "quarantine_reasons": {}})
 
 
-def rule_counts(classified: DataFrame) -> dict[str, dict]:
-    """Per landing day: input rows, quarantined rows by reason, rows that passed the rules (one small collect)."""
+def rule_counts(classified: DataFrame) -> tuple[dict[str, dict], set[int]]:
+    """Per landing day: input rows, quarantined rows by reason, rows that passed the rules; and the event days
+    (day index) of the rows that passed (one small collect)."""
     counts = empty_counts()
-    for row in classified.groupBy("landed", "reason").count().collect():
+    event_days: set[int] = set()
+    passed_day = F.when(F.col("reason").isNull(), day_index(F.col("ts"))).alias("d")
+    for row in classified.groupBy("landed", "reason", passed_day).count().collect():
+        if row["d"] is not None:
+            event_days.add(row["d"])
         entry = counts[row["landed"]]
         entry["input_rows"] += row["count"]
         if row["reason"] is None:
@@ -83,7 +90,7 @@ def rule_counts(classified: DataFrame) -> dict[str, dict]:
         else:
             entry["quarantined_rows"] += row["count"]
             entry["quarantine_reasons"][row["reason"]] = row["count"]
-    return counts
+    return counts, event_days
 
 
 def add_valid_counts(counts: dict[str, dict], valid: DataFrame) -> dict[str, dict]:

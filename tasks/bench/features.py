@@ -94,19 +94,54 @@ def ensure_dataset(settings: Settings, size: int) -> Path:
     return home
 
 
-def _spark(settings: Settings, home: Path) -> dict:
+def _spark(settings: Settings, home: Path, first: dt.date = START, last: dt.date | None = None, *options: str) -> dict:
+    """One features job, staged only (the DAG's spark-submit step); ``staging`` is left for the caller."""
     staging = Layout(home).lake / "_staging" / "bench"
-    last = START + dt.timedelta(days=DAYS - 1)
+    last = last or START + dt.timedelta(days=DAYS - 1)
     env = {**os.environ, **spark_environment(settings), "FRESHREC_HOME": str(home)}
-    cmd = [sys.executable, "-m", "spark_jobs.features", "--home", str(home), "--from", START.isoformat(),
-           "--to", last.isoformat(), "--staging", str(staging)]
+    cmd = [sys.executable, "-m", "spark_jobs.features", "--home", str(home), "--from", first.isoformat(),
+           "--to", last.isoformat(), "--staging", str(staging), *options]
     wall, peak, out = _run_measured(cmd, env)
     run = json.loads((staging / "run.json").read_text())
     manifests = [json.loads(p.read_text()) for p in sorted((staging / "features").glob("ds=*/_manifest.json"))]
     return {"wall_s": round(wall, 2), "stages_s": run["timings_s"], "job_s": round(sum(run["timings_s"].values()), 2),
             "stages_cpu_s": run.get("cpu_s", {}), "job_cpu_s": round(sum(run.get("cpu_s", {}).values()), 2),
             "peak_rss_mb": round(peak / 2**20), "input_rows": sum(m["input_rows"] for m in manifests),
-            "staging": str(staging)}
+            "incremental": run["mode"]["incremental"], "staging": str(staging)}
+
+
+def _clear_published(layout: Layout) -> None:
+    for folder in (layout.clean_events, layout.quarantine, layout.features, layout.online, layout.lake / "_staging"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _publish(settings: Settings, home: Path, staging: str) -> None:
+    env = {**os.environ, **spark_environment(settings), "FRESHREC_HOME": str(home)}
+    subprocess.run([sys.executable, "-m", "spark_jobs.publish", "--home", str(home), "--staging", staging], env=env,
+                   cwd=REPO_ROOT, check=True, capture_output=True)
+
+
+def _daily(settings: Settings, home: Path) -> dict:
+    """A bootstrap of the first DAYS - 1 days (published), then the last day as the daily run does it (carrying
+    the bootstrap's state) and, on the same lake, as a full run (reading all history): cost of the added day."""
+    layout = Layout(home)
+    _clear_published(layout)
+    last = START + dt.timedelta(days=DAYS - 1)
+    result = {}
+    try:
+        boot = _spark(settings, home, START, last - dt.timedelta(days=1))
+        _publish(settings, home, boot.pop("staging"))
+        full = _spark(settings, home, last, last, "--full")
+        shutil.rmtree(full.pop("staging"), ignore_errors=True)
+        daily = _spark(settings, home, last, last)
+        shutil.rmtree(daily.pop("staging"), ignore_errors=True)
+        result = {"bootstrap": boot, "day_full": full, "day_incremental": daily}
+    finally:
+        _clear_published(layout)
+    keys = ("wall_s", "job_s", "job_cpu_s")
+    result["incremental_vs_bootstrap"] = {k: round(daily[k] / max(boot[k], 1e-9), 3) for k in keys}
+    result["incremental_vs_full_day"] = {k: round(daily[k] / max(full[k], 1e-9), 3) for k in keys}
+    return result
 
 
 def _duckdb(settings: Settings, home: Path, staging: Path) -> dict:
@@ -129,7 +164,8 @@ def _duckdb(settings: Settings, home: Path, staging: Path) -> dict:
             "rows": {"users": result["users"], "items": result["items"]}}
 
 
-def run(settings: Settings, sizes: list[int] | None = None) -> Path:
+def run(settings: Settings, sizes: list[int] | None = None, daily: bool = True) -> Path:
+    """``daily``: also measure, at the largest size, one incremental daily run after a bootstrap."""
     sizes = sizes or DEFAULT_SIZES
     cores = os.cpu_count() or 1
     results = []
@@ -155,6 +191,13 @@ def run(settings: Settings, sizes: list[int] | None = None) -> Path:
             "spark_like_for_like_cpu_vs_duckdb": round(
                 (spark["stages_cpu_s"].get("features", 0) + spark["stages_cpu_s"].get("online_snapshot", 0)) / max(duck["cpu_s"], 1e-9), 2),
         }
+        if daily and size == max(sizes):
+            console.print("  daily run after a bootstrap (bootstrap, the day as a full run, the day incremental) ...")
+            entry["daily"] = _daily(settings, home)
+            d = entry["daily"]
+            console.print(f"  bootstrap {d['bootstrap']['job_s']}s ({d['bootstrap']['job_cpu_s']} CPU s); day incremental "
+                          f"{d['day_incremental']['job_s']}s ({d['day_incremental']['job_cpu_s']} CPU s), as a full run "
+                          f"{d['day_full']['job_s']}s ({d['day_full']['job_cpu_s']} CPU s)")
         results.append(entry)
         console.print(f"  {entry['spark_events_per_s_per_core']:,} events/s/core; stages {spark['stages_s']}; features stage "
                       f"{entry['spark_features_stage_vs_duckdb']}x DuckDB ({entry['spark_like_for_like_vs_duckdb']}x like for like); "
