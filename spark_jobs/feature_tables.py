@@ -75,6 +75,14 @@ def _carried(carried: Carried | None, name: str, sql_type: str) -> Column:
     return F.col(f"c_{name}") if carried is not None else F.lit(None).cast(sql_type)
 
 
+def _all_time(col: str, base: str, carried: Carried | None, carried_name: str, run: Window, sql_type: str = "long") -> Column:
+    """An all-time figure per grid row: the running sum of ``col`` over the grid, the pre-grid ``base`` and
+    the carried state's ``carried_name`` (each may be null)."""
+    zero = F.lit(0.0) if sql_type == "double" else F.lit(0)
+    return (F.coalesce(F.sum(col).over(run), zero) + F.coalesce(F.col(base), zero)
+            + F.coalesce(_carried(carried, carried_name, sql_type), zero))
+
+
 def _prefixed(df: DataFrame, keys: tuple[str, ...], prefix: str) -> DataFrame:
     return df.select(*keys, *[F.col(c).alias(prefix + c) for c in df.columns if c not in keys])
 
@@ -143,12 +151,9 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
             known = F.coalesce(F.col(c), F.lit(0)) + F.coalesce(_carried(carried, c, "long"), F.lit(0))
             cols += [known.cast("long").alias(f"{c}_1d"), _window_sum(known, w, -6).alias(f"{c}_7d"),
                      _window_sum(known, w, -29).alias(f"{c}_30d")]
-        cols.append((F.coalesce(F.sum(c).over(run), F.lit(0)) + F.coalesce(F.col(f"base_{c}"), F.lit(0))
-                     + F.coalesce(_carried(carried, f"{c}_all", "long"), F.lit(0))).cast("long").alias(f"{c}_all"))
-    rating_sum = (F.coalesce(F.sum("rating_sum").over(run), F.lit(0.0)) + F.coalesce(F.col("base_rating_sum"), F.lit(0.0))
-                  + F.coalesce(_carried(carried, "rating_sum", "double"), F.lit(0.0)))
-    rating_n = (F.coalesce(F.sum("rating_n").over(run), F.lit(0)) + F.coalesce(F.col("base_rating_n"), F.lit(0))
-                + F.coalesce(_carried(carried, "rating_n", "long"), F.lit(0)))
+        cols.append(_all_time(c, f"base_{c}", carried, f"{c}_all", run).cast("long").alias(f"{c}_all"))
+    rating_sum = _all_time("rating_sum", "base_rating_sum", carried, "rating_sum", run, "double")
+    rating_n = _all_time("rating_n", "base_rating_n", carried, "rating_n", run)
     last_ts = F.greatest(F.max("last_ts").over(run), F.col("base_last_ts"), _carried(carried, "last_ts", "timestamp"))
     hist = F.coalesce(F.last("_hist", ignorenulls=True).over(run), F.col("base_hist"))
     if carried is not None:  # the last N of both, in (ts, item) order: the carried tail and the new events' tail
@@ -208,12 +213,9 @@ def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: 
     known = F.coalesce(F.col("n"), F.lit(0)) + F.coalesce(_carried(carried, "n", "long"), F.lit(0))
     pop_7d, pop_prev_7d = _window_sum(known, w, -6), _window_sum(known, w, -13, -7)
     pop_30d, pop_prev_30d = _window_sum(known, w, -29), _window_sum(known, w, -59, -30)
-    rating_sum = (F.coalesce(F.sum("rating_sum").over(run), F.lit(0.0)) + F.coalesce(F.col("base_rating_sum"), F.lit(0.0))
-                  + F.coalesce(_carried(carried, "rating_sum", "double"), F.lit(0.0)))
-    rating_n = (F.coalesce(F.sum("rating_n").over(run), F.lit(0)) + F.coalesce(F.col("base_rating_n"), F.lit(0))
-                + F.coalesce(_carried(carried, "rating_n", "long"), F.lit(0)))
-    pop_all = (F.coalesce(F.sum("n").over(run), F.lit(0)) + F.coalesce(F.col("base_n"), F.lit(0))
-               + F.coalesce(_carried(carried, "n_all", "long"), F.lit(0)))
+    rating_sum = _all_time("rating_sum", "base_rating_sum", carried, "rating_sum", run, "double")
+    rating_n = _all_time("rating_n", "base_rating_n", carried, "rating_n", run)
+    pop_all = _all_time("n", "base_n", carried, "n_all", run)
     out = g.select(
         "item_id",
         "d",
