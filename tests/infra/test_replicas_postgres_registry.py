@@ -54,10 +54,24 @@ def replica_env(home: Path, registry_url: str, port: int) -> dict[str, str]:
     return env
 
 
-def champion_of(url: str) -> str | None:
+def settled_models(url: str) -> dict | None:
+    """/v1/models of a replica once every worker behind its port has applied the same registry state.
+
+    A replica runs one worker per core by default; each polls the registry on its own, and the worker
+    that answers /v1/models may be ahead of the one that answers the next request. The replica has
+    converged when the lowest generation among its workers is the one the answering worker serves."""
     try:
         models = httpx.get(f"{url}/v1/models", timeout=5).json()
     except httpx.HTTPError:
+        return None
+    if models["generation"] != models.get("worker_generation", models["generation"]):
+        return None
+    return models
+
+
+def champion_of(url: str) -> str | None:
+    models = settled_models(url)
+    if models is None:
         return None
     return next((v["version"] for v in models["versions"] if v["role"] == "champion"), None)
 
@@ -104,7 +118,7 @@ def test_two_replicas_converge_on_a_promotion(registry_url: str, tmp_path: Path,
         for i, (url, replica) in enumerate(zip(urls, replicas)):
             wait_for(lambda: replica.poll() is not None or _ready(url), 180, f"{url} ready")
             assert replica.poll() is None, (tmp_path / f"replica-{i}.log").read_text()[-3000:]
-        assert [champion_of(u) for u in urls] == [first, first]
+        wait_for(lambda: all(champion_of(u) == first for u in urls), 60, "both replicas on the first champion")
 
         second = register("run-2", 2)
         registry.promote(second, actor="test", reason="fresher model")
@@ -117,7 +131,7 @@ def test_two_replicas_converge_on_a_promotion(registry_url: str, tmp_path: Path,
 
         canary = register("run-3", 3)
         registry.start_canary(canary, 50.0, actor="test", reason="split check")
-        wait_for(lambda: all(httpx.get(f"{u}/v1/models", timeout=5).json()["canary_weight"] == 50.0 for u in urls), 30,
+        wait_for(lambda: all((settled_models(u) or {}).get("canary_weight") == 50.0 for u in urls), 30,
                  "both replicas on the canary weight")
         variants = [
             [httpx.post(f"{url}/v1/recommend", json={"user_id": f"u{n}", "k": 3}, timeout=10).json()["variant"] for n in range(40)]
