@@ -52,8 +52,9 @@ def test_open_loop_traffic_and_clicks_reach_serving(release_world, serving, trut
     assert dict(report.failed) == {} and report.feedback_failed == 0
     champion = summary["variants"]["champion"]
     assert champion["requests"] == 200 and champion["clicks"] > 0
-    # Open loop: the schedule, not the server, sets the pace.
-    assert 1.9 <= report.elapsed_s <= 4.0
+    # Open loop: the schedule, not the server, sets the pace (a closed loop against this fast server would
+    # finish well under 1.9 s; the upper bound leaves a busy CI box room for the last responses).
+    assert 1.9 <= report.elapsed_s <= 6.0
     scraped = parse_scrape(httpx.get(f"{serving}/metrics", timeout=5).text)
     assert scraped.variant("champion").clicks == champion["clicks"]
     assert scraped.variant("champion").impressions >= 200
