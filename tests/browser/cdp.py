@@ -39,6 +39,10 @@ class CDPError(RuntimeError):
     pass
 
 
+# What Chromium answers an evaluation cut short by a navigation of the page.
+NAVIGATING = ("Inspected target navigated or closed", "Execution context was destroyed", "Cannot find context with specified id")
+
+
 def find_chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -95,10 +99,18 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 60, what: str | None = None) -> Any:
-        """Poll a JS expression until it is truthy (SPAs render after the load event)."""
+        """Poll a JS expression until it is truthy (SPAs render after the load event).
+
+        A page that navigates while the expression runs (the app's own redirect to its login page, say)
+        makes Chromium drop the evaluation; that poll counts as "not yet", not as a failure."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except CDPError as exc:
+                if not any(marker in str(exc) for marker in NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(0.5)
