@@ -27,6 +27,12 @@ class Layout:
     lake/quarantine/ds=D/        invalid rows of the batch landed on D, with the reason
     lake/features/ds=D/          feature tables as of the end of D + _manifest.json
     lake/online/                 online snapshots for serving; CURRENT names the live one
+    lake/landing/events/         sealed segments of the ingestion log (/v1/events), JSON lines
+    lake/landing/events/_open/   segments still being written (one per serving process, flock held)
+    lake/landing/_archive/       segments the stream job has landed in the raw lake
+    lake/landing/_checkpoint/    the stream job's Structured Streaming checkpoint
+    lake/raw/events/_stream/     one manifest per stream batch: where it landed, per-writer log positions
+    online_store.sqlite          the embedded online store (live tails) when no Redis URL is configured
     lake/raw/events/_meta/       item and user metadata (genres, demographics) when imported
     models/                      one folder per trained run (ONNX, vocab, model card, reports)
     reports/                     evaluation and benchmark reports (JSON + PNG), GX Data Docs
@@ -60,6 +66,30 @@ class Layout:
     @property
     def online(self) -> Path:
         return self.lake / "online"
+
+    @property
+    def landing(self) -> Path:
+        return self.lake / "landing" / "events"
+
+    @property
+    def landing_open(self) -> Path:
+        return self.landing / "_open"
+
+    @property
+    def landing_archive(self) -> Path:
+        return self.lake / "landing" / "_archive"
+
+    @property
+    def stream_checkpoint(self) -> Path:
+        return self.lake / "landing" / "_checkpoint"
+
+    @property
+    def stream_batches(self) -> Path:
+        return self.raw_events / "_stream"
+
+    @property
+    def online_store(self) -> Path:
+        return self.home / "online_store.sqlite"
 
     @property
     def meta(self) -> Path:

@@ -80,8 +80,25 @@ class ServingSettings(_Group):
         "auto", description="artifact served; auto = int8 on CPU, fp16 (else fp32) on CUDA")
     max_candidates: int = Field(5000, ge=1, description="catalogues larger than this go through a retrieval stage")
     cuda_graphs: bool = Field(False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
-    feedback_flush_s: float = Field(2.0, gt=0, description="how often buffered feedback is appended to the raw lake")
+    max_events_per_request: int = Field(1000, ge=1, le=100_000, description="events one POST /v1/events may carry")
+    log_fsync: bool = Field(True, description="fsync the ingestion log before acknowledging events (group commit)")
+    log_segment_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="an ingestion log segment is sealed at this size")
+    log_segment_max_age_s: float = Field(60.0, gt=0, description="... or this long after it was opened (and at UTC midnight)")
     scoring_thread: bool = Field(False, description="score on a thread (overlaps HTTP parsing) instead of inline on the event loop")
+
+
+class OnlineSettings(_Group):
+    """The online store: each user's live tail of events since the snapshot, shared by workers and replicas."""
+
+    enabled: bool = Field(True, description="merge live tails into the snapshot histories; false = the daily snapshot only")
+    store_url: str | None = Field(None, description="redis://host:port/db (rediss://, redis+sentinel is not supported: use "
+                                  "a proxy); unset = the embedded store under home, shared by one host's workers")
+    namespace: str = Field("freshrec", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                           description="key prefix in the store (several deployments or tests can share one Redis)")
+    tail_length: int = Field(256, ge=1, description="live events kept per user (the newest)")
+    tail_ttl_s: float = Field(14 * 86400, gt=0, description="a user's live tail expires this long after their last event")
+    trim_grace_s: float = Field(300.0, ge=0, description="entries a new snapshot covers are trimmed this long after it went live")
+    timeout_ms: float = Field(50.0, gt=0, description="a store call slower than this fails (recommend then serves the snapshot)")
 
 
 class ReleaseSettings(_Group):
@@ -129,6 +146,7 @@ class Settings(BaseSettings):
     spark_master: str = Field("local[*]", description="local[N], spark://..., yarn, k8s://... or sc:// (Spark Connect)")
     spark_driver_memory: str = "4g"
     admin_token: SecretStr | None = Field(None, description="bearer token for serving admin routes")
+    ingest_token: SecretStr | None = Field(None, description="bearer token POST /v1/events requires when set")
     serving_url: str = Field("http://127.0.0.1:8000", description="where tasks reach the serving tier")
     serving_replicas: list[str] = Field(default_factory=list, description="replica base URLs; empty = serving_url only")
     allow_fault_injection: bool = False
@@ -139,6 +157,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     gates: GateSettings = Field(default_factory=GateSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
     release: ReleaseSettings = Field(default_factory=ReleaseSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 

@@ -1,8 +1,8 @@
 """The FastAPI app: HTTP contract of ARCHITECTURE.md, OpenAPI at /docs.
 
-``create_app`` wires the parts (registry gateway, reconciler, request service, cache, metrics,
-feedback writer); the lifespan loads the desired versions before the server accepts traffic and
-keeps reconciling in the background.
+``create_app`` wires the parts (registry gateway, reconciler, request service, cache, metrics, the
+ingestion log and the online store); the lifespan loads the desired versions before the server accepts
+traffic and keeps reconciling in the background.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from freshrec.errors import FreshRecError, Overloaded, Unauthorized
+from freshrec.errors import FreshRecError, InvalidInput, Overloaded, Unauthorized
+from freshrec.eventlog import EventLog, seal_orphans
+from freshrec.events import EventRules
 from freshrec.layout import Layout
+from freshrec.online import open_store
 from freshrec.settings import Settings, get_settings
 from serving import contract
 from serving.cache import ResultCache
-from serving.feedback import FeedbackWriter
+from serving.ingest import Ingestor, parse_events_body
+from serving.live import LiveState
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.middleware import LABELS_KEY, HotEntry, HotPath, InFlightLimit, MetricsMiddleware
 from serving.reconciler import Reconciler
@@ -67,8 +71,16 @@ class ServingRuntime:
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="freshrec-ort") if settings.serving.scoring_thread else None
         )
         self.reconciler = Reconciler(settings, gateway, self.scoring_executor, self.metrics, self._swapped)
-        self.service = RecommendationService(self.cache, self.metrics, settings.allow_fault_injection)
-        self.feedback = FeedbackWriter(Layout(settings.home).raw_events, settings.serving.feedback_flush_s)
+        self.layout = Layout(settings.home)
+        store = open_store(settings) if settings.online.enabled else None
+        snapshot = lambda: (self.reconciler.snapshot.name, self.reconciler.snapshot.watermark)  # noqa: E731
+        self.live = LiveState(store, self.metrics, settings.online.trim_grace_s, snapshot)
+        s = settings.serving
+        self.log = EventLog(self.layout, fsync=s.log_fsync, max_bytes=s.log_segment_max_bytes,
+                            max_age_s=s.log_segment_max_age_s, observe_fsync=self.metrics.fsync_seconds.observe)
+        self.ingestor = Ingestor(self.log, self.live, EventRules.from_settings(settings.data), self.metrics)
+        self.service = RecommendationService(self.cache, self.metrics, self.live, settings.data.online_history_length,
+                                             settings.allow_fault_injection)
         self.siblings = SiblingWorkers.from_env()
         self.tasks: list[asyncio.Task] = []
         self._info_labels: set[tuple[str, str, str, str]] = set()
@@ -110,8 +122,10 @@ class ServingRuntime:
             await self.reconciler.reconcile(force=True)
         except Exception:  # noqa: BLE001 - start unready and keep polling rather than crash-loop
             log.exception("initial reconcile failed; /readyz stays 503 until a version loads")
+        # Segments of workers that died (kill -9, OOM) are sealed for the landing stream; live ones are locked.
+        await asyncio.to_thread(seal_orphans, self.layout)
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self.reconciler.run_forever()), loop.create_task(self.feedback.run_forever())]
+        self.tasks = [loop.create_task(self.reconciler.run_forever()), loop.create_task(self.live.run_forever())]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -119,8 +133,9 @@ class ServingRuntime:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        with contextlib.suppress(OSError):
-            await self.feedback.flush()
+        await asyncio.to_thread(self.log.close)  # commits what is queued and seals the open segment
+        if self.live.store is not None:
+            await self.live.store.close()
         if self.scoring_executor is not None:
             self.scoring_executor.shutdown(wait=False, cancel_futures=True)
 
@@ -135,6 +150,23 @@ def _require_admin(request: Request) -> None:
     given = header[7:] if header[:7].lower() == "bearer " else ""
     if token is None or not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise Unauthorized("admin routes need 'Authorization: Bearer <FRESHREC_ADMIN_TOKEN>'")
+
+
+def _require_ingest_token(runtime: ServingRuntime, scope: dict) -> None:
+    token = runtime.settings.ingest_token
+    if token is None:
+        return
+    given = _header(scope, b"authorization")
+    given = given[7:] if given[:7].lower() == "bearer " else ""
+    if not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise Unauthorized("POST /v1/events needs 'Authorization: Bearer <FRESHREC_INGEST_TOKEN>'")
+
+
+def _header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
 
 
 def _parse_body(raw: bytes, model: type[BodyModel]) -> BodyModel:
@@ -192,7 +224,9 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     # The last added is the outermost: metrics see everything, including the 503s the limit sends; the hot
     # routes are answered right inside the limit, skipping Starlette's router and exception middleware.
     hot_entries: dict[str, HotEntry] = {}
-    app.add_middleware(HotPath, entries=hot_entries)
+    # A body past this is refused (413) before it is read whole: a batch of events at ~2 KB each, or 1 MiB.
+    max_body = max(1 << 20, settings.serving.max_events_per_request * 2048)
+    app.add_middleware(HotPath, entries=hot_entries, max_body_bytes=max_body)
     app.add_middleware(InFlightLimit, limit=settings.serving.max_queue + settings.serving.max_batch)
     app.add_middleware(MetricsMiddleware, runtime=lambda: getattr(app.state, "runtime", None))
 
@@ -225,9 +259,23 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         table, routed = _route(runtime, scope, body.user_id)
         return 200, await runtime.service.score(table, routed, body.user_id, body.item_ids)
 
+    def _known_item(runtime: ServingRuntime):
+        champion = runtime.table.champion
+        index = champion.model.item_index if champion is not None else {}
+        return index.__contains__
+
+    async def _events(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+        _require_ingest_token(runtime, scope)
+        events = parse_events_body(raw, _header(scope, b"content-type"), runtime.settings.serving.max_events_per_request)
+        return 200, orjson.dumps(await runtime.ingestor.ingest(events, _known_item(runtime)))
+
     async def _feedback(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+        """One event on the path /v1/events takes (logged, then visible), plus the per-variant CTR counter."""
         body = _parse_body(raw, contract.FeedbackRequest)
-        runtime.feedback.append(body.user_id, body.item_id, body.event_type, float(body.value))
+        event = {"user_id": body.user_id, "item_id": body.item_id, "event_type": body.event_type, "value": body.value}
+        result = await runtime.ingestor.ingest([event], _known_item(runtime))
+        if result["rejected"]:
+            raise InvalidInput(f"event: {result['rejected'][0]['reason']}")
         # Label values must stay bounded (client strings are not): unknown versions count as "other".
         loaded = {served.version for _, served in runtime.table.loaded()}
         version = body.model_version if body.model_version in loaded else "other"
@@ -265,8 +313,17 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
                       responses=responses_503, tags=["v1"], openapi_extra=_body_doc(contract.ScoreRequest), name="score")
     hot.add_api_route("/v1/feedback", _routed(_feedback), methods=["POST"], response_model=contract.FeedbackResponse,
                       status_code=202, tags=["v1"], openapi_extra=_body_doc(contract.FeedbackRequest), name="feedback")
+    body_faults = {code: {"model": contract.ErrorBody, "description": text} for code, text in (
+        (400, "the body is not valid JSON"), (401, "FRESHREC_INGEST_TOKEN is set and the bearer token is missing or wrong"),
+        (413, "more events than serving.max_events_per_request, or a body too large"),
+        (415, "Content-Type is not application/json"), (422, "the body is not {\"events\": [event, ...]}"),
+        (503, "the online store or the log is unavailable: nothing was accepted (Retry-After)"))}
+    hot.add_api_route("/v1/events", _routed(_events), methods=["POST"], response_model=contract.EventsResponse,
+                      responses=body_faults, tags=["v1"], openapi_extra=_body_doc(contract.EventsRequest), name="events",
+                      description="Ingest events: each is checked by the clean stage's rules, logged durably (fsync) and "
+                      "visible to the next /v1/recommend on every worker and replica sharing the online store.")
     hot_entries.update({"/v1/recommend": _direct(_recommend), "/v1/score": _direct(_score),
-                        "/v1/feedback": _direct(_feedback)})
+                        "/v1/feedback": _direct(_feedback), "/v1/events": _direct(_events)})
     app.include_router(hot)
 
     @app.get("/v1/models", tags=["v1"])

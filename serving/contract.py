@@ -58,6 +58,36 @@ class FeedbackResponse(BaseModel):
     accepted: bool
 
 
+class Event(BaseModel):
+    """One event as POST /v1/events documents it. Each event is checked by the rule table of
+    freshrec/events.py (the Spark clean stage's rules): a bad event is rejected with its reason, not a 422."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"user_id": "42", "item_id": "50", "event_type": "click", "value": 1, "event_id": "c-42-50-1"}]})
+    user_id: str = Field(description="the user (strings; JSON numbers are read as their text, like the lake does)")
+    item_id: str
+    event_type: Literal[EVENT_TYPES] = Field(description="view | click | rating | purchase")  # type: ignore[valid-type]
+    value: float = Field(description="stars for a rating (data.rating_min..rating_max), else a weight >= 0")
+    ts: str | float | None = Field(None, description="ISO-8601 (UTC unless zoned) or epoch seconds; default: now")
+    event_id: str | None = Field(None, max_length=128, description="idempotency key; default: made by the server")
+
+
+class EventsRequest(BaseModel):
+    events: list[Event] = Field(min_length=1, description="1 to serving.max_events_per_request (default 1,000) events")
+
+
+class RejectedEvent(BaseModel):
+    index: int
+    reason: str = Field(description="the clean stage's reason name, e.g. empty_id, unknown_event_type, future_ts")
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="events now durable in the ingestion log")
+    rejected: list[RejectedEvent]
+    visible: bool = Field(description="false only when the online store failed after logging: the events reach "
+                          "recommendations once it answers again")
+
+
 class CanaryWeightRequest(BaseModel):
     weight: StrictFloat | StrictInt = Field(ge=0, le=100, description="canary traffic share in percent")
 

@@ -16,6 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 BASE_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = (-20, -10, -5, -3, -2, -1, -0.5, 0, 0.5, 1, 2, 3, 5, 10, 20)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TAIL_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -73,6 +74,35 @@ class ServingMetrics:
         self.canary_weight = Gauge("freshrec_canary_weight", "Canary traffic share (%)", multiprocess_mode="livemax", registry=r)
         self.load_failures = Counter("freshrec_model_load_failures", "Versions refused at load", ["version"], registry=r)
         self.reconciles = Counter("freshrec_reconciles", "Reconcile passes by outcome", ["outcome"], registry=r)
+        # Real-time events (POST /v1/events): the log, the online store and the live tails.
+        self.events_accepted = Counter("freshrec_events_accepted", "Events accepted (durable)", ["event_type"], registry=r)
+        self.events_rejected = Counter("freshrec_events_rejected", "Events rejected, by rule", ["reason"], registry=r)
+        self.unknown_items = Counter(
+            "freshrec_unknown_item_events", "Accepted events on items the champion does not know (logged, not scored)",
+            registry=r,
+        )
+        self.fsync_seconds = Histogram(
+            "freshrec_event_log_fsync_seconds", "One group commit's fsync of the ingestion log",
+            buckets=BASE_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.log_errors = Counter("freshrec_event_log_errors", "Ingestion log writes that failed", registry=r)
+        self.store_seconds = Histogram(
+            "freshrec_online_store_seconds", "Online store calls by operation", ["op"],
+            buckets=BASE_LATENCY_BUCKETS_S, registry=r,
+        )
+        self.store_errors = Counter("freshrec_online_store_errors", "Online store calls that failed", ["op"], registry=r)
+        self.store_up = Gauge(
+            "freshrec_online_store_up", "1 while the online store answers (0: snapshot-only serving)",
+            multiprocess_mode="livemin", registry=r,
+        )
+        self.visible_seconds = Histogram(
+            "freshrec_event_visible_seconds", "From receiving events to their being visible in the online store",
+            buckets=latency_buckets(slo_latency_ms), registry=r,
+        )
+        self.live_tail = Histogram(
+            "freshrec_live_tail_events", "Live events (not yet in the snapshot) merged into one request's history",
+            buckets=TAIL_BUCKETS, registry=r,
+        )
 
         # labels() validates and locks on every call; the hot path reuses each child through these caches.
         self.request_children = lru_cache(maxsize=4096)(self._request_children)

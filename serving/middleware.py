@@ -15,6 +15,7 @@ ROUTES = {
     "/v1/recommend": "recommend",
     "/v1/score": "score",
     "/v1/feedback": "feedback",
+    "/v1/events": "events",
     "/v1/models": "models",
     "/healthz": "healthz",
     "/readyz": "readyz",
@@ -26,7 +27,7 @@ HotEntry = Callable[[dict, bytes], Awaitable[tuple[int, bytes, list[tuple[bytes,
 
 
 class HotPath:
-    """POSTs to the hot routes (/v1/recommend, /v1/score, /v1/feedback) answered in pure ASGI.
+    """POSTs to the hot routes (/v1/recommend, /v1/score, /v1/feedback, /v1/events) answered in pure ASGI.
 
     Starlette's router, exception middleware, Request and Response objects cost about as much as the
     model call on a sub-millisecond request. The entries share their core with the FastAPI routes (which
@@ -34,24 +35,32 @@ class HotPath:
     exceptions still reach Starlette's error middleware (500).
     """
 
-    def __init__(self, app: Any, entries: dict[str, HotEntry]) -> None:
+    TOO_LARGE = b'{"error":"PayloadTooLarge","message":"request body too large"}'
+
+    def __init__(self, app: Any, entries: dict[str, HotEntry], max_body_bytes: int) -> None:
         self.app = app
         self._entries = entries
+        self._max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         entry = self._entries.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if entry is None:
             await self.app(scope, receive, send)
             return
-        chunks = []
+        chunks, size = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                status, payload, extra = 413, self.TOO_LARGE, [(b"connection", b"close")]
                 break
-        status, payload, extra = await entry(scope, b"".join(chunks))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                status, payload, extra = await entry(scope, b"".join(chunks))
+                break
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -66,6 +66,11 @@ class Reconciler:
         self._retry_at: float | None = None
         self._missing: list[str] = []  # versions the registry wants that are not loaded (refused)
 
+    @property
+    def snapshot(self) -> OnlineSnapshot:
+        """The online snapshot being served (its watermark says which live entries it covers)."""
+        return self._snapshot
+
     async def run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.serving.reconcile_interval_s)

@@ -1,4 +1,8 @@
-"""The request path: route -> cache -> user state -> batched ONNX scoring -> seen removed -> top-k.
+"""The request path: route -> live tail -> cache -> user state -> batched ONNX scoring -> seen removed -> top-k.
+
+The user's live tail is read first (one store round trip) because it is part of the cache key: a cached
+list never predates the user's latest acknowledged event, on any worker. When the store is down the
+snapshot alone answers and nothing is cached.
 
 Responses are rendered to JSON bytes here (orjson) so the cache stores exactly what goes on the wire.
 """
@@ -13,7 +17,9 @@ import numpy as np
 import orjson
 
 from freshrec.errors import FreshRecError, Overloaded
+from freshrec.online import LiveEvent
 from serving.cache import ResultCache
+from serving.live import LiveState, merge_live
 from serving.metrics import ServingMetrics
 from serving.ranking import top_k
 from serving.routing import RoutingTable
@@ -28,12 +34,43 @@ class InjectedFault(FreshRecError):
     http_status = 500
 
 
+class UserState(NamedTuple):
+    history: np.ndarray | None  # model item indices, oldest first
+    seen: np.ndarray | None  # distinct item indices (cold start)
+    seen_positions: np.ndarray | None  # distinct positions in the version's candidates
+
+
 class RecommendationService:
-    def __init__(self, cache: ResultCache, metrics: ServingMetrics, allow_fault_injection: bool) -> None:
+    def __init__(self, cache: ResultCache, metrics: ServingMetrics, live: LiveState, history_length: int,
+                 allow_fault_injection: bool) -> None:
         self._cache = cache
         self._metrics = metrics
+        self._live = live
+        self._history_length = history_length
         self._allow_faults = allow_fault_injection
         self._background: set[asyncio.Task] = set()
+
+    def _user_state(self, served: ServedVersion, user_id: str, tail: list[LiveEvent] | None, exclude_seen: bool) -> UserState:
+        """The snapshot's history and seen items of the user, merged with the live tail when there is one."""
+        users = served.users
+        row = users.row(user_id)
+        history = users.history[row] if row is not None else None
+        seen = users.seen[row] if (row is not None and exclude_seen) else None
+        seen_positions = served.seen_positions[row] if (row is not None and exclude_seen) else None
+        if tail is not None:
+            self._metrics.live_tail.observe(len(tail))
+        if not tail:
+            return UserState(history, seen, seen_positions)
+        merged = merge_live(history, tail, users.watermark, served.model.item_index, self._history_length)
+        if not exclude_seen or merged.live_items.size == 0:
+            return UserState(merged.history, seen, seen_positions)
+        live_positions = served.candidate_pos[merged.live_items]
+        live_positions = live_positions[live_positions >= 0]
+        return UserState(
+            merged.history,
+            merged.live_items if seen is None else np.union1d(seen, merged.live_items),
+            live_positions if seen_positions is None else np.union1d(seen_positions, live_positions),
+        )
 
     async def recommend(self, table: RoutingTable, routed: Route, user_id: str, k: int, exclude_seen: bool) -> bytes:
         """The JSON body. The caller routed first (:func:`route_user`) so that failures, injected faults
@@ -41,22 +78,22 @@ class RecommendationService:
         variant, served, shadow = routed
         version = served.version
         await self._apply_faults(table, version)
-        key = (user_id, k, exclude_seen, variant, version)
-        if self._cache.enabled:
+        tail = await self._live.tail(user_id)
+        cacheable = self._cache.enabled and tail is not None
+        # The newest live entry is in the key: an event acknowledged since makes an older list unreachable.
+        key = (user_id, k, exclude_seen, variant, version, tail[-1][:2] if tail else None)
+        if cacheable:
             cached = self._cache.get(key)
             (self._metrics.cache_miss if cached is None else self._metrics.cache_hit).inc()
             if cached is not None:
                 self._metrics.response_children(variant, version)[1].inc()
                 return cached
-        users = served.users
-        row = users.row(user_id)
-        history = users.history[row] if row is not None else None
-        seen = users.seen[row] if (row is not None and exclude_seen) else None
+        history, seen, seen_positions = self._user_state(served, user_id, tail, exclude_seen)
         if history is None or history.size == 0:
             items, scores = _cold_start(served, k, seen)
         else:
             row_scores = await served.batcher.score(history)
-            positions, scores = top_k(row_scores, k, served.seen_positions[row] if exclude_seen else None)
+            positions, scores = top_k(row_scores, k, seen_positions)
             items = served.candidates[positions]
             if shadow is not None:
                 self._shadow_score(shadow, history)
@@ -69,7 +106,7 @@ class RecommendationService:
                 "variant": variant,
             }
         )
-        if self._cache.enabled:
+        if cacheable:
             self._cache.put(key, body)
         score_histogram, impressions = self._metrics.response_children(variant, version)
         if scores.size:
@@ -87,11 +124,9 @@ class RecommendationService:
         known = indices > 0
         out: list[float | None] = [None] * len(item_ids)
         if known.any():
-            users = served.users
-            row = users.row(user_id)
-            history = users.history[row] if row is not None else None
+            history = self._user_state(served, user_id, await self._live.tail(user_id), exclude_seen=False).history
             if history is None or history.size == 0:
-                values = users.popularity_of[indices[known]]
+                values = served.users.popularity_of[indices[known]]
             else:
                 values = await served.batcher.score(history, indices[known])
             for slot, value in zip(np.flatnonzero(known).tolist(), values.tolist()):

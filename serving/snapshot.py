@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from freshrec.errors import DataValidationError, NotFound
+from freshrec.events import Watermark
 from freshrec.schemas import PAD_INDEX
 from serving.ragged import Ragged
 
@@ -34,11 +35,12 @@ class OnlineSnapshot:
     seen: pa.Array  # list<string>
     item_ids: pa.Array  # string, aligned with popularity
     popularity: np.ndarray  # float64
+    watermark: Watermark  # the ingestion log positions these histories include
 
     @classmethod
     def empty(cls) -> "OnlineSnapshot":
         no_lists = pa.array([], type=pa.list_(pa.string()))
-        return cls("", [], no_lists, no_lists, pa.array([], type=pa.string()), np.zeros(0))
+        return cls("", [], no_lists, no_lists, pa.array([], type=pa.string()), np.zeros(0), Watermark())
 
 
 def current_snapshot_name(online_dir: Path) -> str | None:
@@ -68,6 +70,7 @@ def read_snapshot(online_dir: Path, name: str) -> OnlineSnapshot:
         seen=users.column("seen").cast(lists).combine_chunks(),
         item_ids=items.column("item_id").cast(pa.string()).combine_chunks(),
         popularity=popularity,
+        watermark=Watermark.read(folder),
     )
 
 
@@ -82,6 +85,7 @@ class UserTable:
     popular: np.ndarray  # int64 item indices, most popular first (cold start)
     popular_scores: np.ndarray  # float32 popularity of ``popular``
     popularity_of: np.ndarray  # float32 [n_items + 1]: popularity by item index (cold-start scores)
+    watermark: Watermark
 
     def row(self, user_id: str) -> int | None:
         return self.user_row.get(user_id)
@@ -123,4 +127,5 @@ def bind_snapshot(snapshot: OnlineSnapshot, item_ids: list[str], history_length:
         popular=popular,
         popular_scores=popular_scores,
         popularity_of=popularity_of,
+        watermark=snapshot.watermark,
     )

@@ -55,7 +55,6 @@ def release_world(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Relea
         "FRESHREC_ALLOW_FAULT_INJECTION": "1",
         "FRESHREC_SERVING__RECONCILE_INTERVAL_S": "0.5",
         "FRESHREC_SERVING__CACHE_TTL_S": "0",
-        "FRESHREC_SERVING__FEEDBACK_FLUSH_S": "0.5",
         "FRESHREC_SERVING__PORT": str(port),
         "FRESHREC_SERVING_URL": f"http://127.0.0.1:{port}",
         "FRESHREC_LOG_LEVEL": "WARNING",

@@ -46,7 +46,6 @@ def world(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setenv("FRESHREC_ALLOW_FAULT_INJECTION", "1")
     monkeypatch.setenv("FRESHREC_SERVING__RECONCILE_INTERVAL_S", "0.2")
     monkeypatch.setenv("FRESHREC_SERVING__CACHE_TTL_S", "0")
-    monkeypatch.setenv("FRESHREC_SERVING__FEEDBACK_FLUSH_S", "0.2")
     get_settings.cache_clear()
     settings = get_settings()
     rng = np.random.default_rng(7)

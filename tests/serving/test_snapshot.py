@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from freshrec.events import Watermark
 from serving.ragged import Ragged
 from serving.ranking import top_k
 from serving.snapshot import OnlineSnapshot, bind_snapshot
@@ -20,6 +21,7 @@ def test_bind_snapshot_maps_truncates_and_deduplicates() -> None:
         seen=pa.array([["x", "x", "z"], [], None], LISTS),
         item_ids=pa.array(["z", "x", "unknown"]),
         popularity=np.array([1.0, 3.0, 9.0]),
+        watermark=Watermark(),
     )
     table = bind_snapshot(snapshot, ["x", "y", "z"], history_length=2)
     assert [table.history[r].tolist() for r in range(3)] == [[2, 3], [], [3]]
