@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+import orjson
+
 from freshrec.schemas import EVENT_TYPES
 
 # Reasons, in the order they are checked (the first failing rule names the event).
@@ -34,7 +36,7 @@ FUTURE_TS = "future_ts"
 REASONS: Final = (MALFORMED, EMPTY_ID, INVALID_EVENT_ID, UNKNOWN_EVENT_TYPE, NON_NUMERIC_VALUE, RATING_OUT_OF_RANGE,
                   NEGATIVE_WEIGHT, UNPARSEABLE_TS, FUTURE_TS)
 RULES: Final = {
-    MALFORMED: "the event is not a JSON object of scalar fields (or the line does not parse)",
+    MALFORMED: "the event is not a JSON object (in the lake: the line does not parse)",
     EMPTY_ID: "user_id or item_id is missing or blank",
     INVALID_EVENT_ID: f"event_id, when given, is blank or longer than {128} characters",
     UNKNOWN_EVENT_TYPE: f"event_type is not one of {', '.join(EVENT_TYPES)}",
@@ -82,16 +84,15 @@ class CleanEvent:
 
 
 def _text(value: object) -> str | None:
-    """The lake's string reading of a scalar JSON field (None for null)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
+    """The lake's string reading of a JSON field (None for null): Spark reads any JSON value into a string
+    column as its text, so a number, a boolean or even a nested array is text here too, and the rules judge it."""
+    if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
-        raise TypeError("boolean")
+        return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value) if isinstance(value, float) else str(value)
-    raise TypeError(type(value).__name__)
+    return orjson.dumps(value).decode()
 
 
 def parse_number(text: str | None) -> float | None:
@@ -141,10 +142,7 @@ def check_event(event: object, rules: EventRules, now_s: float) -> tuple[CleanEv
     """
     if not isinstance(event, Mapping):
         return None, MALFORMED
-    try:
-        user_id, item_id, event_type, value, ts, event_id = (_text(event.get(name)) for name in EVENT_FIELDS)
-    except TypeError:
-        return None, MALFORMED
+    user_id, item_id, event_type, value, ts, event_id = (_text(event.get(name)) for name in EVENT_FIELDS)
     user_id, item_id = (user_id or "").strip(), (item_id or "").strip()
     if not user_id or not item_id:
         return None, EMPTY_ID
