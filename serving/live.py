@@ -48,9 +48,27 @@ def merge_live(snapshot_history: np.ndarray | None, live: Sequence[LiveEvent], w
     unknown = len(indices) - live_items.size
     base = snapshot_history if snapshot_history is not None else np.empty(0, dtype=np.int64)
     if live_items.size:
-        base = base[~np.isin(base, live_items)]
+        base = base[~isin_small(base, live_items)]
     history = np.concatenate((base, live_items))[-history_length:]
     return MergedState(history, live_items, unknown)
+
+
+def isin_small(values: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``np.isin`` for the few live items of a request: one comparison per item beats isin's sort (~20 us)."""
+    if items.size > 16:
+        return np.isin(values, items)
+    mask = np.zeros(values.shape, dtype=bool)
+    for item in items.tolist():
+        mask |= values == item
+    return mask
+
+
+def union_small(distinct: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Distinct values of both, each already distinct (order does not matter to the callers)."""
+    if items.size > 16:
+        return np.union1d(distinct, items)
+    new = [item for item in items.tolist() if not (distinct == item).any()]
+    return np.concatenate((distinct, np.array(new, dtype=distinct.dtype))) if new else distinct
 
 
 class LiveState:

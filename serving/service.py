@@ -19,7 +19,7 @@ import orjson
 from freshrec.errors import FreshRecError, Overloaded
 from freshrec.online import LiveEvent
 from serving.cache import ResultCache
-from serving.live import LiveState, merge_live
+from serving.live import LiveState, merge_live, union_small
 from serving.metrics import ServingMetrics
 from serving.ranking import top_k
 from serving.routing import RoutingTable
@@ -68,8 +68,8 @@ class RecommendationService:
         live_positions = live_positions[live_positions >= 0]
         return UserState(
             merged.history,
-            merged.live_items if seen is None else np.union1d(seen, merged.live_items),
-            live_positions if seen_positions is None else np.union1d(seen_positions, live_positions),
+            merged.live_items if seen is None else union_small(seen, merged.live_items),
+            live_positions if seen_positions is None else union_small(seen_positions, live_positions),
         )
 
     async def recommend(self, table: RoutingTable, routed: Route, user_id: str, k: int, exclude_seen: bool) -> bytes:

@@ -1,0 +1,40 @@
+"""The pure merge of a snapshot history with a live tail (the order the Spark snapshot builder uses)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from freshrec.events import Watermark
+from freshrec.online import LiveEvent
+from serving.live import merge_live, union_small
+
+INDEX = {f"i{n}": n for n in range(1, 60)}
+
+
+def ev(item: str, ts: float, seq: int = 1, writer: str = "w") -> LiveEvent:
+    return LiveEvent(writer, seq, item, "click", 1.0, ts)
+
+
+def test_items_sit_at_their_last_interaction_ties_by_item_id() -> None:
+    tail = [ev("i5", 10), ev("i3", 12), ev("i5", 13), ev("i9", 12), ev("nope", 14)]
+    merged = merge_live(np.array([1, 5, 2]), tail, Watermark(), INDEX, history_length=10)
+    assert merged.history.tolist() == [1, 2, 3, 9, 5]  # i3 and i9 tie at 12: by id; i5 last at 13
+    assert sorted(merged.live_items.tolist()) == [3, 5, 9] and merged.unknown == 1
+
+
+def test_covered_entries_are_skipped_and_history_is_cut_to_its_length() -> None:
+    wm = Watermark("d", 100.0, {"w": 2})
+    tail = [ev("i7", 50, seq=1), ev("i8", 150, seq=2), ev("i4", 60, seq=3)]
+    merged = merge_live(np.array([1, 2, 3, 4]), tail, wm, INDEX, history_length=4)
+    # i7 is covered (already in the snapshot); i8 is after the snapshot's day, i4 beyond its log position
+    assert merged.history.tolist() == [2, 3, 4, 8] and merged.live_items.tolist() == [4, 8]
+
+
+@pytest.mark.parametrize("n_live", [3, 40])  # both the small-batch path and np.isin's
+def test_many_live_items_merge_like_few(n_live: int) -> None:
+    tail = [ev(f"i{n}", float(n)) for n in range(10, 10 + n_live)]
+    merged = merge_live(np.array([10, 1, 11]), tail, Watermark(), INDEX, history_length=100)
+    assert merged.history.tolist() == [1] + list(range(10, 10 + n_live))
+    assert union_small(np.array([1, 2]), np.array([2, 3])).tolist() == [1, 2, 3]
+    assert sorted(union_small(np.array([1, 2]), np.arange(2, 40)).tolist()) == list(range(1, 40))
