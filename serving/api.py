@@ -330,6 +330,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def models(request: Request) -> Response:
         runtime = _runtime(request)
         described = runtime.reconciler.describe()
+        described["online"] = runtime.live.describe()
         workers = runtime.siblings.generations(described["generation"])
         if len(workers) > 1:  # several workers behind this port: converged only when all of them are
             described["worker_generation"] = described["generation"]

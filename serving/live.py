@@ -104,6 +104,13 @@ class LiveState:
             self._metrics.store_up.set(0)
             log.error("online store down (%s): %s; serving snapshots only until it answers", op, exc.message)
 
+    def describe(self) -> dict:
+        """For GET /v1/models: which store, whether it answers, what waits for it, the snapshot's log position."""
+        name, watermark = self._current_watermark()
+        return {"enabled": self.enabled, "backend": self.store.backend if self.store else None, "up": not self.down,
+                "deferred_events": len(self._deferred), "snapshot_as_of": watermark.as_of,
+                "snapshot_log_positions": len(watermark.writers)}
+
     async def tail(self, user_id: str) -> list[LiveEvent] | None:
         """The user's live tail; None when the store is down (the caller serves the snapshot alone)."""
         if self.store is None:
