@@ -106,7 +106,7 @@ class LiveState:
 
     def describe(self) -> dict:
         """For GET /v1/models: which store, whether it answers, what waits for it, the snapshot's log position."""
-        name, watermark = self._current_watermark()
+        _, watermark = self._current_watermark()
         return {"enabled": self.enabled, "backend": self.store.backend if self.store else None, "up": not self.down,
                 "deferred_events": len(self._deferred), "snapshot_as_of": watermark.as_of,
                 "snapshot_log_positions": len(watermark.writers)}
