@@ -1,6 +1,6 @@
 """`features_daily`: raw events of a day (or a range) -> validated features in the lake.
 
-The DAG only wires; the work lives in tasks.features, tasks.validation and spark_jobs.features.
+The DAG only wires; the work lives in tasks.features, tasks.validation and spark_jobs (landing_stream, features).
 """
 
 from __future__ import annotations
@@ -21,17 +21,20 @@ DOC = """
 Turns landed raw events into published features, one day per scheduled run, or a whole range in one
 Spark job when triggered with `from_ds`/`to_ds` (bootstrap, `freshrec pipeline run --stages features`).
 
-1. **plan**: the days (run conf, else the run's logical date) and a private staging directory.
-2. **wait_for_raw**: sensor on `lake/raw/events/ds=<day>/` (scheduled runs only; skipped for a conf range).
-3. **validate_raw**: Great Expectations on the landed files (schema, null rates, ranges, event types,
+1. **land_stream**: lands the ingestion log (`POST /v1/events`) into the raw lake first, so a day fed only by
+   the API has its raw partition when the sensor looks (`spark_jobs/landing_stream.py` with availableNow; no
+   Spark start when the log holds no segments, nothing to do when a continuous landing job holds the checkpoint).
+2. **plan**: the days (run conf, else the run's logical date) and a private staging directory.
+3. **wait_for_raw**: sensor on `lake/raw/events/ds=<day>/` (scheduled runs only; skipped for a conf range).
+4. **validate_raw**: Great Expectations on the landed files (schema, null rates, ranges, event types,
    volume vs the trailing average). A bad batch stops the run here.
-4. **spark_features**: `spark_jobs/features.py` through the Spark provider (connection `spark_default`;
+5. **spark_features**: `spark_jobs/features.py` through the Spark provider (connection `spark_default`;
    local `local[*]` by default, a cluster is a connection change): clean + quarantine with reasons,
    point-in-time features, training examples, online snapshot, manifests, all into the staging dir.
-5. **validate_features**: accounting identity, quarantine share <= `data.quarantine_max_share`, keys,
+6. **validate_features**: accounting identity, quarantine share <= `data.quarantine_max_share`, keys,
    ranges, row counts vs input, drift vs the previous day. Failing -> nothing is published.
-6. **publish**: atomic swap of every partition and of the online snapshot; emits the `freshrec://features`
-   Asset, which schedules `retrain`.
+7. **publish**: atomic swap of every partition and of the online snapshot (made live only when it is not older
+   than the live one); emits the `freshrec://features` Asset, which schedules `retrain`.
 
 Backfills (`airflow backfill create --dag-id features_daily --from-date A --to-date B`) give one
 partition per day; reprocessing a day replaces it (no duplicates). Data Docs: `$FRESHREC_HOME/reports/data_docs`.
@@ -74,6 +77,15 @@ def _settings():
     },
 )
 def features_daily():
+    @task(doc_md="Land the ingestion log's sealed segments into the raw lake (Structured Streaming, availableNow).",
+          execution_timeout=dt.timedelta(minutes=20))
+    def land_stream() -> dict:
+        from tasks.features.runs import land_stream as land
+
+        summary = land(_settings())
+        log.info("landing: %s", summary)
+        return summary
+
     @task(doc_md="Resolve the days (conf range or logical date) and the run's staging directory.", retries=0)
     def plan() -> dict:
         from tasks.features.runs import plan_run, submission
@@ -143,10 +155,12 @@ def features_daily():
         from tasks.features.runs import FeaturesPlan, publish as publish_run
 
         published = publish_run(_settings(), FeaturesPlan.from_dict(run_plan))
-        log.info("published %d day(s), snapshot %s", len(published["published_days"]), published["snapshot"])
+        log.info("published %d day(s), snapshot %s (live: %s, %s)", len(published["published_days"]), published["snapshot"],
+                 published["snapshot_live"], published["snapshot_reason"])
         return published
 
     run_plan = plan()
+    land_stream() >> run_plan
     raw_ok = validate_raw(run_plan)
     wait_for_raw(run_plan) >> raw_ok >> spark_features >> validate_features(run_plan) >> publish(run_plan)
 

@@ -49,15 +49,19 @@ RULES: Final = {
 MAX_EVENT_ID_LENGTH: Final = 128
 EVENT_FIELDS: Final = ("user_id", "item_id", "event_type", "value", "ts", "event_id")
 
-_EPOCH = re.compile(r"^-?\d+(\.\d+)?$")
+# ASCII digits only (Python's \d also matches other scripts' digits, which Spark does not read as numbers).
+_EPOCH = re.compile(r"^-?\d+(\.\d+)?$", re.ASCII)
 # What Spark's string -> timestamp cast accepts (the forms the lake sees in practice): a date, optionally a
-# time with up to 9 fraction digits, optionally a zone (Z, +hh:mm, +hhmm, +hh).
+# time with up to 9 fraction digits, optionally a zone (Z, UTC, +hh:mm, +hhmm, +hh) after the seconds.
 _ISO = re.compile(
     r"^(\d{4})-(\d{1,2})-(\d{1,2})"
     r"(?:[T ](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,9}))?)?)?"
-    r"\s*(Z|UTC|[+-]\d{2}(?::?\d{2})?)?$"
+    r"\s*(Z|UTC|[+-]\d{2}(?::?\d{2})?)?$",
+    re.ASCII,
 )
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$", re.ASCII)
+# Timestamps both Python and Spark represent (years 1 to 9999), as epoch seconds [min, max).
+_MIN_EPOCH_S, _MAX_EPOCH_S = -62_135_596_800, 253_402_300_800
 
 
 @dataclass(frozen=True)
@@ -114,11 +118,14 @@ def parse_ts(text: str | None) -> float | None:
         return None
     text = text.strip()
     if _EPOCH.match(text):
-        return float(text)
+        when = float(text)
+        return when if _MIN_EPOCH_S <= when < _MAX_EPOCH_S else None
     m = _ISO.match(text)
     if m is None:
         return None
     year, month, day, hour, minute, second, fraction, zone = m.groups()
+    if zone and second is None:  # Spark reads a zone only after the seconds
+        return None
     try:
         when = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
                            int((fraction or "0")[:6].ljust(6, "0")), tzinfo=dt.UTC)
@@ -128,10 +135,11 @@ def parse_ts(text: str | None) -> float | None:
     if zone and zone not in ("Z", "UTC"):
         digits = zone[1:].replace(":", "")
         hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
-        if hours > 18 or minutes > 59:
+        if minutes > 59 or hours * 60 + minutes > 18 * 60:  # zone offsets span -18:00..+18:00
             return None
         offset = (hours * 3600 + minutes * 60) * (1 if zone[0] == "+" else -1)
-    return when.timestamp() - offset
+    seconds = when.timestamp() - offset
+    return seconds if _MIN_EPOCH_S <= seconds < _MAX_EPOCH_S else None
 
 
 def check_event(event: object, rules: EventRules, now_s: float) -> tuple[CleanEvent | None, str | None]:

@@ -1,5 +1,5 @@
 """The features job: raw partitions of a day range -> clean events, quarantine, feature tables, training
-examples, online snapshot and per-day manifests, all in one Spark application.
+examples, online snapshot (with the log watermark it covers) and per-day manifests, all in one Spark application.
 
     python -m spark_jobs.features --home H --from 2026-01-01 --to 2026-01-03            # stage + publish
     spark-submit spark_jobs/features.py --from A --to B --staging DIR                     # stage only
@@ -23,16 +23,18 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from freshrec.events import WATERMARK_FILE
 from freshrec.layout import Layout
 from freshrec.settings import Settings, load_settings
 from spark_jobs import staging as st
 from spark_jobs.clean import EVENT_COLUMNS, CleanRules, day_string, dedup, parse_and_classify
 from spark_jobs.clean import day_index as day_index_of
 from spark_jobs.feature_tables import day_index, item_features, item_state, published, user_features, user_state
+from spark_jobs.landing_stream import log_watermark, read_batch_manifests
 from spark_jobs.online_snapshot import (category_counts, merge_category_counts, merge_touches, snapshot_items,
                                         snapshot_users, touches)
 from spark_jobs.publish import RUN_FILE, publish_run
-from spark_jobs.raw_reader import LANDED, list_raw_files, read_raw
+from spark_jobs.raw_reader import EVENT_ID, LANDED, list_raw_files, read_raw
 from spark_jobs.session import build_session
 from spark_jobs.state import STATE_DIR, load_state, published_manifests, state_key, write_state, write_state_meta
 from spark_jobs.training_examples import training_examples
@@ -42,6 +44,9 @@ log = logging.getLogger("freshrec.spark.features")
 # shuffling them (about 100 bytes a row); a bigger table is joined by a shuffle instead.
 BROADCAST_USER_ROWS = 2_000_000
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+# Published clean events; partitions written before events carried an event_id read it as null.
+CLEAN_SCHEMA = ("user_id string, item_id string, event_type string, value double, ts timestamp, event_id string, "
+                "ds string, landed string")
 
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -58,7 +63,7 @@ def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.d
     ``event_days`` (a run carrying state) only those event days and the range's own (listed, not scanned)."""
     if not _has_parquet(layout.clean_events):
         return None
-    base = spark.read.option("basePath", str(layout.clean_events))
+    base = spark.read.schema(CLEAN_SCHEMA).option("basePath", str(layout.clean_events))
     if event_days is None:
         df = base.parquet(str(layout.clean_events))
     else:
@@ -69,7 +74,17 @@ def read_history(spark: SparkSession, layout: Layout, first: dt.date, last: dt.d
         if not paths:
             return None
         df = base.parquet(*map(str, paths))
-    return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS)
+    return df.where((F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat())).select(*EVENT_COLUMNS, EVENT_ID)
+
+
+def read_known_ids(spark: SparkSession, layout: Layout, first: dt.date, last: dt.date) -> DataFrame | None:
+    """The event_ids of the published clean events a run may know (see read_history), on every event day: a
+    reused event_id need not share its copy's ``ts``. One column, and row groups without ids are skipped."""
+    if not _has_parquet(layout.clean_events):
+        return None
+    df = spark.read.schema(CLEAN_SCHEMA).option("basePath", str(layout.clean_events)).parquet(str(layout.clean_events))
+    known = (F.col("landed") < first.isoformat()) & (F.col("ds") <= last.isoformat()) & F.col(EVENT_ID).isNotNull()
+    return df.where(known).select(EVENT_ID)
 
 
 def history_events(history: DataFrame | None, partitions: int) -> DataFrame | None:
@@ -156,7 +171,8 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         classified = parse_and_classify(raw, rules)
         counts, event_days = st.rule_counts(classified)
         step("rule counts")
-        result = dedup(classified, read_history(spark, layout, first, last, event_days if state else None), partitions)
+        result = dedup(classified, read_history(spark, layout, first, last, event_days if state else None),
+                       read_known_ids(spark, layout, first, last), partitions)
         if any(entry["quarantined_rows"] for entry in counts.values()):
             st.write_partitioned(result.quarantined.withColumnRenamed("landed", "ds"), staging / "quarantine", "ds")
             step("quarantine")
@@ -209,6 +225,10 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
                                       staging / "online" / "users.parquet", ["user_id"])
     step("snapshot users")
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
+    earlier = published_manifests(layout, before)
+    read_files = {str(p.relative_to(layout.raw_events)) for paths in files.values() for p in paths}
+    read_files |= {entry["path"] for manifest in earlier.values() for entry in manifest.get("input_partitions", [])}
+    (staging / "online" / WATERMARK_FILE).write_text(log_watermark(read_batch_manifests(layout), read_files, last).to_json())
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())
     lap("online_snapshot")
     write_state(staging / "state", user_state(user_grid, last), item_state(item_grid, last), touch, categories)
@@ -231,8 +251,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         st.write_json(target / "_run.json", st.run_record(run))
     (staging / "state").rename(staging / "features" / f"ds={last}" / STATE_DIR)
     staged = {p.parent.name.removeprefix("ds="): json.loads(p.read_text()) for p in (staging / "features").glob("ds=*/_manifest.json")}
-    write_state_meta(staging / "features" / f"ds={last}" / STATE_DIR, key, last,
-                     published_manifests(layout, before) | staged)
+    write_state_meta(staging / "features" / f"ds={last}" / STATE_DIR, key, last, earlier | staged)
     shutil.rmtree(staging / "tables", ignore_errors=True)
     lap("manifests")
     run["timings_s"] = timings
@@ -266,9 +285,10 @@ def main(argv: list[str] | None = None) -> None:
         run = run_features(spark, settings, args.first, last, staging, incremental=not args.full)
     finally:
         spark.stop()
+    summary = {"staging": str(staging), "run_id": run["run_id"], "days": len(run["days"]), "timings_s": run["timings_s"]}
     if args.staging is None:
-        publish_run(layout, staging)
-    print(json.dumps({"staging": str(staging), "run_id": run["run_id"], "days": len(run["days"]), "timings_s": run["timings_s"]}))
+        summary["snapshot_live"] = publish_run(layout, staging)["snapshot_live"]
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Every published partition (``features/ds=D``, ``clean/events/ds=E/landed=L``, ``
 relative symlink to an immutable version directory under ``_versions/``. A new version is fully written
 first, then the link is swapped with ``os.replace`` (atomic on POSIX): readers see the old partition or
 the new one, never half of either, and a crash before the swap leaves the previous state untouched.
+
+The online snapshot is published beside the others and made live (``CURRENT``) only when it is as of the live
+one's day or later: a backfill of past days must never turn serving back in time (the live tail only holds
+what came after the live snapshot's log position).
 Runnable as ``python -m spark_jobs.publish --home H --staging DIR``.
 """
 
@@ -11,15 +15,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
+from freshrec.events import Watermark
 from freshrec.layout import Layout
 from freshrec.settings import load_settings
 
+log = logging.getLogger("freshrec.spark.publish")
+
 VERSIONS = "_versions"
 RUN_FILE = "run.json"
+CURRENT = "CURRENT"
 
 
 def swap_link(link: Path, target: Path) -> Path | None:
@@ -94,14 +103,35 @@ def publish_run(layout: Layout, staging: Path) -> dict:
     snapshot = run.get("snapshot")
     if snapshot:
         layout.online.mkdir(parents=True, exist_ok=True)
+        live, reason = goes_live(layout.online, run["as_of"])
         target = layout.online / snapshot
         if target.exists():
             shutil.rmtree(target)
         (staging / "online").rename(target)
-        write_text_atomic(layout.online / "CURRENT", snapshot + "\n")
-        _prune_snapshots(layout.online, keep={snapshot}, keep_last=3)
+        keep = {snapshot}
+        if live:
+            write_text_atomic(layout.online / CURRENT, snapshot + "\n")
+        else:
+            keep.add((layout.online / CURRENT).read_text().strip())
+            log.warning("snapshot %s published but not made live: %s", snapshot, reason)
+        run.update(snapshot_live=live, snapshot_reason=reason)
+        _prune_snapshots(layout.online, keep=keep, keep_last=3)
     shutil.rmtree(staging, ignore_errors=True)
     return run
+
+
+def goes_live(online: Path, as_of: str) -> tuple[bool, str]:
+    """Whether a snapshot as of ``as_of`` may replace the live one, and why (or why not)."""
+    current = online / CURRENT
+    if not current.is_file():
+        return True, "no live snapshot"
+    live = current.read_text().strip()
+    live_as_of = Watermark.read(online / live).as_of
+    if live_as_of is None:
+        return True, f"the live snapshot {live} records no watermark (written before snapshots had one)"
+    if as_of >= live_as_of:
+        return True, f"as of {as_of}, the live snapshot {live} as of {live_as_of}"
+    return False, f"as of {as_of}, older than the live snapshot {live} as of {live_as_of}"
 
 
 def _prune_snapshots(online: Path, keep: set[str], keep_last: int) -> None:
@@ -118,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = load_settings(**({"home": args.home} if args.home else {}))
     run = publish_run(Layout(settings.home), args.staging)
-    print(json.dumps({"published_days": run["days"], "snapshot": run.get("snapshot")}))
+    print(json.dumps({"published_days": run["days"], "snapshot": run.get("snapshot"),
+                      "snapshot_live": run.get("snapshot_live"), "snapshot_reason": run.get("snapshot_reason")}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every column is read as a string first and parsed later by the clean step, so a bad value becomes a
 quarantined row with a reason instead of a failed job. Malformed lines (wrong column count, broken
-JSON) are kept whole in ``_corrupt`` thanks to Spark's PERMISSIVE mode.
+JSON) are kept whole in ``_corrupt`` thanks to Spark's PERMISSIVE mode. Besides the raw contract's columns a
+row may carry an ``event_id`` (the ingestion log's files do; other deliveries may): null where absent.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ LANDED = "landed"  # the ds folder a row was delivered in (ISO date string)
 RAW_ROW = "raw_row"  # the original row, kept verbatim for the quarantine
 VALUE_NUM = "_value_num"  # the value when the source already typed it as a number (Parquet), else null
 PARTITION = "ds"  # the landing folder's partition column, as Spark discovers it under the raw root
+EVENT_ID = "event_id"
+COLUMNS = (*RAW_COLUMNS, EVENT_ID)  # what a raw row is read as (every one a string)
 
 
 def original_row() -> "F.Column":
     """The row as delivered: the malformed line itself, else the raw strings as JSON (built for bad rows only)."""
-    return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"raw_{c}").alias(c) for c in RAW_COLUMNS])))
+    return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"raw_{c}").alias(c) for c in COLUMNS])))
 
 
 def list_raw_files(raw_root: Path, days: list[dt.date]) -> dict[str, list[Path]]:
@@ -64,7 +67,7 @@ def _string_schema(columns: tuple[str, ...]) -> T.StructType:
 
 def _conform(df: DataFrame, present: tuple[str, ...], has_corrupt: bool, partitioned: bool, numeric_value: bool = False) -> DataFrame:
     """Project onto the raw contract: missing columns become null (and are quarantined later)."""
-    cols = [F.col(f"`{c}`").cast("string").alias(c) if c in present else F.lit(None).cast("string").alias(c) for c in RAW_COLUMNS]
+    cols = [F.col(f"`{c}`").cast("string").alias(c) if c in present else F.lit(None).cast("string").alias(c) for c in COLUMNS]
     corrupt = F.col(CORRUPT) if has_corrupt else F.lit(None).cast("string")
     # The landing day: Spark's partition column when every file sits directly in its ds= folder (a constant
     # per file, free), else parsed from each row's file path.
@@ -81,7 +84,7 @@ def _directly_in_partitions(raw_root: Path | None, files: dict[str, list[Path]])
 
 
 def read_raw(spark: SparkSession, files: dict[str, list[Path]], raw_root: Path | None = None) -> DataFrame | None:
-    """One DataFrame with RAW_COLUMNS (strings), ``_corrupt``, ``landed`` and ``_value_num``; None if no files."""
+    """One DataFrame with COLUMNS (strings), ``_corrupt``, ``landed`` and ``_value_num``; None if no files."""
     parts: list[DataFrame] = []
     partitioned = _directly_in_partitions(raw_root, files)
 
@@ -94,11 +97,11 @@ def read_raw(spark: SparkSession, files: dict[str, list[Path]], raw_root: Path |
     for header, paths in csv_groups.items():
         df = reader().csv(paths, header=True, schema=_string_schema(header), mode="PERMISSIVE",
                           columnNameOfCorruptRecord=CORRUPT, enforceSchema=True)
-        parts.append(_conform(df, tuple(c for c in header if c in RAW_COLUMNS), has_corrupt=True, partitioned=partitioned))
+        parts.append(_conform(df, tuple(c for c in header if c in COLUMNS), has_corrupt=True, partitioned=partitioned))
     if files.get("json"):
-        df = reader().json([str(p) for p in files["json"]], schema=_string_schema(RAW_COLUMNS), mode="PERMISSIVE",
+        df = reader().json([str(p) for p in files["json"]], schema=_string_schema(COLUMNS), mode="PERMISSIVE",
                            columnNameOfCorruptRecord=CORRUPT)
-        parts.append(_conform(df, RAW_COLUMNS, has_corrupt=True, partitioned=partitioned))
+        parts.append(_conform(df, COLUMNS, has_corrupt=True, partitioned=partitioned))
     parquet_groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
     numeric: dict[tuple[str, ...], bool] = {}
     for path in files.get("parquet", []):
@@ -107,7 +110,7 @@ def read_raw(spark: SparkSession, files: dict[str, list[Path]], raw_root: Path |
         parquet_groups[signature].append(str(path))
         numeric[signature] = "value" in schema.names and (pa.types.is_floating(schema.field("value").type) or pa.types.is_integer(schema.field("value").type))
     for signature, paths in parquet_groups.items():
-        present = tuple(c for c in (s.split(":", 1)[0] for s in signature) if c in RAW_COLUMNS)
+        present = tuple(c for c in (s.split(":", 1)[0] for s in signature) if c in COLUMNS)
         parts.append(_conform(reader().parquet(*paths), present, has_corrupt=False, partitioned=partitioned, numeric_value=numeric[signature]))
     if not parts:
         return None

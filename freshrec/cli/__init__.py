@@ -20,6 +20,7 @@ err = Console(stderr=True)
 # (module, command group name, help)
 _GROUPS = [
     ("freshrec.cli.data", "data", "Generate or import raw events into the lake."),
+    ("freshrec.cli.events", "events", "Ingestion log: land it into the raw lake."),
     ("freshrec.cli.pipeline", "pipeline", "Run the DAGs in-process (features, retrain, release)."),
     ("freshrec.cli.registry", "registry", "Inspect and move model versions and aliases."),
     ("freshrec.cli.bench", "bench", "Benchmarks (JSON + PNG under FRESHREC_HOME/reports)."),

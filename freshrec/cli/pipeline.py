@@ -61,7 +61,8 @@ def run(
         "--skip-if-current", help="skip retrain when the champion already covers the newest feature day (what "
         "scheduled runs do); by default a manual run always retrains")] = False,
 ) -> None:
-    """Run features for each day, then retrain, then release, in-process against FRESHREC_HOME."""
+    """Run features for each day (after landing the ingestion log), then retrain, then release, in-process
+    against FRESHREC_HOME."""
     from dags._local import configure_airflow, run_dag
 
     settings = get_settings()
@@ -71,6 +72,7 @@ def run(
     layout = Layout(settings.home)
 
     if "features" in chosen:
+        _land_ingestion_log(settings)
         first, last = resolve_days(layout.raw_days(), start, end)
         out.print(f"[bold]features[/] {first} .. {last}")
         state = run_dag("features_daily", {"from_ds": first.isoformat(), "to_ds": last.isoformat()})
@@ -99,6 +101,16 @@ def run(
             if state != "success":
                 raise StageFailed(f"release of version {version} ended {state}")
     out.print("[green]pipeline done[/]")
+
+
+def _land_ingestion_log(settings) -> None:
+    """Events posted to the API reach the raw lake here, before the day range is read from it."""
+    from tasks.features.runs import land_stream
+
+    summary = land_stream(settings)
+    if "skipped" not in summary:
+        out.print(f"[bold]landing[/] the ingestion log: {sum(summary['events'].values())} event(s) into "
+                  f"{', '.join(summary['events']) or 'no day'}")
 
 
 def _known_versions(settings) -> list[str]:

@@ -1,7 +1,8 @@
 """The plan of one features run (days, staging dir) and how it reaches Spark and the lake.
 
 tasks/ never imports spark_jobs: the job is *submitted* (spark-submit through the Airflow Spark provider,
-or ``python -m`` here), and publication runs ``python -m spark_jobs.publish`` in a subprocess.
+or ``python -m`` here), and publication runs ``python -m spark_jobs.publish`` in a subprocess, like the
+landing of the ingestion log (``python -m spark_jobs.landing_stream``) that comes before a run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from freshrec.errors import FreshRecError, InvalidInput
+from freshrec.eventlog import SEGMENT_SUFFIX
 from freshrec.layout import Layout
 from freshrec.settings import Settings
 
@@ -27,6 +29,10 @@ FEATURES_APPLICATION = SPARK_JOBS_DIR / "features.py"
 
 class PublishFailed(FreshRecError):
     """Moving a validated run into the lake failed; the previous partitions are still the live ones."""
+
+
+class LandingFailed(FreshRecError):
+    """Landing the ingestion log failed; its checkpoint makes the next attempt pick up where this one stopped."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,25 @@ def run_features_locally(settings: Settings, plan: FeaturesPlan) -> None:
     env = {**os.environ, **spark_environment(settings)}
     cmd = [sys.executable, "-m", "spark_jobs.features", *spark_arguments(plan)]
     subprocess.run(cmd, env=env, check=True, cwd=REPO_ROOT)
+
+
+def landing_pending(settings: Settings) -> bool:
+    """Whether the ingestion log has segments: sealed ones to land, or open ones whose writer may have died."""
+    layout = Layout(settings.home)
+    return any(folder.is_dir() and any(folder.glob(f"*{SEGMENT_SUFFIX}")) for folder in (layout.landing, layout.landing_open))
+
+
+def land_stream(settings: Settings) -> dict:
+    """Land what the ingestion log holds now (the landing job with availableNow); its summary, or why it was
+    skipped. Without segments no Spark application is started."""
+    if not landing_pending(settings):
+        return {"batches": [], "events": {}, "skipped": "no segments in the ingestion log"}
+    env = {**os.environ, **spark_environment(settings)}
+    cmd = [sys.executable, "-m", "spark_jobs.landing_stream", "--home", str(settings.home)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    if result.returncode != 0:
+        raise LandingFailed(f"landing the ingestion log failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def publish(settings: Settings, plan: FeaturesPlan) -> dict:

@@ -1,5 +1,5 @@
 """features_daily through dag.test on tiny data: a conf range, then the scheduled daily case, then a
-garbage day that must fail the run and publish nothing."""
+garbage day that must fail the run and publish nothing; and a day fed only by the ingestion log."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def test_publish_emits_the_features_asset(airflow_db):
     assert dag.get_task("publish").outlets == [FEATURES]
     assert {p for p in dag.params} == {"from_ds", "to_ds"}
     assert dag.get_task("spark_features")._conn_id == "spark_default"
+    assert dag.get_task("land_stream").downstream_task_ids == {"plan"}  # the ingestion log lands before anything looks
 
 
 def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
@@ -58,3 +59,22 @@ def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
     assert layout.feature_days() == [D1, D2, D3]
     assert (layout.online / "CURRENT").read_text().strip() == snapshot
     assert not (layout.quarantine / f"ds={D4}").exists()
+
+
+def test_a_day_fed_only_by_the_ingestion_log(airflow_db, freshrec_home):
+    """No raw file for the day: the scheduled run lands the log first, so the sensor finds the partition."""
+    from dags._local import run_dag
+    from freshrec.events import WATERMARK_FILE
+
+    layout = Layout(freshrec_home)
+    at = dt.datetime.combine(D1, dt.time(10), tzinfo=dt.UTC)
+    rawdata.write_segment(layout.landing, "w1", 1, [f"e{i}" for i in range(40)], 1, at)
+    rawdata.write_segment(layout.landing, "w2", 1, [f"f{i}" for i in range(10)] + ["e3"] + [f"f{i}" for i in range(11, 21)], 1, at)
+
+    assert run_dag("features_daily", {}, logical_date=dt.datetime.combine(D1, dt.time(), tzinfo=dt.UTC)) == "success"
+    assert layout.feature_days() == [D1]
+    manifest = json.loads(layout.manifest(D1).read_text())
+    assert manifest["input_rows"] == manifest["valid_rows"] == 60  # the repeated event_id never reached the lake
+    live = layout.online / (layout.online / "CURRENT").read_text().strip()
+    assert json.loads((live / WATERMARK_FILE).read_text())["writers"] == {"w1": 40, "w2": 21}
+    assert len(list(layout.landing_archive.rglob("*.jsonl"))) == 2

@@ -29,15 +29,14 @@ def settings(freshrec_home):
 
 
 def run_and_publish(spark, settings, first: dt.date, last: dt.date) -> dict:
-    """The features job for [first, last] on the shared session, then the atomic publish."""
+    """The features job for [first, last] on the shared session, then the atomic publish; the published run."""
     from freshrec.layout import Layout
     from spark_jobs.features import run_features
     from spark_jobs.publish import publish_run
 
     staging = Layout(settings.home).lake / "_staging" / uuid.uuid4().hex
-    run = run_features(spark, settings, first, last, staging)
-    publish_run(Layout(settings.home), staging)
-    return run
+    run_features(spark, settings, first, last, staging)
+    return publish_run(Layout(settings.home), staging)
 
 
 def stage_only(spark, settings, first: dt.date, last: dt.date) -> Path:

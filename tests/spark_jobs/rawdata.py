@@ -74,3 +74,22 @@ BAD_CSV_LINES = {
     "too_few": ("u1,i1,click", "malformed_line"),
     "too_many": ("u1,i1,click,1.0,2026-01-02T10:00:00Z,extra", "malformed_line"),
 }
+
+
+def log_line(event_id: str, writer: str, seq: int, ingested: dt.datetime, user: str, item: str) -> str:
+    """One line of the ingestion log, as freshrec.eventlog writes it (ts 30 s before ingestion)."""
+    stamp = ingested + dt.timedelta(seconds=seq)
+    return json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "event_type": "click", "value": 1.0,
+                       "ts": (stamp - dt.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                       "ingested_at": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "writer": writer, "seq": seq})
+
+
+def write_segment(folder: Path, writer: str, number: int, ids: list[str], first_seq: int, ingested: dt.datetime,
+                  torn: str = "") -> Path:
+    """A log segment of ``writer`` holding ``ids`` from seq ``first_seq`` on (``torn``: a partial last line)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{writer}-{number:06d}.jsonl"
+    lines = [log_line(eid, writer, first_seq + i, ingested, f"u{(first_seq + i) % 3}", f"i{first_seq + i}")
+             for i, eid in enumerate(ids)]
+    path.write_text("\n".join(lines) + "\n" + torn, encoding="utf-8")
+    return path

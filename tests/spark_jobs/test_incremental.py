@@ -175,9 +175,14 @@ def test_reruns_backfills_and_fallbacks(spark, settings):
     _assert_same(_published(settings.home, [day(3)]), before)
     _daily_matches_full(spark, settings, 4, expect_incremental=True)
 
-    # A backfill of an older day with the same inputs reproduces its manifest: the later states stay usable ...
-    _daily_matches_full(spark, settings, 3, expect_incremental=True)
-    _assert_same(_published(settings.home, [day(3)], state=False), {k: v for k, v in before.items() if not k.startswith("state/")})
+    # A backfill of an older day with the same inputs reproduces its manifest: the later states stay usable (and
+    # serving stays on day 4: the backfill's snapshot is published beside the live one, not made live) ...
+    layout = Layout(settings.home)
+    live = (layout.online / "CURRENT").read_text()
+    backfill = _daily_matches_full(spark, settings, 3, expect_incremental=True)
+    assert (layout.online / "CURRENT").read_text() == live
+    _assert_same(_outputs(layout.features, layout.online / backfill["snapshot"], [day(3)], state=False),
+                 {k: v for k, v in before.items() if not k.startswith("state/")})
     _land(settings.home, 5)
     _daily_matches_full(spark, settings, 5, expect_incremental=True)
     # ... one with other inputs makes the next run fall back to a full one, which still matches. (Day 1 has no

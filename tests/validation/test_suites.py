@@ -113,3 +113,17 @@ def test_features_suite_stops_on_quarantine_share_and_drift(settings, tmp_path):
         validate_staged(settings, drifted)
     assert info.value.details["suites"]["features_drift"]["success"] is False
     assert kl_divergence({"a": 1.0}, {"a": 1.0}) == pytest.approx(0.0)
+
+
+def test_raw_suite_passes_the_landing_jobs_files(settings):
+    """The landing job writes Parquet with an event_id column and the log's ts (microseconds, Z)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{**row, "ts": row["ts"].replace("Z", ".123456Z"), "event_id": f"e{i}"} for i, row in enumerate(rawdata.regular_day(D))]
+    schema = pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("event_type", pa.string()), ("value", pa.float64()),
+                        ("ts", pa.string()), ("event_id", pa.string())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), rawdata.partition(settings.home, D) / "stream-b0000000000.parquet")
+    report = validate_raw(settings, [D])
+    assert report["rows"] == len(rows)
+    assert all(s["success"] for s in report["suites"].values())
