@@ -14,6 +14,8 @@
 #                            SQLite), sqlite, or a SQLAlchemy URL; see airflow_db_url below
 #   FRESHREC_AIRFLOW_PARALLELISM  task slots of the LocalExecutor (default 4: Spark and torch
 #                            tasks each want a core or two, and a dev box has few)
+#   FRESHREC_REDIS_PORT      the online store's Redis on 127.0.0.1 (default 6379)
+#   FRESHREC_ONLINE__NAMESPACE    key prefix in that Redis (default: one per FRESHREC_HOME)
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export PATH="$REPO/.venv/bin:$PATH"
@@ -31,6 +33,13 @@ SERVING_PORT="$FRESHREC_SERVING__PORT"
 export FRESHREC_SERVING_URL="${FRESHREC_SERVING_URL:-http://$SERVING_HOST:$SERVING_PORT}"
 AIRFLOW_URL="http://127.0.0.1:$AIRFLOW_PORT"
 SERVING_URL="$FRESHREC_SERVING_URL"
+
+# The serving tier's online store (live user tails): a Redis on 127.0.0.1, either one that already
+# answers there or one `make up` starts. Several stacks (homes) may share one Redis: each keeps its keys
+# under a namespace of its own, or one stack's users would see another's live events.
+REDIS_PORT="${FRESHREC_REDIS_PORT:-6379}"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+export FRESHREC_ONLINE__NAMESPACE="${FRESHREC_ONLINE__NAMESPACE:-freshrec-$(printf %s "$FRESHREC_HOME" | sha256sum | cut -c1-12)}"
 
 LOG_DIR="$FRESHREC_HOME/logs"
 RUN_DIR="$FRESHREC_HOME/run"
@@ -229,6 +238,15 @@ wait_http() {
     fi
     sleep 2
   done
+}
+
+# redis_answers PORT: a Redis answers PING on 127.0.0.1:PORT (not merely something listening there).
+redis_answers() {
+  python - "$1" <<'PY' 2>/dev/null
+import sys
+import redis
+sys.exit(0 if redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), socket_timeout=2, socket_connect_timeout=2).ping() else 1)
+PY
 }
 
 # airflow_token: a JWT for the REST API from POST /auth/token with the local login.

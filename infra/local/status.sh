@@ -10,7 +10,7 @@ probe() {
 }
 
 printf '%-10s %-8s %-8s %-45s %s\n' SERVICE STATE PID CHECK LOG
-for name in airflow serving simulator; do
+for name in airflow serving simulator redis; do
   state=stopped pid=- check=-
   if service_running "$name"; then
     state=running pid="$(service_pid "$name")"
@@ -18,7 +18,15 @@ for name in airflow serving simulator; do
   case "$name" in
     airflow) check="$AIRFLOW_URL/api/v2/monitor/health -> $(probe "$AIRFLOW_URL/api/v2/monitor/health")" ;;
     serving) check="$SERVING_URL/readyz -> $(probe "$SERVING_URL/readyz")" ;;
+    redis)
+      if redis_answers "$REDIS_PORT"; then
+        check="$REDIS_URL PING -> PONG"
+        # Answering but not ours: a shared Redis the stack uses (make down leaves it alone).
+        [ "$state" = running ] || state=external
+      else
+        check="$REDIS_URL PING -> no answer"
+      fi ;;
   esac
   printf '%-10s %-8s %-8s %-45s %s\n' "$name" "$state" "$pid" "$check" "$LOG_DIR/$name.log"
 done
-echo "FRESHREC_HOME=$FRESHREC_HOME"
+echo "FRESHREC_HOME=$FRESHREC_HOME  FRESHREC_ONLINE__NAMESPACE=$FRESHREC_ONLINE__NAMESPACE"

@@ -6,6 +6,8 @@ command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v wrk >/dev/null || need+=(wrk)
+# The online store of `make up` and the real-time benchmarks (redis-tools comes with it).
+command -v redis-server >/dev/null || need+=(redis-server)
 # The local stack scripts (infra/local/*.sh) probe ports, HTTP endpoints and process sessions.
 command -v curl >/dev/null || need+=(curl)
 command -v ss >/dev/null || need+=(iproute2)

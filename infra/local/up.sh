@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make up`: the local FreshRec stack.
-#   serving tier (freshrec serve, :8000)  <- models from the registry under FRESHREC_HOME
+#   serving tier (freshrec serve, :8000)  <- models from the registry under FRESHREC_HOME; live user
+#                                            tails in Redis (127.0.0.1:6379: one that answers, else ours)
 #   Airflow 3 standalone (:8080)          <- api-server, scheduler, dag-processor, triggerer;
 #                                            LocalExecutor on SQLite, DAGs from the repo's dags/
 #   optional traffic simulator (SIMULATE=1)
@@ -12,6 +13,8 @@
 #   FRESHREC_UP_SEED=0              do not seed demo data (bring your own under lake/raw/events)
 #   FRESHREC_UP_SERVING=0           do not start the serving tier (and do not bootstrap a champion)
 #   FRESHREC_UP_BOOTSTRAP=0         do not run the pipeline to bootstrap a champion
+#   FRESHREC_UP_REDIS=0             no Redis: serving keeps live tails in its embedded store (SQLite
+#                                   under FRESHREC_HOME); FRESHREC_ONLINE__STORE_URL set by the caller wins
 #   FRESHREC_UP_UNPAUSE="a b"       DAG ids to unpause (default: the four FreshRec DAGs)
 #   FRESHREC_DEMO_DAYS=14           days of synthetic demo data, ending yesterday
 #   FRESHREC_DEMO_SYNTH_ARGS        size of the demo world (default: 1500 users, 600 items, 8000 events/day)
@@ -24,6 +27,7 @@ SIMULATE="${SIMULATE:-0}"
 UP_SEED="${FRESHREC_UP_SEED:-1}"
 UP_SERVING="${FRESHREC_UP_SERVING:-1}"
 UP_BOOTSTRAP="${FRESHREC_UP_BOOTSTRAP:-$UP_SERVING}"
+UP_REDIS="${FRESHREC_UP_REDIS:-$UP_SERVING}"
 read -r -a UNPAUSE <<<"${FRESHREC_UP_UNPAUSE-${EXPECTED_DAGS[*]}}"
 DEMO_DAYS="${FRESHREC_DEMO_DAYS:-14}"
 # Big enough for the models to learn something, small enough to bootstrap in minutes on a laptop.
@@ -85,6 +89,45 @@ seed_demo_data() {
   start_day="$(date -u -d "$DEMO_DAYS days ago" +%F)"
   freshrec data synth --out "$FRESHREC_HOME/lake/raw/events" --start "$start_day" --days "$DEMO_DAYS" \
     --seed 7 --truth "$TRUTH" "${DEMO_SYNTH_ARGS[@]}" --no-progress 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
+}
+
+# Points serving (and everything else this stack starts) at the online store: the caller's URL, a Redis
+# already answering on REDIS_PORT (shared, under this home's namespace), or a redis-server of our own
+# with its data and AOF under FRESHREC_HOME (appendfsync everysec: live tails survive its restart).
+online_store() {
+  if [ -n "${FRESHREC_ONLINE__STORE_URL:-}" ]; then
+    echo "    online store $FRESHREC_ONLINE__STORE_URL (from the environment)"
+    return 0
+  fi
+  if [ "$UP_REDIS" != 1 ]; then
+    echo "    online store: embedded (SQLite under $FRESHREC_HOME)"
+    return 0
+  fi
+  if service_running redis; then
+    echo "    redis already running (pid $(service_pid redis))"
+  elif redis_answers "$REDIS_PORT"; then
+    echo "    a Redis already answers on 127.0.0.1:$REDIS_PORT: using it"
+  elif port_listening "$REDIS_PORT"; then
+    die "port $REDIS_PORT is taken by something that is not Redis; set FRESHREC_REDIS_PORT or FRESHREC_UP_REDIS=0"
+  elif ! command -v redis-server >/dev/null; then
+    echo "warning: redis-server is missing (make sysdeps installs it): serving uses its embedded store" >&2
+    return 0
+  else
+    mkdir -p "$FRESHREC_HOME/redis"
+    # set-proc-title no: Redis would otherwise rewrite the memory /proc/<pid>/environ shows, where
+    # service_running looks for the marker that proves the PID is ours.
+    start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$FRESHREC_HOME/redis" \
+      --appendonly yes --appendfsync everysec --save "" --set-proc-title no
+    local waited=0
+    until redis_answers "$REDIS_PORT"; do
+      service_running redis || die "redis-server exited (log $LOG_DIR/redis.log)"
+      [ "$waited" -lt 60 ] || die "redis-server did not answer on 127.0.0.1:$REDIS_PORT within 30 s"
+      sleep 0.5
+      waited=$((waited + 1))
+    done
+  fi
+  export FRESHREC_ONLINE__STORE_URL="$REDIS_URL"
+  echo "    online store $FRESHREC_ONLINE__STORE_URL, namespace $FRESHREC_ONLINE__NAMESPACE"
 }
 
 has_champion() {
@@ -150,6 +193,8 @@ if [ "$UP_SEED" = 1 ]; then
 fi
 
 if [ "$UP_SERVING" = 1 ]; then
+  step "online store"
+  online_store
   step "serving tier on $SERVING_URL"
   need_cli serve
   start serving freshrec serve --host "$SERVING_HOST" --port "$SERVING_PORT"
@@ -198,6 +243,7 @@ EOF
 if [ "$UP_SERVING" = 1 ]; then
   cat <<EOF
   Serving        $SERVING_URL   (OpenAPI $SERVING_URL/docs, metrics $SERVING_URL/metrics)
+  Online store   ${FRESHREC_ONLINE__STORE_URL:-embedded (SQLite under $FRESHREC_HOME)}
 EOF
 fi
 cat <<EOF

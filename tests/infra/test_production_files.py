@@ -97,6 +97,24 @@ def test_compose_mounts_and_variables_exist(compose: dict) -> None:
             assert (REPO / item).exists(), f"Dockerfile copies missing {item}"
 
 
+def test_serving_replicas_share_one_online_store_and_can_log(compose: dict) -> None:
+    # POST /v1/events must reach the next /v1/recommend on any replica (one store), and every serving
+    # process appends its ingestion log under FRESHREC_HOME (a writable data volume).
+    replicas = [s for n, s in compose["services"].items() if n.startswith("serving-") and n != "serving-lb"]
+    urls = {s["environment"]["FRESHREC_ONLINE__STORE_URL"] for s in replicas}
+    assert len(urls) == 1 and urls.pop().startswith("redis://redis:")
+    assert "--appendfsync" in compose["services"]["redis"]["command"]
+    for service in replicas:
+        assert "redis" in service["depends_on"]
+        data = next(v for v in service["volumes"] if v.startswith("freshrec-data:"))
+        assert not data.endswith(":ro"), "serving writes the ingestion log: the data volume must be writable"
+    serving = next(d for d in load_all(K8S / "serving.yaml") if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert not any(m.get("readOnly") for m in serving["containers"][0]["volumeMounts"] if m["name"] == "data")
+    assert not any(v.get("persistentVolumeClaim", {}).get("readOnly") for v in serving["volumes"])
+    secret = load_all(K8S / "secret.example.yaml")[0]["stringData"]
+    assert secret["FRESHREC_ONLINE__STORE_URL"].startswith("redis://")
+
+
 def test_kubernetes_manifests_are_consistent() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     docs = []
@@ -172,6 +190,20 @@ def test_dashboard_covers_the_release_signals() -> None:
         assert used and used <= exported, f"panel {title!r} queries unknown metrics {used - exported}"
     provisioning = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "freshrec.yml").read_text())
     assert provisioning["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_dashboard_has_the_real_time_events_row() -> None:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    rows = [p for p in panels if p["type"] == "row"]
+    start = next(p["gridPos"]["y"] for p in rows if p["title"].startswith("Real-time events"))
+    below = [p for p in panels if p["type"] != "row" and p["gridPos"]["y"] > start]
+    queried = " ".join(t["expr"] for p in below for t in p.get("targets", []))
+    for metric in ["freshrec_events_accepted_total", "freshrec_events_rejected_total", "freshrec_event_log_fsync_seconds_bucket",
+                   "freshrec_event_log_errors_total", "freshrec_online_store_seconds_bucket", "freshrec_online_store_errors_total",
+                   "freshrec_online_store_up", "freshrec_event_visible_seconds_bucket", "freshrec_live_tail_events_bucket",
+                   "freshrec_unknown_item_events_total"]:
+        assert metric in queried, f"the real-time events row does not show {metric}"
+    assert 'sum by (reason) (rate(freshrec_events_rejected_total' in queried, "rejections must be broken down by reason"
 
 
 def test_dashboard_promql_parses(tmp_path: Path) -> None:

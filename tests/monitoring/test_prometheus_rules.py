@@ -1,8 +1,10 @@
-"""Prometheus: the committed rules are what the generator writes from the DAG's definitions, promtool
-accepts them and passes the hand-computed unit tests, and the monitor reads a real Prometheus server."""
+"""Prometheus: the committed rules are what the generator writes (from the DAG's definitions for the SLO
+rules), they name only metrics the serving tier exports, promtool accepts them and passes the
+hand-computed unit tests, and the monitor reads a real Prometheus server."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -27,35 +29,66 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, timeout=120)
 
 
-def test_committed_rules_match_the_dag_definitions():
+def _generator():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("generate_rules", PROM / "generate_rules.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    committed = (PROM / "rules" / "freshrec_slo.rules.yml").read_text()
-    assert committed == module.render(), "rules are stale: run .venv/bin/python infra/prometheus/generate_rules.py"
+    return module
+
+
+def test_committed_rules_match_the_generator():
+    rendered = _generator().render_all()
+    assert sorted(rendered) == sorted(p.name for p in (PROM / "rules").glob("*.yml")), "a rule file nothing generates"
+    for name, text in rendered.items():
+        assert (PROM / "rules" / name).read_text() == text, \
+            f"{name} is stale: run .venv/bin/python infra/prometheus/generate_rules.py"
+
+
+def test_rules_name_only_exported_metrics():
+    from serving.metrics import ServingMetrics
+
+    exported = set()
+    for family in ServingMetrics(10.0).registry.collect():
+        exported |= {family.name, *(f"{family.name}{s}" for s in ("_total", "_bucket", "_count", "_sum"))}
+    for path in (PROM / "rules").glob("*.yml"):
+        used = set(re.findall(r"\b(freshrec_[a-z_]+)\b", path.read_text()))
+        assert used and used <= exported, f"{path.name} names metrics serving does not export: {used - exported}"
 
 
 def test_promtool_checks_config_and_rules():
     result = _run(_promtool(), "check", "config", str(PROM / "prometheus.yml"))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "29 rules found" in result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "29 rules found" in out and "11 rules found" in out
 
 
-def test_promtool_rule_unit_tests_pass():
-    result = _run(_promtool(), "test", "rules", str(PROM / "tests" / "freshrec_slo_test.yml"))
+@pytest.mark.parametrize("tests", ["freshrec_slo_test.yml", "freshrec_events_test.yml"])
+def test_promtool_rule_unit_tests_pass(tests: str):
+    result = _run(_promtool(), "test", "rules", str(PROM / "tests" / tests))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
 
-def test_promtool_unit_tests_can_fail(tmp_path):
-    # The same test file against rules whose page factor is 100x must fail: the tests have teeth.
-    rules = (PROM / "rules" / "freshrec_slo.rules.yml").read_text().replace("(14.4 * 0.001)", "(100 * 0.001)")
+@pytest.mark.parametrize(("rules", "tests", "old", "new"), [
+    # The page factor 14.4x made 100x.
+    ("freshrec_slo.rules.yml", "freshrec_slo_test.yml", "(14.4 * 0.001)", "(100 * 0.001)"),
+    # Every 503 counted as a server error, the store-down alert waiting 10 minutes or firing where live state
+    # is off, the spike compared with 30x.
+    ("freshrec_events.rules.yml", "freshrec_events_test.yml", ',status!="503"', ""),
+    ("freshrec_events.rules.yml", "freshrec_events_test.yml", "for: 1m", "for: 10m"),
+    ("freshrec_events.rules.yml", "freshrec_events_test.yml", "and on (job, instance)", "or on (job, instance)"),
+    ("freshrec_events.rules.yml", "freshrec_events_test.yml", "(3 * freshrec", "(30 * freshrec"),
+])
+def test_promtool_unit_tests_can_fail(tmp_path, rules: str, tests: str, old: str, new: str):
+    # The same test file against subtly wrong rules must fail: the tests have teeth.
+    text = (PROM / "rules" / rules).read_text()
+    assert old in text
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "freshrec_slo.rules.yml").write_text(rules)
+    (tmp_path / "rules" / rules).write_text(text.replace(old, new))
     (tmp_path / "tests").mkdir()
-    shutil.copy(PROM / "tests" / "freshrec_slo_test.yml", tmp_path / "tests" / "t.yml")
+    shutil.copy(PROM / "tests" / tests, tmp_path / "tests" / "t.yml")
     result = _run(_promtool(), "test", "rules", str(tmp_path / "tests" / "t.yml"))
     assert result.returncode != 0
 
