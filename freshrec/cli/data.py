@@ -43,15 +43,22 @@ def synth(
     file_format: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl")] = "parquet",
     workers: Annotated[int, typer.Option(min=1, help="processes generating days in parallel (same output)")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    session_intent: Annotated[float, typer.Option(min=0.0, help="views come in sessions of a few minutes, each pulled "
+                                                  "this hard towards a short-lived intent; 0 = no sessions")] = 0.0,
+    initial_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of users and items present on day 0")] = 0.7,
+    growth_days: Annotated[float, typer.Option(help="the others arrive on day 1 + Exponential(growth_days)")] = 20.0,
+    newcomer_boost: Annotated[float, typer.Option(min=0.0, help="extra activity of a user on their first day, fading "
+                                                  "over ~5 days")] = 0.0,
 ) -> None:
-    """Generate synthetic raw events with latent tastes, a funnel, seasonality, newcomers and drift."""
+    """Generate synthetic raw events with latent tastes, a funnel, seasonality, newcomers and drift (and sessions)."""
     from tasks.data.partitions import check_format
     from tasks.data.synth import SynthConfig, synthesize
     from tasks.data.world import make_world, save_world
 
     config = SynthConfig(
         out=out_dir.resolve(), start=_date(start), days=days, users=users, items=items, events_per_day=events_per_day,
-        seed=seed, fmt=check_format(file_format),
+        seed=seed, fmt=check_format(file_format), session_intent=session_intent, initial_share=initial_share,
+        growth_days=growth_days, newcomer_boost=newcomer_boost,
     )
     world = make_world(config.world_config())
     if truth is not None:

@@ -2,12 +2,16 @@
 
 Events are drawn from a ``World`` (tasks.data.world): each view picks an item by popularity times
 taste, then a funnel view -> click -> rating / purchase follows from the user's affinity for it.
-Volume follows a weekly cycle and timestamps a daily one. Each day has its own random generator
-seeded from (seed, day index) and the world does not depend on the number of days, so a day's file is
-the same whichever range it was generated in (asking for more days extends a lake without changing
-the days already there), and the same seed always gives byte-identical files. A day is produced hour
-by hour and streamed to disk, so memory stays flat however many events are asked for; independent
-days also let several worker processes generate them in parallel with the same result.
+Volume follows a weekly cycle and timestamps a daily one. With sessions (``session_intent`` > 0) the
+views come in runs of a few minutes per user, each around a short-lived intent (see world.py).
+
+Each day has its own random generator seeded from (seed, day index) and the world does not depend on
+the number of days, so for one start date a day's file is the same whichever range it was generated in
+(asking for more days extends a lake without changing the days already there; day indices count from
+the start, so another start is another history), and the same seed always gives byte-identical files.
+A day is produced hour by hour and streamed to disk, so memory stays flat however many events are
+asked for; independent days also let several worker processes generate them in parallel with the
+same result.
 
 The ground-truth loader the traffic simulator uses is re-exported here: ``load_world(path)`` returns a
 ``World`` with ``click_probability(user_id, item_id, day)`` and ``sample_users(n, day, rng)``.
@@ -64,9 +68,16 @@ class SynthConfig:
     seed: int = 42
     fmt: FileFormat = "parquet"
     candidates: int = 64  # popularity-drawn candidates per view, re-weighted by taste
+    # World knobs (tasks.data.world.WorldConfig); the defaults are the original world.
+    session_intent: float = 0.0
+    initial_share: float = 0.7
+    growth_days: float = 20.0
+    newcomer_boost: float = 0.0
 
     def world_config(self) -> WorldConfig:
-        return WorldConfig(users=self.users, items=self.items, seed=self.seed, start=self.start.isoformat())
+        return WorldConfig(users=self.users, items=self.items, seed=self.seed, start=self.start.isoformat(),
+                           session_intent=self.session_intent, initial_share=self.initial_share,
+                           growth_days=self.growth_days, newcomer_boost=self.newcomer_boost)
 
 
 @dataclass
@@ -136,7 +147,7 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
     views_per_hour = rng.multinomial(rng.poisson(volume), HOURLY_SHARE)
 
     active = world.active_users(t)
-    user_cdf = _cdf(world.user_activity[active])
+    user_cdf = _cdf(world.user_weights(t, active))
     item_sampler = _alias_table(np.exp(world.item_log_popularity(t)))  # unborn items have weight 0
     item_vectors = world.item_vectors.astype(np.float32)
     user_ids, item_ids = pa.array(world.user_ids), pa.array(world.item_ids)
@@ -146,13 +157,62 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
     for hour, n_views in enumerate(views_per_hour):
         if n_views == 0:
             continue
-        users = active[_draw(user_cdf, rng.random(n_views))]
-        tastes = world.user_vectors(t, users).astype(np.float32)
-        items, affinity = _choose_items(tastes, item_vectors, item_sampler, world.config.preference_strength,
-                                        candidates, rng)
-        view_ts = day_start + hour * 3600 + rng.integers(0, 3600, size=n_views)
-        events = _funnel(world, users, items, affinity, view_ts, day_start + 86_399, rng)
+        hour_start = day_start + hour * 3600
+        if world.config.session_intent > 0:
+            users, items, affinity, view_ts = _session_views(world, t, n_views, active, user_cdf, item_vectors, item_sampler,
+                                                             candidates, hour_start, rng)
+        else:
+            users = active[_draw(user_cdf, rng.random(n_views))]
+            tastes = world.user_vectors(t, users).astype(np.float32)
+            items, affinity = _choose_items(tastes, item_vectors, item_sampler, world.config.preference_strength,
+                                            candidates, rng)
+            view_ts = hour_start + rng.integers(0, 3600, size=n_views)
+        events = _funnel(world, users, items, affinity, np.minimum(view_ts, day_start + 86_399), day_start + 86_399, rng)
         yield _to_table(events, user_ids, item_ids, ts_texts, day_start)
+
+
+def _session_views(
+    world: World, t: int, n_views: int, active: np.ndarray, user_cdf: np.ndarray, item_vectors: np.ndarray,
+    item_sampler: tuple[np.ndarray, np.ndarray], candidates: int, hour_start: int, rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """n_views views of one hour in sessions; returns (users, items, lasting affinity, view ts).
+
+    Sessions start uniformly in the hour and their views follow at exponential gaps (a session may run
+    past the hour; the day's end clamps it like the funnel's later events).
+    """
+    cfg = world.config
+    lengths = _session_lengths(n_views, cfg.session_views, rng)
+    owners = active[_draw(user_cdf, rng.random(lengths.size))]
+    tastes = world.user_vectors(t, owners).astype(np.float32)
+    # The anchor opens the session: an item the user's lasting taste picks, like a view without sessions.
+    anchors, _ = _choose_items(tastes, item_vectors, item_sampler, cfg.preference_strength, candidates, rng)
+    intents = world.session_intents(anchors, rng)
+    pull = cfg.preference_strength * tastes + cfg.session_intent * intents
+    follow = lengths - 1
+    followers, _ = _choose_items(np.repeat(pull, follow, axis=0), item_vectors, item_sampler, 1.0, candidates, rng)
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    is_anchor = np.zeros(n_views, dtype=bool)
+    is_anchor[first] = True
+    users = np.repeat(owners, lengths)
+    items = np.empty(n_views, dtype=np.int64)
+    items[is_anchor], items[~is_anchor] = anchors, followers
+    gaps = np.where(is_anchor, 0, np.ceil(rng.exponential(cfg.session_gap_s, n_views))).astype(np.int64)
+    offsets = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], lengths)
+    view_ts = np.repeat(hour_start + rng.integers(0, 3600, size=lengths.size), lengths) + offsets
+    affinity = world.affinity(users, items, t)
+    return users, items, affinity, view_ts
+
+
+def _session_lengths(n_views: int, mean: float, rng: np.random.Generator) -> np.ndarray:
+    """Session lengths (1 + Poisson(mean - 1)) summing to exactly n_views; the last one is cut to fit."""
+    lengths = 1 + rng.poisson(mean - 1, size=int(np.ceil(n_views / mean)) + 8)
+    while lengths.sum() < n_views:
+        lengths = np.concatenate([lengths, 1 + rng.poisson(mean - 1, size=8)])
+    total = np.cumsum(lengths)
+    keep = int(np.searchsorted(total, n_views)) + 1
+    lengths = lengths[:keep].copy()
+    lengths[-1] -= total[keep - 1] - n_views
+    return lengths
 
 
 def _choose_items(

@@ -10,6 +10,14 @@ Model, per day index t (days since the world's start date):
   choice       P(view i | u, t)  ~  pop_i(t) * exp(preference_strength * a)   over items born by t
   popularity   pop_i(t) = rank_i ** -zipf_exponent * (1 + novelty_boost * exp(-(t - birth_i) / novelty_days))
   click        P(click | view) = sigmoid(click_slope * a + click_bias)
+  activity     w_u(t) = activity_u * (1 + newcomer_boost * exp(-(t - birth_u) / novelty_days))   users born by t
+
+Sessions (``session_intent`` > 0; 0 keeps the original generator, view by view): a user's views come in
+sessions of a few minutes. A session opens on an anchor item drawn as above, and its intent is a direction
+near that item, q = unit(v_anchor + intent_spread * noise). The session's other views are drawn from
+  P(view i | u, q, t)  ~  pop_i(t) * exp(preference_strength * a + session_intent * <q, v_i>)
+so what a user viewed minutes ago predicts what they view next better than their lasting taste does;
+clicks, ratings and purchases still follow the lasting affinity a.
 """
 
 from __future__ import annotations
@@ -46,12 +54,21 @@ class WorldConfig:
     click_slope: float = 3.0
     click_bias: float = -2.2
     start: str = "2026-01-01"         # the date of day index 0
+    session_intent: float = 0.0       # pull of a session's intent on its views; 0 = no sessions
+    session_views: float = 6.0        # mean views per session
+    session_gap_s: float = 60.0       # mean seconds between two views of a session
+    intent_spread: float = 0.35       # noise around the anchor item: how wide a session's cluster of items is
+    newcomer_boost: float = 0.0       # extra activity of a user on their birth day, fading over novelty_days
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.items < 1 or self.dim < 2:
             raise InvalidInput("users and items must be >= 1 and dim >= 2")
         if not 0 < self.initial_share <= 1:
             raise InvalidInput("initial_share must be in (0, 1]")
+        if self.growth_days <= 0:
+            raise InvalidInput("growth_days must be > 0")
+        if self.session_intent < 0 or self.session_views < 1 or self.session_gap_s <= 0 or self.newcomer_boost < 0:
+            raise InvalidInput("session_intent and newcomer_boost must be >= 0, session_views >= 1, session_gap_s > 0")
 
     @property
     def start_date(self) -> dt.date:
@@ -126,12 +143,25 @@ class World:
     def active_users(self, t: int) -> np.ndarray:
         return np.flatnonzero(self.user_birth <= t)
 
+    def user_weights(self, t: int, users: np.ndarray) -> np.ndarray:
+        """Relative activity of the given (born) users on day t: newcomers explore more in their first days."""
+        if self.config.newcomer_boost == 0:
+            return self.user_activity[users]
+        age = t - self.user_birth[users]
+        return self.user_activity[users] * (1 + self.config.newcomer_boost * np.exp(-age / self.config.novelty_days))
+
     def sample_users(self, n: int, day: dt.date | int, rng: np.random.Generator) -> np.ndarray:
         """n user ids (with repetition) of users born by that day, drawn by activity."""
-        active = self.active_users(self.day_index(day))
-        weights = self.user_activity[active]
+        t = self.day_index(day)
+        active = self.active_users(t)
+        weights = self.user_weights(t, active)
         picked = active[rng.choice(active.size, size=n, p=weights / weights.sum())]
         return self.user_ids[picked]
+
+    def session_intents(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Unit intent directions of sessions opened on the given anchor items (float32, one row each)."""
+        noise = rng.standard_normal((anchors.size, self.config.dim)) / np.sqrt(self.config.dim)
+        return _unit(self.item_vectors[anchors] + self.config.intent_spread * noise).astype(np.float32)
 
     def item_genres(self) -> list[list[str]]:
         """Genres of each item: the closest genre, plus any other almost as close (derived from the vectors)."""
@@ -200,7 +230,8 @@ def load_world(path: Path) -> World:
     if not path.is_file():
         raise NotFound(f"ground-truth file {path} does not exist")
     with np.load(path, allow_pickle=False) as data:
-        config_values = {f.name: data[f"config_{f.name}"].item() for f in fields(WorldConfig)}
+        # Files written before a knob existed lack it: its default is what generated them.
+        config_values = {f.name: data[f"config_{f.name}"].item() for f in fields(WorldConfig) if f"config_{f.name}" in data}
         arrays = {f.name: data[f.name] for f in fields(World) if f.name != "config"}
     return World(config=WorldConfig(**config_values), **arrays)
 

@@ -251,3 +251,36 @@ def test_tiny_worlds_and_empty_days_still_write_valid_partitions(tmp_path: Path,
     assert [r.rows > 0 for r in reports] == [events > 0] * 2
     for report in reports:
         assert pq.read_table(report.path / "part-00000.parquet").num_rows == report.rows
+
+
+def test_cli_session_and_newcomer_knobs_reach_the_world(tmp_path: Path) -> None:
+    from freshrec.cli.data import app
+
+    args = ["synth", "--out", str(tmp_path / "s"), "--start", "2026-01-05", "--days", "1", "--users", "200", "--items", "100",
+            "--events-per-day", "1000", "--session-intent", "16", "--initial-share", "0.5", "--growth-days", "8",
+            "--newcomer-boost", "3", "--truth", str(tmp_path / "truth.npz"), "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = load_world(tmp_path / "truth.npz").config
+    assert (config.session_intent, config.initial_share, config.growth_days, config.newcomer_boost) == (16.0, 0.5, 8.0, 3.0)
+    plain = _synth(tmp_path / "plain", days=1, seed=42, users=200, items=100, events_per_day=1000)
+    assert plain[0].path.joinpath("part-00000.parquet").read_bytes() != (tmp_path / "s" / "ds=2026-01-05" / "part-00000.parquet").read_bytes()
+
+
+def test_truth_files_written_before_the_session_knobs_still_load(tmp_path: Path) -> None:
+    path = save_world(make_world(WorldConfig(users=30, items=20, seed=2)), tmp_path / "truth.npz")
+    with np.load(path) as data:
+        older = {k: data[k] for k in data.files if k not in ("config_session_intent", "config_newcomer_boost")}
+    np.savez_compressed(path, **older)
+    config = load_world(path).config
+    assert config.session_intent == 0.0 and config.newcomer_boost == 0.0 and config.users == 30
+
+
+def test_newcomers_are_busier_on_their_first_days_only_with_the_boost() -> None:
+    calm, eager = (make_world(WorldConfig(users=400, items=50, seed=4, newcomer_boost=boost)) for boost in (0.0, 3.0))
+    t = 10
+    born_today = np.flatnonzero(calm.user_birth == t)
+    veterans = np.flatnonzero(calm.user_birth == 0)
+    assert np.array_equal(calm.user_weights(t, veterans), calm.user_activity[veterans])
+    assert np.allclose(eager.user_weights(t, born_today), 4 * eager.user_activity[born_today])
+    assert np.allclose(eager.user_weights(60, veterans), eager.user_activity[veterans], rtol=1e-4)  # the boost fades
