@@ -43,6 +43,9 @@ end
 return removed
 """
 MAINTENANCE_TIMEOUT_S = 10.0
+# A write of a 1,000-event batch is a pipeline of up to 3,000 commands: on a loaded box it can take longer
+# than a read's budget, and a write timing out opens the breaker (ingestion refused), so writes get more room.
+WRITE_TIMEOUT_S = 1.0
 
 
 class RedisStore(OnlineStore):
@@ -54,7 +57,8 @@ class RedisStore(OnlineStore):
         self._tail_length = tail_length
         self._ttl_ms = int(ttl_s * 1000)
         # Request-path calls fail fast (recommend falls back to the snapshot); maintenance may take longer.
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        write_timeout = max(timeout_s, WRITE_TIMEOUT_S)
+        self._client = aioredis.Redis.from_url(url, socket_timeout=write_timeout, socket_connect_timeout=timeout_s,
                                                retry_on_timeout=False, health_check_interval=0)
         # Reads: one connection, one round trip in flight, everything queued meanwhile in the next one.
         self._reader = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
