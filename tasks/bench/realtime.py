@@ -37,10 +37,11 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from freshrec.errors import FreshRecError, InvalidInput
+from freshrec.errors import InvalidInput
 from freshrec.layout import Layout, ds_name
 from freshrec.settings import Settings
 from tasks.bench import prequential as pq
+from tasks.bench.freshness import StageFailed
 from tasks.bench.processes import free_port, stop, wait_ready
 from tasks.bench.reports import save, scratch
 from tasks.data.synth import SynthConfig, synthesize
@@ -52,10 +53,6 @@ EASE_GRID = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 KNOWN_VS_STATIC = 1.25
 MODES = ("static", "realtime", "ease_realtime", "ease_static", "popularity")
 console = Console()
-
-
-class StageFailed(FreshRecError):
-    exit_code = 11
 
 
 @dataclass(frozen=True)
