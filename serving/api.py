@@ -146,19 +146,20 @@ def _runtime(request: Request) -> ServingRuntime:
 
 def _require_admin(request: Request) -> None:
     token = request.app.state.runtime.settings.admin_token
-    header = request.headers.get("authorization", "")
-    given = header[7:] if header[:7].lower() == "bearer " else ""
-    if token is None or not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if token is None or not _bearer_matches(request.headers.get("authorization", ""), token.get_secret_value()):
         raise Unauthorized("admin routes need 'Authorization: Bearer <FRESHREC_ADMIN_TOKEN>'")
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    given = header[7:] if header[:7].lower() == "bearer " else ""
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
 
 def _require_ingest_token(runtime: ServingRuntime, scope: dict) -> None:
     token = runtime.settings.ingest_token
     if token is None:
         return
-    given = _header(scope, b"authorization")
-    given = given[7:] if given[:7].lower() == "bearer " else ""
-    if not given or not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not _bearer_matches(_header(scope, b"authorization"), token.get_secret_value()):
         raise Unauthorized("POST /v1/events needs 'Authorization: Bearer <FRESHREC_INGEST_TOKEN>'")
 
 
