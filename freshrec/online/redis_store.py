@@ -1,10 +1,9 @@
 """The Redis online store: one list per user (``<ns>:tail:<user_id>``) of encoded live events.
 
 An append of any number of users is one pipelined round trip (RPUSH + LTRIM + PEXPIRE per user); a read
-is one LRANGE, and the reads of concurrent requests share round trips: while one is on the wire, the next
-ones queue and go together as one pipeline (redis-py costs ~50-100 us of CPU per lone command, ~10 per
-pipelined one), the pattern of the scoring micro-batcher. Trimming after a snapshot runs a server-side script per key, so an entry appended while
-the trim runs is never lost. Production runs Redis with AOF (``appendfsync everysec``) behind Sentinel or
+is one LRANGE on a lean connection of its own (freshrec.online.resp: half redis-py's CPU per command),
+where the reads of concurrent requests pipeline. Trimming after a snapshot runs a server-side script per
+key, so an entry appended while the trim runs is never lost. Production runs Redis with AOF (``appendfsync everysec``) behind Sentinel or
 Cluster (infra/README.md); a tail lost with a Redis node only costs freshness, the log keeps the events.
 """
 
@@ -20,6 +19,7 @@ from redis.exceptions import RedisError
 
 from freshrec.events import Watermark
 from freshrec.online.base import LiveEvent, OnlineStore, StoreUnavailable, decode_entries
+from freshrec.online.resp import RespConnection, RespError
 
 # KEYS[1] the tail; ARGV[1] {writer: seq} as JSON, ARGV[2] until_ts. Entries are [writer, seq, item, type, value, ts].
 _TRIM = """
@@ -60,12 +60,8 @@ class RedisStore(OnlineStore):
         write_timeout = max(timeout_s, WRITE_TIMEOUT_S)
         self._client = aioredis.Redis.from_url(url, socket_timeout=write_timeout, socket_connect_timeout=timeout_s,
                                                retry_on_timeout=False, health_check_interval=0)
-        # Reads: one connection, one round trip in flight, everything queued meanwhile in the next one.
-        self._reader = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                               retry_on_timeout=False, health_check_interval=0,
-                                               single_connection_client=True)
-        self._reads: list[tuple[str, asyncio.Future]] = []
-        self._reading = False
+        # Reads: one lean pipelined connection (freshrec.online.resp), one round trip per request.
+        self._reader = RespConnection(url, timeout_s)
         self._slow = aioredis.Redis.from_url(url, socket_timeout=MAINTENANCE_TIMEOUT_S,
                                              socket_connect_timeout=MAINTENANCE_TIMEOUT_S)
         self._trim = self._slow.register_script(_TRIM)
@@ -73,7 +69,7 @@ class RedisStore(OnlineStore):
     async def _call(self, coro):
         try:
             return await coro
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (RedisError, RespError, OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(f"redis online store: {type(exc).__name__}: {exc}") from exc
 
     async def append(self, rows: Sequence[tuple[str, LiveEvent]]) -> None:
@@ -89,36 +85,8 @@ class RedisStore(OnlineStore):
         await self._call(pipe.execute())
 
     async def tail(self, user_id: str) -> list[LiveEvent]:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._reads.append((self._prefix + user_id, future))
-        if not self._reading:
-            self._reading = True
-            loop.create_task(self._drain_reads())
-        return decode_entries(await future)
-
-    async def _drain_reads(self) -> None:
-        try:
-            while self._reads:
-                batch, self._reads = self._reads, []
-                try:
-                    if len(batch) == 1:
-                        results = [await self._call(self._reader.lrange(batch[0][0], -self._tail_length, -1))]
-                    else:
-                        pipe = self._reader.pipeline(transaction=False)
-                        for key, _ in batch:
-                            pipe.lrange(key, -self._tail_length, -1)
-                        results = await self._call(pipe.execute())
-                except StoreUnavailable as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), entries in zip(batch, results):
-                    if not future.done():
-                        future.set_result(entries)
-        finally:
-            self._reading = False
+        return decode_entries(await self._call(self._reader.execute(b"LRANGE", self._prefix + user_id,
+                                                                    -self._tail_length, -1)))
 
     async def trim(self, watermark: Watermark) -> int:
         if not watermark.writers:
@@ -137,5 +105,5 @@ class RedisStore(OnlineStore):
 
     async def close(self) -> None:
         await self._client.aclose()
-        await self._reader.aclose()
+        self._reader.close()
         await self._slow.aclose()
