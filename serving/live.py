@@ -36,6 +36,8 @@ class MergedState(NamedTuple):
 
 def merge_live(snapshot_history: np.ndarray | None, live: Sequence[LiveEvent], watermark: Watermark,
                item_index: dict[str, int], history_length: int) -> MergedState:
+    # A tail is a handful of events and a history ~50 items: Python lists and a set beat numpy's per-call
+    # overhead here (~8 us against ~45 for isin/concatenate), and this runs on every request.
     last_ts: dict[str, float] = {}
     for event in live:
         if watermark.covers(event.writer, event.seq, event.ts):
@@ -44,31 +46,16 @@ def merge_live(snapshot_history: np.ndarray | None, live: Sequence[LiveEvent], w
             last_ts[event.item_id] = event.ts
     ordered = sorted(last_ts.items(), key=lambda entry: (entry[1], entry[0]))
     indices = [item_index.get(item, 0) for item, _ in ordered]
-    live_items = np.fromiter((i for i in indices if i), dtype=np.int64)
-    unknown = len(indices) - live_items.size
-    base = snapshot_history if snapshot_history is not None else np.empty(0, dtype=np.int64)
-    if live_items.size:
-        base = base[~isin_small(base, live_items)]
-    history = np.concatenate((base, live_items))[-history_length:]
-    return MergedState(history, live_items, unknown)
-
-
-def isin_small(values: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """``np.isin`` for the few live items of a request: one comparison per item beats isin's sort (~20 us)."""
-    if items.size > 16:
-        return np.isin(values, items)
-    mask = np.zeros(values.shape, dtype=bool)
-    for item in items.tolist():
-        mask |= values == item
-    return mask
-
-
-def union_small(distinct: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """Distinct values of both, each already distinct (order does not matter to the callers)."""
-    if items.size > 16:
-        return np.union1d(distinct, items)
-    new = [item for item in items.tolist() if not (distinct == item).any()]
-    return np.concatenate((distinct, np.array(new, dtype=distinct.dtype))) if new else distinct
+    live_items = [i for i in indices if i]
+    unknown = len(indices) - len(live_items)
+    if not live_items:
+        base = snapshot_history if snapshot_history is not None else np.empty(0, dtype=np.int64)
+        return MergedState(base[-history_length:], np.empty(0, dtype=np.int64), unknown)
+    base_list = snapshot_history.tolist() if snapshot_history is not None else []
+    moved = set(live_items)
+    merged = [i for i in base_list if i not in moved] + live_items
+    return MergedState(np.array(merged[-history_length:], dtype=np.int64), np.array(live_items, dtype=np.int64),
+                       unknown)
 
 
 class LiveState:

@@ -8,13 +8,15 @@ import numpy as np
 def top_k(scores: np.ndarray, k: int, masked_positions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Positions and scores of the k best entries of a 1-D score row, best first.
 
-    ``masked_positions`` (distinct candidate positions, e.g. items the user has seen) never appear in the
-    result; k shrinks when fewer candidates remain.
+    ``masked_positions`` (candidate positions, e.g. items the user has seen; repeats allowed) never appear in
+    the result; k shrinks when fewer candidates remain.
     """
     if masked_positions is not None and masked_positions.size:
         scores = scores.copy()
         scores[masked_positions] = -np.inf
         available = scores.size - masked_positions.size
+        if available < k:  # a repeated position masks one candidate, not two: count what is masked
+            available = scores.size - int(np.count_nonzero(np.isneginf(scores)))
     else:
         available = scores.size
     k = min(k, available)

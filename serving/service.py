@@ -19,7 +19,7 @@ import orjson
 from freshrec.errors import FreshRecError, Overloaded
 from freshrec.online import LiveEvent
 from serving.cache import ResultCache
-from serving.live import LiveState, merge_live, union_small
+from serving.live import LiveState, merge_live
 from serving.metrics import ServingMetrics
 from serving.ranking import top_k
 from serving.routing import RoutingTable
@@ -36,8 +36,8 @@ class InjectedFault(FreshRecError):
 
 class UserState(NamedTuple):
     history: np.ndarray | None  # model item indices, oldest first
-    seen: np.ndarray | None  # distinct item indices (cold start)
-    seen_positions: np.ndarray | None  # distinct positions in the version's candidates
+    seen: np.ndarray | None  # item indices (cold start); an item may repeat
+    seen_positions: np.ndarray | None  # positions in the version's candidates; a position may repeat
 
 
 class RecommendationService:
@@ -66,10 +66,11 @@ class RecommendationService:
             return UserState(merged.history, seen, seen_positions)
         live_positions = served.candidate_pos[merged.live_items]
         live_positions = live_positions[live_positions >= 0]
+        # An item seen in the snapshot and live again is in both: top_k and the cold start take repeats.
         return UserState(
             merged.history,
-            merged.live_items if seen is None else union_small(seen, merged.live_items),
-            live_positions if seen_positions is None else union_small(seen_positions, live_positions),
+            merged.live_items if seen is None else np.concatenate((seen, merged.live_items)),
+            live_positions if seen_positions is None else np.concatenate((seen_positions, live_positions)),
         )
 
     async def recommend(self, table: RoutingTable, routed: Route, user_id: str, k: int, exclude_seen: bool) -> bytes:

@@ -7,7 +7,7 @@ import pytest
 
 from freshrec.events import Watermark
 from freshrec.online import LiveEvent
-from serving.live import merge_live, union_small
+from serving.live import merge_live
 
 INDEX = {f"i{n}": n for n in range(1, 60)}
 
@@ -31,10 +31,9 @@ def test_covered_entries_are_skipped_and_history_is_cut_to_its_length() -> None:
     assert merged.history.tolist() == [2, 3, 4, 8] and merged.live_items.tolist() == [4, 8]
 
 
-@pytest.mark.parametrize("n_live", [3, 40])  # both the small-batch path and np.isin's
+@pytest.mark.parametrize("n_live", [3, 40])
 def test_many_live_items_merge_like_few(n_live: int) -> None:
     tail = [ev(f"i{n}", float(n)) for n in range(10, 10 + n_live)]
     merged = merge_live(np.array([10, 1, 11]), tail, Watermark(), INDEX, history_length=100)
     assert merged.history.tolist() == [1] + list(range(10, 10 + n_live))
-    assert union_small(np.array([1, 2]), np.array([2, 3])).tolist() == [1, 2, 3]
-    assert sorted(union_small(np.array([1, 2]), np.arange(2, 40)).tolist()) == list(range(1, 40))
+    assert merged.history.dtype == np.int64 and merged.live_items.dtype == np.int64

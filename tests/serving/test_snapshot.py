@@ -50,3 +50,6 @@ def test_top_k_skips_masked_positions() -> None:
     positions, values = top_k(scores, 3, np.array([1]))
     assert positions.tolist() == [3, 2, 0] and values.tolist() == [np.float32(0.7), np.float32(0.5), np.float32(0.1)]
     assert top_k(scores, 10, np.array([0, 1, 2]))[0].tolist() == [3]
+    # A position masked twice (seen in the snapshot and live) hides one candidate, not two.
+    assert top_k(scores, 3, np.array([1, 1, 2]))[0].tolist() == [3, 0]
+    assert top_k(scores, 1, np.array([1, 1]))[0].tolist() == [3]
