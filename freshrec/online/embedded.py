@@ -3,12 +3,14 @@
 Readers never wait for writers in WAL mode, and a commit is visible to every connection at once, which is
 what read-your-writes across workers needs. Durability is not this file's job (the ingestion log has the
 events), so it runs with ``synchronous=OFF``. Reads are a few microseconds and run on the caller's thread;
-writes may wait for another process's lock and run on a worker thread.
+writes may wait for another process's lock and run on a worker thread, the appends of concurrent requests
+grouped in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -44,6 +46,8 @@ class EmbeddedStore(OnlineStore):
             self._writer.executescript(_SCHEMA)
         self._reader = self._connect(path, max(1, int(timeout_s * 1000)))
         self._write_lock = threading.Lock()
+        self._queued: list[tuple[list[tuple], asyncio.Future]] = []
+        self._flusher: asyncio.Task | None = None
 
     @staticmethod
     def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
@@ -66,15 +70,44 @@ class EmbeddedStore(OnlineStore):
                 self._writer.execute("COMMIT")
                 return changed
             except sqlite3.Error as exc:
-                if self._writer.in_transaction:
-                    self._writer.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # a closed connection cannot even say if it is in one
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK")
                 raise StoreUnavailable(f"embedded online store: {exc}") from exc
 
     async def append(self, rows: Sequence[tuple[str, LiveEvent]]) -> None:
+        # Group commit: while one transaction is on the worker thread, the appends of concurrent requests
+        # queue and go together in the next one (a transaction and a thread hop each cost more than a row).
         now = time.time()
-        values = [(self._ns, user, e.writer, e.seq, e.ts, now, e.encode()) for user, e in rows]
-        await asyncio.to_thread(self._write, [(
-            "INSERT INTO tail (ns, user_id, writer, seq, ts, added, entry) VALUES (?, ?, ?, ?, ?, ?, ?)", values)])
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append(([(self._ns, user, e.writer, e.seq, e.ts, now, e.encode()) for user, e in rows], future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                values = [row for rows, _ in batch for row in rows]
+                try:
+                    await asyncio.to_thread(self._write, [(
+                        "INSERT INTO tail (ns, user_id, writer, seq, ts, added, entry) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        values)])
+                except Exception as exc:  # every waiter of the batch learns it; the flusher goes on
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                except BaseException:  # cancelled (shutdown): so are the waiters
+                    for _, future in batch + self._queued:
+                        future.cancel()
+                    raise
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._flusher = None
 
     async def tail(self, user_id: str) -> list[LiveEvent]:
         try:

@@ -33,6 +33,41 @@ def test_a_write_is_visible_to_another_connection_in_order(store_settings) -> No
     asyncio.run(run())
 
 
+def test_concurrent_appends_all_land_each_in_its_order(store_settings) -> None:
+    async def run() -> None:
+        writer, reader = open_store(store_settings), open_store(store_settings)
+        try:
+            # 40 requests at once (the embedded store groups them into few transactions); concurrent requests
+            # have no order among themselves, the events of one request keep theirs.
+            await asyncio.gather(*(writer.append([(f"u{n}", _event("w", 2 * n, "a")), (f"u{n}", _event("w", 2 * n + 1, "b"))])
+                                   for n in range(40)))
+            for n in range(40):
+                assert [e.seq for e in await reader.tail(f"u{n}")] == [2 * n, 2 * n + 1]
+        finally:
+            await writer.close()
+            await reader.close()
+
+    asyncio.run(run())
+
+
+def test_a_failed_group_write_fails_every_request_in_it(freshrec_home) -> None:
+    from freshrec.settings import load_settings
+
+    async def run() -> None:
+        settings = load_settings(home=freshrec_home)  # the embedded store
+        writer, reader = open_store(settings), open_store(settings)
+        try:
+            await writer.close()  # its file connection is gone: the next transaction fails
+            results = await asyncio.gather(*(writer.append([("gone", _event("w", n, "z"))]) for n in range(5)),
+                                           return_exceptions=True)
+            assert all(isinstance(r, StoreUnavailable) for r in results), results
+            assert await reader.tail("gone") == []
+        finally:
+            await reader.close()
+
+    asyncio.run(run())
+
+
 def test_trim_drops_only_what_the_snapshot_covers(store_settings) -> None:
     async def run() -> None:
         store = open_store(store_settings)
