@@ -43,7 +43,7 @@ def _register() -> None:
 def main() -> None:
     _register()
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="freshrec")
     except FreshRecError as exc:
         err.print(f"[bold red]error:[/] {exc.message}")
         sys.exit(exc.exit_code)
@@ -52,10 +52,10 @@ def main() -> None:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors surface here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors (typer's own click): one line plus usage, exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err.print(f"[bold red]error:[/] {exc.format_message()}")
+        sys.exit(exc.exit_code)

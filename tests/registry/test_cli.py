@@ -73,6 +73,19 @@ def test_errors_exit_non_zero_with_a_message(two_versions: tuple[int, int], fres
     assert "version 99" in done.stderr and "does not exist" in done.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["registry", "promote"], "Missing argument 'version'"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["pipeline", "run", "--bogus"], "No such option: --bogus"),
+])
+def test_usage_errors_are_one_line_plus_usage_and_exit_2(freshrec_home: Path, args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-c", "from freshrec.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr and "Usage: freshrec" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 5, done.stderr
+
+
 def test_migrate_command_round_trip(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     up = runner.invoke(app, ["migrate", "--url", url])
