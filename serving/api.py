@@ -23,6 +23,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
 
 from freshrec.errors import FreshRecError, InvalidInput, Overloaded, Unauthorized
@@ -185,6 +186,17 @@ def _body_doc(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def _hoist_body_defs(spec: dict) -> dict:
+    """Move the nested models of :func:`_body_doc` bodies (``$defs``) to components/schemas, where their
+    ``$ref`` points: a dangling reference breaks ReDoc and every client generator."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for path_item in spec["paths"].values():
+        for operation in path_item.values():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            schemas.update(body.pop("$defs", {}))
+    return spec
+
+
 def _error_response(exc: FreshRecError) -> JSONResponse:
     headers = {"Retry-After": str(max(1, round(exc.retry_after_s)))} if isinstance(exc, Overloaded) else None
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
@@ -216,7 +228,8 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: a FastAPI app whose /docs and /redoc load their assets from the app, not a CDN.
+    app = FastAPIOffline(
         title="FreshRec serving",
         version="1",
         description="Recommendations from the registry's champion (and canary), scored with ONNX Runtime.",
@@ -381,4 +394,6 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         await asyncio.to_thread(runtime.gateway.rollback, "rolled back via the serving admin API")
         return Response(orjson.dumps(await runtime.reconciler.reconcile()), media_type=JSON)
 
+    generate_openapi = app.openapi
+    app.openapi = lambda: app.openapi_schema or _hoist_body_defs(generate_openapi())
     return app
