@@ -37,9 +37,15 @@ def _emit_json(payload: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, sort_keys=False, default=str))
 
 
-def _headline_metrics(metrics: dict[str, Any], limit: int = 3) -> str:
-    scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(f"{k}={v:.4g}" for k, v in scalars[:limit])
+# The gate metric first (gates.min_ndcg_at_10 and the no-regression check read nDCG@10), then two for context.
+LIST_METRICS = ("ndcg@10", "recall@10", "hr@10")
+# Off a terminal rich assumes 80 columns and squeezes every cell; a pipe or a log gets the whole row.
+PIPE_WIDTH = 160
+
+
+def _metric_cell(metrics: dict[str, Any], name: str) -> str:
+    value = metrics.get(name)
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @app.command("list")
@@ -51,16 +57,24 @@ def list_versions(as_json: JsonFlag = False) -> None:
     if as_json:
         _emit_json(rows)
         return
-    table = Table(title=f"registry (generation {state.generation})")
-    for column in ("version", "state", "aliases", "created", "by", "artifacts", "metrics", "reasons"):
-        table.add_column(column)
+    protocols = sorted({str(row["metrics"].get("protocol")) for row in rows if row["metrics"].get("protocol")})
+    table = Table(title=f"registry (generation {state.generation})",
+                  caption=f"metrics: held-out, full ranking ({', '.join(protocols) or 'no'} protocol)" if rows else None)
+    for column in ("version", "state", "aliases", "created (UTC)", "by"):
+        table.add_column(column, no_wrap=True)
+    for name in LIST_METRICS:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("artifacts")
+    table.add_column("reasons", overflow="fold")
     for row in rows:
         aliases = ", ".join(row["aliases"]) + (f" {row['canary_weight']:g}%" if "canary" in row["aliases"] else "")
         table.add_row(
-            row["version"], row["state"], aliases, row["created_at"][:19], row["created_by"],
-            ", ".join(row["artifacts"]), _headline_metrics(row["metrics"]), "; ".join(row["reasons"]),
+            row["version"], row["state"], aliases or "-", row["created_at"][:16].replace("T", " "), row["created_by"],
+            *(_metric_cell(row["metrics"], name) for name in LIST_METRICS),
+            " ".join(row["artifacts"]), "; ".join(row["reasons"]) or "-",
         )
-    out.print(table if rows else "no versions registered yet")
+    console = out if out.is_terminal else Console(width=max(out.width, PIPE_WIDTH))
+    console.print(table if rows else "no versions registered yet")
 
 
 @app.command()

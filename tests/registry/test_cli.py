@@ -47,6 +47,15 @@ def test_list_and_show_json(two_versions: tuple[int, int]) -> None:
     assert [entry["action"] for entry in shown["audit"]] == ["register", "promote", "verdict"]
 
 
+def test_list_table_shows_gate_metrics_whole_off_a_terminal(two_versions: tuple[int, int]) -> None:
+    result = runner.invoke(app, ["list"])  # CliRunner's stdout is not a terminal, like a pipe or a CI log
+    assert result.exit_code == 0, result.output
+    header = next(line for line in result.stdout.splitlines() if "version" in line and "ndcg@10" in line)
+    assert "recall@10" in header and "created (UTC)" in header
+    assert "0.4000" in result.stdout and "0.5000" in result.stdout and "champion" in result.stdout
+    assert "…" not in result.stdout, result.stdout  # nothing cut to fit 80 columns
+
+
 def test_promote_and_rollback_record_actor_and_reason(two_versions: tuple[int, int]) -> None:
     first, second = two_versions
     promoted = _json("promote", str(second), "--reason", "better offline", "--actor", "carol")
