@@ -18,7 +18,8 @@ Trains a new candidate from the clean events in the lake and records it in the r
 Runs when the features Asset is updated (`features_daily` published a day) and weekly as a fallback.
 
 1. **plan**: run folder `models/<run id>/`, the champion to warm-start from; skips the run when the
-   champion already covers the latest feature day (unless `force`).
+   champion already covers the latest feature day, unless `force` (empty `force`: manual runs, from the UI,
+   the REST API, the CLI or slo_monitor, retrain; scheduled and asset-triggered ones skip).
 2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), training histories with
    first-interaction times, early-stopping split (a hash of user and item: the same pairs in every run,
    so a warm start is never validated on items its parent learnt) and the holdout of `protocol`
@@ -78,14 +79,17 @@ def _params() -> dict:
                                 description="max student epochs (distilled and control); empty = settings"),
         "protocol": Param("temporal", type="string", enum=["temporal", "msr"],
                           description="holdout for evaluation and gates: temporal (last holdout_days) or msr (75/25 by item)"),
-        "force": Param(False, type="boolean",
-                       description="retrain even when the champion was trained on the latest feature day already"),
+        "force": Param(None, type=["null", "boolean"],
+                       description="retrain even when the champion was trained on the latest feature day already; "
+                                   "empty = yes for a run someone asked for (the UI, the REST API, the CLI, slo_monitor), "
+                                   "no for scheduled and asset-triggered runs"),
         "warm_start": Param(True, type="boolean", description="start from the champion's weights (new ids get new rows)"),
         "refit_on_all": Param(None, type=["null", "boolean"],
                               description="serve a refit on all interactions once the gates passed; empty = settings "
                                           "(training.refit_on_all)"),
-        "reason": Param("", type="string",
-                        description="why this run was started (slo_monitor writes its stale-model or drift finding here)"),
+        "reason": Param(None, type=["null", "string"],
+                        description="why this run was started, optional (slo_monitor writes its stale-model or drift "
+                                    "finding here)"),
         "trigger_release": Param(True, type="boolean",
                                  description="hand a passing candidate to the release DAG (the first model is promoted directly)"),
     },
@@ -103,7 +107,8 @@ def retrain():
             import logging
 
             logging.getLogger(__name__).info("retrain requested: %s", params["reason"])
-        planned = plan_run(_settings(), params, get_current_context()["dag_run"].run_id)
+        dag_run = get_current_context()["dag_run"]
+        planned = plan_run(_settings(), params, dag_run.run_id, getattr(dag_run.run_type, "value", dag_run.run_type))
         if planned.get("skip"):
             raise AirflowSkipException(planned["skip"])
         return planned

@@ -104,7 +104,7 @@ def slo_monitor():
         skip_when_already_exists=True,
         conf={"reason": "{{ ti.xcom_pull(task_ids='evaluate')['retrain_reasons'] | join('; ') }}"},
         wait_for_completion=False,
-        doc_md="Starts `retrain` (stale or drifted model); `retrain` itself skips when no new features landed.",
+        doc_md="Starts `retrain` (stale or drifted model) as a manual run: it retrains even on the same data.",
     )
 
     status = evaluate(collect())

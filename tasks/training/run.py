@@ -22,17 +22,24 @@ def latest_event_day(layout: Layout) -> str | None:
     return days[-1] if days else None
 
 
-def plan_run(settings: Settings, params: dict, dag_run_id: str) -> dict:
-    """{"run_dir", "dag_run_id", "champion_bundle", "parent_bundle", "parent_version"} or {"skip": why}."""
+def plan_run(settings: Settings, params: dict, dag_run_id: str, run_type: str = "manual") -> dict:
+    """{"run_dir", "dag_run_id", "champion_bundle", "parent_bundle", "parent_version"} or {"skip": why}.
+
+    ``params["force"]`` empty: a run someone asked for (Airflow run type ``manual``: the UI, the REST API, the
+    CLI, slo_monitor's trigger) retrains; scheduled and asset-triggered runs skip when the champion already
+    covers the newest feature day."""
     from freshrec.registry import open_registry
 
+    force = params.get("force")
+    if force is None:
+        force = run_type == "manual"
     layout = Layout(settings.home)
     with open_registry(settings) as registry:
         champion = registry.serving_state().champion
     latest_day = latest_event_day(layout)
-    if champion is not None and latest_day is not None and not params.get("force"):
+    if champion is not None and latest_day is not None and not force:
         if champion.lineage.get("events_through") == latest_day:
-            return {"skip": f"champion v{champion.version} was trained on events through {latest_day} already; use force"}
+            return {"skip": f"champion v{champion.version} was trained on events through {latest_day} already (set force to retrain on the same data)"}
     run_dir = layout.models / run_id(dag_run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
     warm = champion is not None and params.get("warm_start", True)

@@ -30,6 +30,7 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     from freshrec.registry import open_registry
     from freshrec.settings import get_settings
     from tasks.export.bundle import verify_bundle
+    from tasks.training.run import plan_run
 
     conf = {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False}
     assert run_dag("retrain", conf) == "success"
@@ -51,10 +52,16 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert 0.0 <= champion.metrics["ndcg@10"] <= 1.0
     assert (tiny_lake / "reports" / "retrain" / bundle.name / "report.png").is_file()
 
-    # Same data again: nothing new, so the run skips unless forced; forced, it warm-starts from v1.
-    assert run_dag("retrain", conf) == "success"
+    # Same data again: with force off the run skips (what scheduled and asset-triggered runs do when force is
+    # empty); forced, it warm-starts from v1.
+    assert run_dag("retrain", {**conf, "force": False}) == "success"
     with open_registry(get_settings()) as registry:
         assert len(registry.list_versions()) == 1
+    for run_type, skips in (("asset_triggered", True), ("scheduled", True), ("manual", False)):
+        planned = plan_run(get_settings(), {"force": None}, f"plan-{run_type}", run_type)
+        assert ("skip" in planned) is skips, (run_type, planned)
+        if not skips:
+            Path(planned["run_dir"]).rmdir()
     assert run_dag("retrain", {**conf, "force": True, "refit_on_all": False}) == "success"
     with open_registry(get_settings()) as registry:
         second = registry.get_version(2)
