@@ -23,7 +23,8 @@ class RecommendRequest(BaseModel):
 
 class ScoredItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(description="the model's score; in a cold_start answer, the item's share of the "
+                                     "snapshot's interactions (0..1)")
 
 
 class RecommendResponse(BaseModel):
@@ -31,6 +32,9 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     model_version: str
     variant: Literal["champion", "canary"]
+    reason: Literal["personalised", "cold_start"] = Field(
+        description="personalised: the model scored the user's history (snapshot and live events); cold_start: "
+                    "no history the model knows, so the most popular items")
 
 
 class ScoreRequest(BaseModel):

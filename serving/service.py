@@ -90,7 +90,8 @@ class RecommendationService:
                 self._metrics.response_children(variant, version)[1].inc()
                 return cached
         history, seen, seen_positions = self._user_state(served, user_id, tail, exclude_seen)
-        if history is None or history.size == 0:
+        cold = history is None or history.size == 0
+        if cold:
             items, scores = _cold_start(served, k, seen)
         else:
             row_scores = await served.batcher.score(history)
@@ -105,6 +106,7 @@ class RecommendationService:
                 "items": [{"item_id": item_ids[i - 1], "score": s} for i, s in zip(items.tolist(), scores.tolist())],
                 "model_version": version,
                 "variant": variant,
+                "reason": "cold_start" if cold else "personalised",
             }
         )
         if cacheable:
@@ -177,7 +179,7 @@ def route_user(table: RoutingTable, user_id: str) -> Route:
 
 
 def _cold_start(served: ServedVersion, k: int, seen: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The most popular items (minus the seen ones), scored by their popularity."""
+    """The most popular items (minus the seen ones), scored by their share of the snapshot's interactions."""
     users = served.users
     if seen is None or seen.size == 0:
         return users.popular[:k], users.popular_scores[:k]

@@ -83,8 +83,8 @@ class UserTable:
     history: Ragged  # per user: item indices, oldest first, unknown items dropped
     seen: Ragged  # per user: distinct item indices
     popular: np.ndarray  # int64 item indices, most popular first (cold start)
-    popular_scores: np.ndarray  # float32 popularity of ``popular``
-    popularity_of: np.ndarray  # float32 [n_items + 1]: popularity by item index (cold-start scores)
+    popular_scores: np.ndarray  # float32 share of the interactions of ``popular`` (sums to 1)
+    popularity_of: np.ndarray  # float32 [n_items + 1]: that share by item index (cold-start scores)
     watermark: Watermark
 
     def row(self, user_id: str) -> int | None:
@@ -116,7 +116,10 @@ def bind_snapshot(snapshot: OnlineSnapshot, item_ids: list[str], history_length:
         popular = np.arange(1, len(item_ids) + 1, dtype=np.int64)
         popular_scores = np.zeros(popular.size, dtype=np.float32)
     else:
-        popular_scores = snapshot.popularity[keep][order].astype(np.float32)
+        # A share of the interactions (0..1), not a raw count: cold-start scores stay on a bounded scale
+        # whatever the traffic, like the model's.
+        counts = snapshot.popularity[keep][order]
+        popular_scores = (counts / counts.sum() if counts.sum() > 0 else counts).astype(np.float32)
     popularity_of = np.zeros(len(item_ids) + 1, dtype=np.float32)
     popularity_of[popular] = popular_scores
     return UserTable(

@@ -46,7 +46,15 @@ def test_scores_match_the_model(server, world: World) -> None:
 def test_cold_start_user_gets_popular_items(server, world: World) -> None:
     r = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "never-seen", "k": 5})
     assert r.status_code == 200
-    assert [i["item_id"] for i in r.json()["items"]] == world.items[:5]  # popularity order of the snapshot
+    body = r.json()
+    assert [i["item_id"] for i in body["items"]] == world.items[:5]  # popularity order of the snapshot
+    assert body["reason"] == "cold_start"
+    shares = [i["score"] for i in body["items"]]  # each item's share of the snapshot's interactions
+    assert shares == sorted(shares, reverse=True) and 0 < shares[-1] <= shares[0] < 1
+    cold_scores = httpx.post(f"{server.url}/v1/score", json={"user_id": "never-seen", "item_ids": world.items[:5]})
+    assert cold_scores.json()["scores"] == pytest.approx(shares)
+    personal = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 5}).json()
+    assert personal["reason"] == "personalised"
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,8 @@ def test_bind_snapshot_maps_truncates_and_deduplicates() -> None:
     table = bind_snapshot(snapshot, ["x", "y", "z"], history_length=2)
     assert [table.history[r].tolist() for r in range(3)] == [[2, 3], [], [3]]
     assert [table.seen[r].tolist() for r in range(3)] == [[1, 3], [], []]
-    assert table.popular.tolist() == [1, 3] and table.popular_scores.tolist() == [3.0, 1.0]
-    assert table.popularity_of.tolist() == [0.0, 3.0, 0.0, 1.0]
+    assert table.popular.tolist() == [1, 3] and table.popular_scores.tolist() == [0.75, 0.25]
+    assert table.popularity_of.tolist() == [0.0, 0.75, 0.0, 0.25]
     assert table.row("b") == 1 and table.row("nobody") is None
 
 
