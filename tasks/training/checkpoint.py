@@ -10,12 +10,14 @@ beside them as ``<name>.eval.pt`` and ``student.eval.int8.onnx``.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from freshrec.errors import ArtifactIntegrityError
 from tasks.training.models import build_model, config_dict
 
 CHECKPOINTS = {"teacher": "teacher.pt", "student": "student.pt"}
@@ -31,7 +33,7 @@ class RunPaths:
 
     @property
     def data(self) -> Path:
-        return self.work / "data.pkl"
+        return self.work / "training_set.npz"
 
     def checkpoint(self, name: str) -> Path:
         # teacher and student stay in the bundle (the next run warm-starts from them); the control is scratch
@@ -63,8 +65,18 @@ def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None) -> 
     return path
 
 
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's payload: tensors, numbers, strings, lists and dicts only. A parent checkpoint comes from
+    shared storage, so unpickling arbitrary objects (code execution) is refused, not just avoided."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message is a page of advice; its last line says what was found
+        found = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line), str(exc))
+        raise ArtifactIntegrityError(f"{path}: not a plain checkpoint (tensors and plain values only); {found}") from None
+
+
 def load_checkpoint(path: Path, categories: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     model = build_model(payload["config"], categories)
     model.load_state_dict(payload["state"])
     return model.eval(), payload

@@ -27,7 +27,7 @@ from freshrec.settings import Settings
 from tasks.evaluation.metrics import ranking_metrics
 from tasks.evaluation.ranking import top_k
 from tasks.training import prepare as prep
-from tasks.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint, warm_started
+from tasks.training.checkpoint import RunPaths, load_checkpoint, read_checkpoint, save_checkpoint, warm_started
 from tasks.training.dataset import Vocab, item_categories, read_clean_events
 from tasks.training.ease import WideConfig, WideGrams, select_wide
 from tasks.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
@@ -76,7 +76,7 @@ def _parent(parent_bundle: Path | None, name: str, holdout_trained: bool = True)
     files = ([f"{name}.eval.pt"] if holdout_trained else []) + [f"{name}.pt"]
     for file in files:
         if (parent_bundle / file).is_file():
-            return torch.load(parent_bundle / file, map_location="cpu", weights_only=False)
+            return read_checkpoint(parent_bundle / file)
     return None
 
 

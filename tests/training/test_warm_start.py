@@ -109,3 +109,21 @@ def test_validation_split_is_stable_across_runs_so_a_parent_never_trained_on_it(
 def _forced_only(parent, child) -> set:
     """Pairs of users who had fewer than 5 items in the parent (never validated there) may switch sides."""
     return {(u, parent.vocab.items[i - 1]) for u, h in parent.train.items() if len(h) < 5 for i in h}
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("a checkpoint ran code",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from freshrec.errors import ArtifactIntegrityError
+    from tasks.training.checkpoint import read_checkpoint, save_checkpoint
+
+    plain = save_checkpoint(Student(StudentConfig(n_items=5, dim=4)), tmp_path / "student.pt", {"pruned": [1, 2]})
+    payload = read_checkpoint(plain)
+    assert set(payload) == {"config", "state", "pruned"} and payload["pruned"] == [1, 2]
+    torch.save({"config": _RunsCode(), "state": {}}, tmp_path / "evil.pt")
+    with pytest.raises(ArtifactIntegrityError, match="not a plain checkpoint.*print"):
+        read_checkpoint(tmp_path / "evil.pt")
+    assert "ran code" not in capsys.readouterr().out
