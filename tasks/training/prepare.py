@@ -2,12 +2,14 @@
 and every interaction's histories (the refit of the served models once the gates have passed).
 
 ``prepare`` is pure (interactions in, ``TrainingData`` out); ``save``/``load`` move it between the
-DAG's tasks as one file in the run's work folder (XCom carries only its path).
+DAG's tasks as one .npz file in the run's work folder, no pickle (XCom carries only its path).
 """
 
 from __future__ import annotations
 
-import pickle
+import dataclasses
+import json
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from freshrec.errors import DataValidationError
 from tasks.evaluation.protocols import COLD_USER_MAX_HISTORY, Splitter, make_holdout, relevant_unseen
 from tasks.training.dataset import Vocab, build_vocab, pad_histories, timed_histories
 from tasks.training.trainer import Validation
@@ -189,13 +192,66 @@ def training_data_facts(data: TrainingData, served_on_all: bool) -> dict:
     }
 
 
+# One .npz, no pickle: arrays as they are, lists and dicts of 1-D arrays as one concatenated array plus
+# lengths (and keys), everything else as JSON in the "meta" entry. Loading never executes anything.
+_CLASSES = {cls.__name__: cls for cls in (TrainingData, Vocab, Validation, EvalSet)}
+FORMAT = "freshrec.training_set/1"
+
+
+def _arrays_only(values: list) -> bool:
+    return bool(values) and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in values)
+
+
+def _encode(value, key: str, arrays: dict[str, np.ndarray]):
+    if dataclasses.is_dataclass(value):
+        return {"class": type(value).__name__,
+                "fields": {f.name: _encode(getattr(value, f.name), f"{key}.{f.name}", arrays) for f in dataclasses.fields(value)}}
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"array": key}
+    if isinstance(value, dict) and _arrays_only(list(value.values())):
+        _ragged(list(value.values()), key, arrays)
+        return {"ragged_dict": key, "keys": list(value)}
+    if isinstance(value, list) and _arrays_only(value):
+        _ragged(value, key, arrays)
+        return {"ragged": key}
+    return {"json": value}
+
+
+def _ragged(values: list[np.ndarray], key: str, arrays: dict[str, np.ndarray]) -> None:
+    arrays[f"{key}/values"] = np.concatenate(values)
+    arrays[f"{key}/lengths"] = np.array([v.size for v in values], dtype=np.int64)
+
+
+def _decode(node: dict, arrays):
+    if "class" in node:
+        return _CLASSES[node["class"]](**{name: _decode(child, arrays) for name, child in node["fields"].items()})
+    if "array" in node:
+        return arrays[node["array"]]
+    if "ragged" in node or "ragged_dict" in node:
+        key = node.get("ragged") or node["ragged_dict"]
+        parts = np.split(arrays[f"{key}/values"], np.cumsum(arrays[f"{key}/lengths"])[:-1])
+        return dict(zip(node["keys"], parts)) if "ragged_dict" in node else parts
+    return node["json"]
+
+
 def save(data: TrainingData, path: Path) -> Path:
+    arrays: dict[str, np.ndarray] = {}
+    tree = _encode(data, "data", arrays)
+    meta = json.dumps({"format": FORMAT, "tree": tree}, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
-        pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        np.savez(fh, meta=np.array(meta), **arrays)
     return path
 
 
 def load(path: Path) -> TrainingData:
-    with path.open("rb") as fh:
-        return pickle.load(fh)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"])) if "meta" in stored.files else {}
+            arrays = {name: stored[name] for name in stored.files if name != "meta"}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataValidationError(f"{path}: not a readable training set ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise DataValidationError(f"{path}: not a {FORMAT} file (rebuild the datasets with this code version)")
+    return _decode(meta["tree"], arrays)

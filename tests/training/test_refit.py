@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tests.training.lake import clustered_events, write_clean_lake, write_item_meta
@@ -99,3 +100,44 @@ def test_refit_runs_only_after_passing_gates_and_when_enabled(tmp_path: Path) ->
     assert "off" in refit_reason(load_settings(home=tmp_path, training={"refit_on_all": False}), run)
     assert "off" in refit_reason(settings, run, enabled=False)
     assert refit_reason(load_settings(home=tmp_path, training={"refit_on_all": False}), run, enabled=True) is None
+
+
+def _assert_same(a, b, where: str = "data") -> None:
+    import dataclasses
+
+    if dataclasses.is_dataclass(a):
+        assert type(a) is type(b), where
+        for f in dataclasses.fields(a):
+            _assert_same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_training_set_round_trips_without_pickle(tmp_path: Path) -> None:
+    from tasks.training import prepare as prep
+    from tasks.training.dataset import normalise_interactions
+
+    events = normalise_interactions(clustered_events(users=20, items=16, days=5))
+    data = prep.prepare(events, "temporal", 1, 64, 42, lambda vocab: np.zeros((vocab.n_items + 1, 1), np.float32))
+    path = prep.save(data, tmp_path / "training_set.npz")
+    with np.load(path, allow_pickle=False) as stored:  # every entry loads without pickle
+        assert all(stored[name].dtype != object for name in stored.files)
+    _assert_same(data, prep.load(path))
+    from freshrec.errors import DataValidationError
+
+    (tmp_path / "garbage.npz").write_bytes(b"not a training set")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    for name in ("garbage.npz", "other.npz"):
+        with pytest.raises(DataValidationError, match=name):
+            prep.load(tmp_path / name)
