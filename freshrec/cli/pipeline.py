@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -52,6 +58,44 @@ def _date(value: str | None, option: str) -> dt.date | None:
         raise InvalidInput(f"{option}: expected YYYY-MM-DD, got {value!r}") from None
 
 
+@contextlib.contextmanager
+def _output(log: Path | None) -> Iterator[Console]:
+    """The console for stage lines. With ``log``, everything else the run prints (Airflow's task logs,
+    Spark's JVM, training progress, warnings) goes to that file instead, down to the file descriptors."""
+    if log is None:
+        yield out
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield Console(file=terminal)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (target, *saved):
+            os.close(fd)
+        terminal.close()
+
+
+@contextlib.contextmanager
+def _stage(console: Console, title: str) -> Iterator[None]:
+    """One line per stage, its time once done; a spinner meanwhile on a terminal that shows nothing else
+    (with --log: without it, the task logs scroll by)."""
+    started = time.monotonic()
+    console.print(title)
+    with console.status(f"{title} ...") if console.is_terminal and console is not out else contextlib.nullcontext():
+        yield
+    console.print(f"  done in {time.monotonic() - started:.0f} s")
+
+
 @app.command("run")
 def run(
     from_: Annotated[Optional[str], typer.Option("--from", help="first event day (YYYY-MM-DD); default: first day in the lake")] = None,
@@ -60,56 +104,65 @@ def run(
     skip_if_current: Annotated[bool, typer.Option(
         "--skip-if-current", help="skip retrain when the champion already covers the newest feature day (what "
         "scheduled runs do); by default a manual run always retrains")] = False,
+    log: Annotated[Optional[Path], typer.Option(
+        "--log", help="append Airflow's task logs, Spark's and training's output to this file; the terminal "
+        "shows one line per stage")] = None,
 ) -> None:
     """Run features for each day (after landing the ingestion log), then retrain, then release, in-process
     against FRESHREC_HOME."""
-    from dags._local import configure_airflow, run_dag
-
     settings = get_settings()
-    configure_airflow(settings)
     chosen = parse_stages(stages)
     start, end = _date(from_, "--from"), _date(to, "--to")
-    layout = Layout(settings.home)
+    details = f"the log {log}" if log else "the task log above"
+    with _output(log) as console:
+        _run(settings, console, chosen, start, end, skip_if_current, details)
 
+
+def _run(settings, console: Console, chosen: list[str], start: dt.date | None, end: dt.date | None,
+         skip_if_current: bool, details: str) -> None:
+    from dags._local import configure_airflow, run_dag
+
+    configure_airflow(settings)
+    layout = Layout(settings.home)
     if "features" in chosen:
-        _land_ingestion_log(settings)
+        _land_ingestion_log(settings, console)
         first, last = resolve_days(layout.raw_days(), start, end)
-        out.print(f"[bold]features[/] {first} .. {last}")
-        state = run_dag("features_daily", {"from_ds": first.isoformat(), "to_ds": last.isoformat()})
+        with _stage(console, f"[bold]features[/] {first} .. {last}"):
+            state = run_dag("features_daily", {"from_ds": first.isoformat(), "to_ds": last.isoformat()})
         if state != "success":
             raise DataValidationError(
                 f"features_daily {first}..{last} ended {state}: validation stopped the run or a task failed; "
-                f"nothing was published for the failing day (see the task log above and {layout.data_docs})"
+                f"nothing was published for the failing day (see {details} and {layout.data_docs})"
             )
     new_versions: list[str] = []
     if "retrain" in chosen:
         before = _known_versions(settings)
-        out.print("[bold]retrain[/]")
-        state = run_dag("retrain", {"trigger_release": False, "force": not skip_if_current})
+        with _stage(console, "[bold]retrain[/] (teacher, distilled student, gates, int8 export)"):
+            state = run_dag("retrain", {"trigger_release": False, "force": not skip_if_current})
         if state != "success":
-            raise StageFailed(f"retrain ended {state}; see the task log above")
+            raise StageFailed(f"retrain ended {state}; see {details}")
         new_versions = sorted(set(_known_versions(settings)) - set(before), key=int)
         _fail_when_all_rejected(settings, new_versions)
         if new_versions:
-            out.print(f"retrain registered version(s) {', '.join(new_versions)}")
+            console.print(f"retrain registered version(s) {', '.join(new_versions)}")
         else:
-            out.print("[yellow]retrain made no new version[/] (the champion already covers the newest feature day)")
+            console.print("[yellow]retrain made no new version[/] (the champion already covers the newest feature day)")
     if "release" in chosen:
         for version in _versions_to_release(settings, new_versions if "retrain" in chosen else None):
-            out.print(f"[bold]release[/] version {version}")
-            state = run_dag("release", {"version": version})
+            with _stage(console, f"[bold]release[/] version {version}"):
+                state = run_dag("release", {"version": version})
             if state != "success":
-                raise StageFailed(f"release of version {version} ended {state}")
-    out.print("[green]pipeline done[/]")
+                raise StageFailed(f"release of version {version} ended {state}; see {details}")
+    console.print("[green]pipeline done[/]")
 
 
-def _land_ingestion_log(settings) -> None:
+def _land_ingestion_log(settings, console: Console) -> None:
     """Events posted to the API reach the raw lake here, before the day range is read from it."""
     from tasks.features.runs import land_stream
 
     summary = land_stream(settings)
     if "skipped" not in summary:
-        out.print(f"[bold]landing[/] the ingestion log: {sum(summary['events'].values())} event(s) into "
+        console.print(f"[bold]landing[/] the ingestion log: {sum(summary['events'].values())} event(s) into "
                   f"{', '.join(summary['events']) or 'no day'}")
 
 

@@ -146,8 +146,9 @@ bootstrap_champion() {
     return 0
   fi
   need_cli pipeline run
-  echo "    no champion yet: running the pipeline once (features -> retrain -> release); log $LOG_DIR/bootstrap.log"
-  freshrec pipeline run 2>&1 | tee -a "$LOG_DIR/bootstrap.log"
+  echo "    no champion yet: running the pipeline once (features -> retrain -> release, a few minutes)"
+  echo "    details: $LOG_DIR/bootstrap.log"
+  freshrec pipeline run --log "$LOG_DIR/bootstrap.log"
   has_champion || die "the bootstrap pipeline finished without a champion (see $LOG_DIR/bootstrap.log)"
 }
 

@@ -49,7 +49,12 @@ def test_slice_end_to_end(stack_env: dict) -> None:
          "--users", "300", "--items", "150", "--events-per-day", "3000", "--seed", "11")
     assert len(list(events.glob("ds=*"))) == 4
 
-    _cli(stack_env, "pipeline", "run", "--stages", "features,retrain")
+    log = home / "logs" / "pipeline.log"
+    ran = _cli(stack_env, "pipeline", "run", "--stages", "features,retrain", "--log", str(log))
+    # The terminal gets a line per stage (what `make up` shows); Airflow's task logs and Spark go to the file.
+    shown = (ran.stdout + ran.stderr).splitlines()
+    assert len(shown) <= 8 and "pipeline done" in ran.stdout and "done in" in ran.stdout, shown
+    assert "[DAG TEST]" in log.read_text() and "[DAG TEST]" not in ran.stdout + ran.stderr
     manifests = sorted((home / "lake" / "features").glob("ds=*/_manifest.json"))
     assert len(manifests) == 4
     manifest = json.loads(manifests[-1].read_text())
