@@ -17,8 +17,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from freshrec.errors import Conflict, InvalidInput, NotFound
+from freshrec.errors import ArtifactIntegrityError, Conflict, InvalidInput, NotFound
 from freshrec.registry import inputs
+from freshrec.registry.integrity import verify_version
 from freshrec.registry.models import ALIAS_NAMES, Alias, Artifact, AuditEntryRow, Lineage, Metric, Model, Verdict, Version
 from freshrec.registry.reads import VERSION_LOADS, version_view
 from freshrec.registry.transaction import AliasChange, append_audit
@@ -170,8 +171,10 @@ class Registry:
         self, version: int | str, weight: float, actor: str | None = None, reason: str | None = None,
         *, shadow: bool = False, expected_generation: int | None = None,
     ) -> VersionView:
-        """candidate -> canary with ``weight`` percent of traffic (``shadow``: mirrored, not served)."""
+        """candidate -> canary with ``weight`` percent of traffic (``shadow``: mirrored, not served).
+        Refused (Conflict) unless every artifact of the version verifies."""
         number, weight = parse_version(version), inputs.check_weight(weight)
+        self._verify_before_serving(number, "start a canary of")
 
         def change(session: Session, txn: AliasChange) -> None:
             self._load(session, number)
@@ -205,8 +208,10 @@ class Registry:
         self, version: int | str, actor: str | None = None, reason: str | None = None,
         *, expected_generation: int | None = None,
     ) -> VersionView:
-        """champion <- version, previous <- old champion (archived, stays loadable), canary cleared."""
+        """champion <- version, previous <- old champion (archived, stays loadable), canary cleared.
+        Refused (Conflict) unless every artifact of the version verifies."""
         number = parse_version(version)
+        self._verify_before_serving(number, "promote")
 
         def change(session: Session, txn: AliasChange) -> None:
             self._load(session, number)
@@ -337,6 +342,15 @@ class Registry:
             if "locked" not in str(exc.orig):
                 raise
             raise Conflict("the registry database stayed locked by another writer; nothing was changed, retry") from exc
+
+    def _verify_before_serving(self, number: int, action: str) -> None:
+        """Serving must never be pointed at a version it cannot load: hash its files first (outside the
+        alias transaction: hashing takes as long as the files are big)."""
+        view = self.get_version(number)
+        try:
+            verify_version(view.artifacts, view.bundle_dir)
+        except ArtifactIntegrityError as exc:
+            raise Conflict(f"cannot {action} version {number}: {exc.message}") from exc
 
     def _load(self, session: Session, number: int) -> Version:
         row = session.execute(

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 from freshrec.registry import sha256_file
+from freshrec.registry.integrity import SHA256SUMS, bundle_mismatches
 from freshrec.schemas import BUNDLE_CARD, BUNDLE_VOCAB
 from tasks.training.checkpoint import RunPaths
 
-SHA256SUMS = "SHA256SUMS"
 # registry variant -> file in the bundle
 VARIANT_FILES = {"fp32": "student.fp32.onnx", "int8": "student.int8.onnx", "fp16": "student.fp16.onnx", "teacher": "teacher.fp32.onnx"}
 EVAL_FILES = ("student.eval.int8.onnx", "student.eval.pt", "teacher.eval.pt")
@@ -48,12 +48,7 @@ def write_card(run_dir: Path, card: dict) -> Path:
 
 def verify_bundle(run_dir: Path) -> list[str]:
     """Names whose sha256 no longer matches SHA256SUMS (empty when the bundle is intact)."""
-    bad = []
-    for line in (run_dir / SHA256SUMS).read_text().splitlines():
-        sha, name = line.split("  ", 1)
-        if not (run_dir / name).is_file() or sha256_file(run_dir / name) != sha:
-            bad.append(name)
-    return bad
+    return bundle_mismatches(run_dir)
 
 
 def register(registry, run_dir: Path, metrics: dict, lineage: dict, card: dict, actor: str = "retrain"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.errors import ArtifactIntegrityError, InvalidInput
+from freshrec.errors import ArtifactIntegrityError, Conflict, InvalidInput
 from freshrec.registry import Registry, verify_artifact
 from tests.registry.conftest import artifact_specs
 
@@ -37,3 +37,36 @@ def test_registration_refuses_a_wrong_checksum(registry: Registry, bundle: Path)
     with pytest.raises(InvalidInput, match="sha256"):
         registry.register_candidate(bundle, {"fp32": spec}, {}, {}, {}, "t")
     assert registry.list_versions() == []
+
+
+def _second_bundle(bundle: Path) -> Path:
+    other = bundle.parent / "bundle-2"
+    other.mkdir()
+    for path in bundle.iterdir():
+        (other / path.name).write_bytes(path.read_bytes() + b"-2")
+    return other
+
+
+def test_promotion_and_canary_are_refused_unless_every_file_verifies(registry: Registry, bundle: Path) -> None:
+    from freshrec.registry.integrity import SHA256SUMS, sha256_file
+
+    first = registry.register_candidate(bundle, artifact_specs(bundle), {}, {}, {}, "t")
+    registry.promote(first.version, "t", "first")
+    other = _second_bundle(bundle)
+    (other / "vocab.json").write_text('{"items": ["a", "b"]}')
+    (other / SHA256SUMS).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(other.iterdir())))
+    second = registry.register_candidate(other, artifact_specs(other), {}, {}, {}, "t")
+
+    (other / "student.int8.onnx").write_bytes(b"truncated")  # a registered artifact changed
+    for move in (lambda: registry.promote(second.version, "t"), lambda: registry.start_canary(second.version, 10, "t")):
+        with pytest.raises(Conflict, match=f"version {second.version}.*student.int8.onnx"):
+            move()
+    state = registry.serving_state()
+    assert state.champion.version == first.version and state.canary is None and state.generation == 1
+
+    (other / "student.int8.onnx").write_bytes(b"int8-2")  # restored; now a file only SHA256SUMS covers changes
+    (other / "vocab.json").write_text('{"items": ["b", "a"]}')
+    with pytest.raises(Conflict, match="vocab.json"):
+        registry.promote(second.version, "t")
+    (other / "vocab.json").write_text('{"items": ["a", "b"]}')
+    assert registry.promote(second.version, "t").state == "champion"

@@ -8,7 +8,9 @@ import time
 from collections import Counter
 
 import httpx
+import pytest
 
+from freshrec.errors import Conflict
 from freshrec.layout import Layout
 from tests.serving.builders import served_variant, write_snapshot
 from tests.serving.conftest import RunningServer, World, admin_headers
@@ -71,11 +73,17 @@ def test_promotion_under_load_drops_nothing(server, world: World, champion: str)
     assert httpx.get(f"{server.url}/metrics").text.count("freshrec_model_load_failures_total{") == before
 
 
-def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, world: World, champion: str) -> None:
+def test_corrupted_artifact_is_refused_while_the_old_version_serves(server, world: World, champion: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     bad = world.register("run-2", seed=2)
     artifact = world.home / "models" / "run-2" / f"student.{served_variant()[0]}.onnx"
     original = artifact.read_bytes()
     artifact.write_bytes(original[:-16] + b"corrupted-bytes!")
+    with pytest.raises(Conflict, match="cannot promote"):  # the registry checks every file first
+        world.registry.promote(bad, actor="test", reason="bad artifact")
+    # A file damaged after its promotion (on shared storage, say) reaches serving all the same: it must
+    # refuse it at load. That is the case below: the registry's check passes as it did at promotion time.
+    monkeypatch.setattr(type(world.registry), "_verify_before_serving", lambda *_: None)
 
     def promote_and_reconcile() -> None:
         world.registry.promote(bad, actor="test", reason="bad artifact")
