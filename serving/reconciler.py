@@ -148,6 +148,12 @@ class Reconciler:
                 )
         canary = await served(desired.canary)
         previous = await served(desired.previous)
+        if champion is None and previous is not None and desired.champion is not None:
+            # Nothing serves yet (a start) and the champion cannot load: `previous` answers in its place, the
+            # champion is retried (it stays in "missing"), rather than every request getting a 503.
+            log.error("champion %s cannot load; serving previous %s until it can", desired.champion.version,
+                      previous.version)
+            champion = previous
         wanted = [v for v in (desired.champion, desired.canary, desired.previous) if v is not None]
         return RoutingTable(
             champion=champion,

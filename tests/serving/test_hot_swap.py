@@ -141,3 +141,18 @@ def test_unreadable_snapshot_keeps_the_old_one(server, world: World) -> None:
     r = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers())
     assert r.status_code == 200 and r.json()["snapshot"] == "snap-1"
     assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 3}).status_code == 200
+
+
+def test_a_start_with_a_broken_champion_serves_previous(world: World, champion: str) -> None:
+    from tests.serving.conftest import RunningServer
+
+    newer = world.register("run-2", seed=2)
+    world.registry.promote(newer, actor="test", reason="newer")  # champion -> previous
+    artifact = world.home / "models" / "run-2" / f"student.{served_variant()[0]}.onnx"
+    artifact.write_bytes(artifact.read_bytes()[:-16] + b"corrupted-bytes!")  # damaged after its promotion
+    with RunningServer(world.settings) as server:  # a restart: nothing loaded yet
+        r = httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 3})
+        assert r.status_code == 200 and r.json()["model_version"] == champion, r.text
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        described = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers()).json()
+        assert described["missing"] == [newer] and [f["version"] for f in described["refused"]] == [newer]
