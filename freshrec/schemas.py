@@ -24,4 +24,5 @@ PAD_INDEX: Final = 0
 # Files of a model bundle directory (models/<run>/).
 BUNDLE_VOCAB: Final = "vocab.json"          # {"items": [...item_id], "users": [...user_id]}
 BUNDLE_CARD: Final = "model_card.json"
+SHA256SUMS: Final = "SHA256SUMS"            # "<sha256>  <file>" for every bundle file, the card included
 ARTIFACT_VARIANTS: Final = ("fp32", "int8", "fp16")

@@ -8,6 +8,7 @@ the same model (``rebind``) without reloading it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 from concurrent.futures import Executor
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from freshrec.errors import ArtifactIntegrityError, NotFound
-from freshrec.schemas import BUNDLE_VOCAB
+from freshrec.schemas import BUNDLE_VOCAB, SHA256SUMS
 from freshrec.settings import Settings
 from serving.batcher import BatchObserver, MicroBatcher, ScoreJob
 from serving.execution import Scorer, build_scorer, default_variant, warm_up
@@ -77,9 +78,18 @@ def pick_artifact(desired: DesiredVersion, configured: str, providers: list[str]
 
 
 def read_vocab_items(bundle_dir: Path) -> list[str]:
+    """The model's item ids, from the bytes the bundle's SHA256SUMS vouches for (when it has one): an
+    edited vocabulary would silently map every score to the wrong item."""
     path = bundle_dir / BUNDLE_VOCAB
     try:
-        items = json.loads(path.read_text())["items"]
+        raw = path.read_bytes()
+        sums = bundle_dir / SHA256SUMS
+        if sums.is_file():
+            expected = next((line.split("  ", 1)[0] for line in sums.read_text().splitlines()
+                             if line.split("  ", 1)[-1] == BUNDLE_VOCAB), None)
+            if expected is None or hashlib.sha256(raw).hexdigest() != expected:
+                raise ArtifactIntegrityError(f"the item vocabulary {path} does not match the bundle's {SHA256SUMS}")
+        items = json.loads(raw)["items"]
     except (OSError, ValueError, KeyError) as exc:
         raise ArtifactIntegrityError(f"cannot read the item vocabulary {path}: {exc}") from exc
     return [str(i) for i in items]

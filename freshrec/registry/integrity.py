@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from freshrec.errors import ArtifactIntegrityError
+from freshrec.schemas import SHA256SUMS
 from freshrec.registry.views import ArtifactView
 
 _CHUNK = 1 << 20
@@ -39,8 +40,6 @@ def verify_artifact(artifact: ArtifactView) -> None:
             details={"uri": str(path), "expected_sha256": artifact.sha256, "sha256": actual},
         )
 
-
-SHA256SUMS = "SHA256SUMS"
 
 
 def bundle_mismatches(bundle_dir: Path) -> list[str]:

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from freshrec.registry import sha256_file
-from freshrec.registry.integrity import SHA256SUMS, bundle_mismatches
-from freshrec.schemas import BUNDLE_CARD, BUNDLE_VOCAB
+from freshrec.registry.integrity import bundle_mismatches
+from freshrec.schemas import BUNDLE_CARD, BUNDLE_VOCAB, SHA256SUMS
 from tasks.training.checkpoint import RunPaths
 
 # registry variant -> file in the bundle

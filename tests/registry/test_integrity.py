@@ -48,7 +48,8 @@ def _second_bundle(bundle: Path) -> Path:
 
 
 def test_promotion_and_canary_are_refused_unless_every_file_verifies(registry: Registry, bundle: Path) -> None:
-    from freshrec.registry.integrity import SHA256SUMS, sha256_file
+    from freshrec.registry.integrity import sha256_file
+    from freshrec.schemas import SHA256SUMS
 
     first = registry.register_candidate(bundle, artifact_specs(bundle), {}, {}, {}, "t")
     registry.promote(first.version, "t", "first")

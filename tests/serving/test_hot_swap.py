@@ -156,3 +156,22 @@ def test_a_start_with_a_broken_champion_serves_previous(world: World, champion: 
         assert httpx.get(f"{server.url}/readyz").status_code == 200
         described = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers()).json()
         assert described["missing"] == [newer] and [f["version"] for f in described["refused"]] == [newer]
+
+
+def test_an_edited_vocabulary_is_refused_at_load(server, world: World, champion: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from freshrec.registry import sha256_file
+    from freshrec.schemas import BUNDLE_VOCAB, SHA256SUMS
+
+    newer = world.register("run-2", seed=2)
+    bundle = world.home / "models" / "run-2"
+    (bundle / SHA256SUMS).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(bundle.iterdir())
+                                             if p.is_file() and p.name != SHA256SUMS))
+    vocab = bundle / BUNDLE_VOCAB
+    vocab.write_text(vocab.read_text().replace('"i1"', '"i2x"'))  # every score would land on the wrong item
+    with pytest.raises(Conflict, match=BUNDLE_VOCAB):
+        world.registry.promote(newer, actor="test", reason="edited vocabulary")
+    monkeypatch.setattr(type(world.registry), "_verify_before_serving", lambda *_: None)  # edited after promotion
+    world.registry.promote(newer, actor="test", reason="edited vocabulary")
+    described = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers()).json()
+    assert [f["version"] for f in described["refused"]] == [newer] and "vocabulary" in described["refused"][0]["reason"]
+    assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 3}).json()["model_version"] == champion
