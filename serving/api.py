@@ -12,9 +12,11 @@ import contextlib
 import gc
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 import orjson
@@ -186,6 +188,9 @@ def _body_doc(model: type[BaseModel]) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+[^\s/:'\"]+")
+
+
 def _hoist_body_defs(spec: dict) -> dict:
     """Move the nested models of :func:`_body_doc` bodies (``$defs``) to components/schemas, where their
     ``$ref`` points: a dangling reference breaks ReDoc and every client generator."""
@@ -344,6 +349,9 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def models(request: Request) -> Response:
         runtime = _runtime(request)
         described = runtime.reconciler.describe()
+        # An open route: refusal reasons name files; only their run folder and name go out, not the host's layout.
+        for failure in described["refused"]:
+            failure["reason"] = _ABSOLUTE_PATH.sub(lambda m: ".../" + "/".join(Path(m.group()).parts[-2:]), failure["reason"])
         described["online"] = runtime.live.describe()
         workers = runtime.siblings.generations(described["generation"])
         if len(workers) > 1:  # several workers behind this port: converged only when all of them are

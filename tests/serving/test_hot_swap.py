@@ -175,3 +175,7 @@ def test_an_edited_vocabulary_is_refused_at_load(server, world: World, champion:
     described = httpx.post(f"{server.url}/admin/reconcile", headers=admin_headers()).json()
     assert [f["version"] for f in described["refused"]] == [newer] and "vocabulary" in described["refused"][0]["reason"]
     assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 3}).json()["model_version"] == champion
+    # /v1/models is open: it says what was refused and why, without the host's paths
+    public = httpx.get(f"{server.url}/v1/models").json()["refused"]
+    assert [f["version"] for f in public] == [newer] and str(world.home) not in public[0]["reason"]
+    assert ".../run-2/vocab.json" in public[0]["reason"] and str(world.home) in described["refused"][0]["reason"]
