@@ -4,12 +4,14 @@
 #                                            tails in Redis (127.0.0.1:6379: one that answers, else ours)
 #   Airflow 3 standalone (:8080)          <- api-server, scheduler, dag-processor, triggerer;
 #                                            LocalExecutor on SQLite, DAGs from the repo's dags/
-#   optional traffic simulator (SIMULATE=1)
+#   traffic simulator (on by default with the demo data: a canary needs traffic to reach its verdict)
 # Seeds demo data when the lake is empty and bootstraps a first champion when the registry has none.
 # Idempotent: services already running are left alone. On failure everything this run started is
 # stopped again. Knobs: see _common.sh, plus
-#   SIMULATE=1                      also start `freshrec simulate`
-#   FRESHREC_SIMULATE_RATE          simulator requests/s (default 5)
+#   SIMULATE=0|1                    `freshrec simulate` off / on (default: on when serving runs on the demo
+#                                   data this script seeded, whose ground truth the simulator clicks by)
+#   FRESHREC_SIMULATE_RATE          simulator requests/s (default 100: at the first canary step, 5% of it
+#                                   gives release.min_requests_per_step = 200 requests within a 60 s window)
 #   FRESHREC_UP_SEED=0              do not seed demo data (bring your own under lake/raw/events)
 #   FRESHREC_UP_SERVING=0           do not start the serving tier (and do not bootstrap a champion)
 #   FRESHREC_UP_BOOTSTRAP=0         do not run the pipeline to bootstrap a champion
@@ -23,7 +25,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 airflow_env
 
-SIMULATE="${SIMULATE:-0}"
+SIMULATE="${SIMULATE:-auto}"
 UP_SEED="${FRESHREC_UP_SEED:-1}"
 UP_SERVING="${FRESHREC_UP_SERVING:-1}"
 UP_BOOTSTRAP="${FRESHREC_UP_BOOTSTRAP:-$UP_SERVING}"
@@ -223,14 +225,18 @@ fi
 step "DAGs"
 unpause_dags
 
+if [ "$SIMULATE" = auto ]; then
+  SIMULATE=0
+  if [ "$UP_SERVING" = 1 ] && [ -f "$TRUTH" ]; then SIMULATE=1; fi
+fi
 if [ "$SIMULATE" = 1 ]; then
   step "traffic simulator"
   need_cli simulate
-  # Open-loop traffic with ground-truth clicks for a day (restart with make up SIMULATE=1).
+  # Open-loop traffic with ground-truth clicks for a day (restart with make up).
   if [ ! -f "$TRUTH" ]; then
     echo "warning: no ground truth at $TRUTH (only a lake seeded by make up has one); not simulating" >&2
   else
-    start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-5}" --duration 86400 --truth "$TRUTH" --url "$SERVING_URL"
+    start simulator freshrec simulate --rate "${FRESHREC_SIMULATE_RATE:-100}" --duration 86400 --truth "$TRUTH" --url "$SERVING_URL"
   fi
 fi
 
