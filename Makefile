@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export FRESHREC_HOME ?= $(CURDIR)/.freshrec
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install up down status test demo bench sysdeps
+.PHONY: install up down status test demo bench sysdeps simulator-stop
 
 # Reinstall only when pyproject.toml changed (the stamp is older) or the venv is missing.
 $(STAMP): pyproject.toml
@@ -30,6 +30,10 @@ up: install
 
 down:
 	@bash infra/local/down.sh
+
+# Stop only the traffic simulator of `make up` (its clicks change live recommendations as they come).
+simulator-stop:
+	@bash -c 'source infra/local/_common.sh && stop_service simulator 30 && echo "simulator stopped"'
 
 status:
 	@bash infra/local/status.sh
