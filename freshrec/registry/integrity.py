@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from freshrec.errors import ArtifactIntegrityError
-from freshrec.schemas import SHA256SUMS
 from freshrec.registry.views import ArtifactView
+from freshrec.schemas import SHA256SUMS
 
 _CHUNK = 1 << 20
 
@@ -39,7 +39,6 @@ def verify_artifact(artifact: ArtifactView) -> None:
             f"artifact {path} sha256 {actual[:12]}... does not match the registered {artifact.sha256[:12]}...",
             details={"uri": str(path), "expected_sha256": artifact.sha256, "sha256": actual},
         )
-
 
 
 def bundle_mismatches(bundle_dir: Path) -> list[str]:

@@ -235,10 +235,17 @@ def _decode(node: dict, arrays):
     return node["json"]
 
 
+def _plain(value):
+    """numpy scalars as Python numbers; anything else that is not JSON is a bug here, not a string."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"training set: cannot store a {type(value).__name__} without pickle")
+
+
 def save(data: TrainingData, path: Path) -> Path:
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(data, "data", arrays)
-    meta = json.dumps({"format": FORMAT, "tree": tree}, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+    meta = json.dumps({"format": FORMAT, "tree": tree}, default=_plain)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         np.savez(fh, meta=np.array(meta), **arrays)
