@@ -1,0 +1,1 @@
+"""spark-submit entry scripts; the jobs themselves are the package freshrec.spark (installed with FreshRec)."""

@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def freshrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh FRESHREC_HOME; settings are rebuilt from it."""
-    from freshrec.settings import get_settings
+    from freshrec.core.settings import get_settings
 
     home = tmp_path / "home"
     home.mkdir()
@@ -46,7 +46,7 @@ def freshrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """The session's Airflow metadata DB, migrated once."""
-    from dags._local import ensure_airflow_db
+    from freshrec.dags._local import ensure_airflow_db
 
     ensure_airflow_db()
     return Path(os.environ["AIRFLOW_HOME"])

@@ -12,7 +12,7 @@ import sys
 import typer
 from rich.console import Console
 
-from freshrec.errors import FreshRecError
+from freshrec.core.errors import FreshRecError
 
 app = typer.Typer(help="FreshRec: keep a recommender fresh and fast.", no_args_is_help=True, add_completion=False)
 err = Console(stderr=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from freshrec.settings import get_settings
+from freshrec.core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -21,7 +21,7 @@ def _ints(text: str | None) -> list[int] | None:
 
 
 def _run(name: str, **options) -> Path:
-    module = importlib.import_module(f"tasks.bench.{name}")
+    module = importlib.import_module(f"freshrec.tools.bench.{name}")
     given = {k: v for k, v in options.items() if v is not None}
     report = module.run(get_settings(), **given)
     out.print(f"[green]{name} benchmark[/] -> {report} (PNG beside it)")

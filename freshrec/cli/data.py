@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from freshrec.errors import InvalidInput
-from freshrec.layout import Layout
-from freshrec.settings import get_settings
+from freshrec.core.errors import InvalidInput
+from freshrec.core.layout import Layout
+from freshrec.core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
 import_app = typer.Typer(no_args_is_help=True, help="Import public data sets as raw events.")
@@ -51,9 +51,9 @@ def synth(
                                                   "over ~5 days")] = 0.0,
 ) -> None:
     """Generate synthetic raw events with latent tastes, a funnel, seasonality, newcomers and drift (and sessions)."""
-    from tasks.data.partitions import check_format
-    from tasks.data.synth import SynthConfig, synthesize
-    from tasks.data.world import make_world, save_world
+    from freshrec.pipeline.data.partitions import check_format
+    from freshrec.tools.data.synth import SynthConfig, synthesize
+    from freshrec.tools.data.world import make_world, save_world
 
     config = SynthConfig(
         out=out_dir.resolve(), start=_date(start), days=days, users=users, items=items, events_per_day=events_per_day,
@@ -83,7 +83,7 @@ def import_movielens(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="events root (default: the lake's raw events)")] = None,
 ) -> None:
     """Import MovieLens ratings as `rating` events (value = stars), one ds= folder per event day."""
-    from tasks.data.movielens import import_movielens as run_import
+    from freshrec.pipeline.data.movielens import import_movielens as run_import
 
     target = out_dir.resolve() if out_dir else Layout(get_settings().home).raw_events
     with out.status(f"importing {path} ..."):
@@ -105,9 +105,9 @@ def split_msr(
     ratio: Annotated[float, typer.Option(help="share of each item's ratings that goes to train")] = 0.75,
 ) -> None:
     """Microsoft Recommenders python_stratified_split(ratio, filter_by="item", seed) of a ratings file."""
-    from tasks.data.movielens import read_ratings, write_ratings
-    from tasks.data.movielens_meta import copy_metadata
-    from tasks.data.split import stratified_split
+    from freshrec.pipeline.data.movielens import read_ratings, write_ratings
+    from freshrec.pipeline.data.movielens_meta import copy_metadata
+    from freshrec.pipeline.data.split import stratified_split
 
     ratings, frame = read_ratings(path)
     train, test = stratified_split(frame, ratio=ratio, filter_by="item", seed=seed)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freshrec.settings import get_settings
+from freshrec.core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -24,10 +24,10 @@ def land(
     """Land the log's sealed segments into lake/raw/events (exactly once, repeated event_ids dropped)."""
     settings = get_settings()
     if continuous:
-        from spark_jobs.landing_stream import main as landing_job
+        from freshrec.spark.landing_stream import main as landing_job
 
         landing_job(["--home", str(settings.home), "--continuous", "--trigger-interval", trigger_interval])
         return
-    from tasks.features.runs import land_stream
+    from freshrec.pipeline.features.runs import land_stream
 
     out.print_json(json.dumps(land_stream(settings)))

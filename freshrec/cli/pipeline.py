@@ -14,9 +14,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from freshrec.errors import DataValidationError, FreshRecError, GateFailed, InvalidInput, NotFound
-from freshrec.layout import Layout
-from freshrec.settings import get_settings
+from freshrec.core.errors import DataValidationError, FreshRecError, GateFailed, InvalidInput, NotFound
+from freshrec.core.layout import Layout
+from freshrec.core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -120,7 +120,7 @@ def run(
 
 def _run(settings, console: Console, chosen: list[str], start: dt.date | None, end: dt.date | None,
          skip_if_current: bool, details: str) -> None:
-    from dags._local import configure_airflow, run_dag
+    from freshrec.dags._local import configure_airflow, run_dag
 
     configure_airflow(settings)
     layout = Layout(settings.home)
@@ -158,7 +158,7 @@ def _run(settings, console: Console, chosen: list[str], start: dt.date | None, e
 
 def _land_ingestion_log(settings, console: Console) -> None:
     """Events posted to the API reach the raw lake here, before the day range is read from it."""
-    from tasks.features.runs import land_stream
+    from freshrec.pipeline.features.runs import land_stream
 
     summary = land_stream(settings)
     if "skipped" not in summary:
@@ -167,7 +167,7 @@ def _land_ingestion_log(settings, console: Console) -> None:
 
 
 def _known_versions(settings) -> list[str]:
-    from freshrec.registry import open_registry
+    from freshrec.core.registry import open_registry
 
     with open_registry(settings) as registry:
         return [str(v.version) for v in registry.list_versions()]
@@ -175,7 +175,7 @@ def _known_versions(settings) -> list[str]:
 
 def _fail_when_all_rejected(settings, versions: list[str]) -> None:
     """A retrain whose every new version failed its gates is a failed stage, with the gates' reasons."""
-    from freshrec.registry import open_registry
+    from freshrec.core.registry import open_registry
 
     with open_registry(settings) as registry:
         views = [registry.get_version(v) for v in versions]
@@ -186,7 +186,7 @@ def _fail_when_all_rejected(settings, versions: list[str]) -> None:
 
 def _versions_to_release(settings, restrict: list[str] | None) -> list[str]:
     """Candidates waiting for a release: those this run made, or (release alone) the newest candidate."""
-    from freshrec.registry import open_registry
+    from freshrec.core.registry import open_registry
 
     with open_registry(settings) as registry:
         candidates = [str(v.version) for v in registry.list_versions(states=["candidate"])]

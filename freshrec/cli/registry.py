@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from freshrec.registry import Registry, ServingState, VersionView, default_actor, open_registry, parse_version
+from freshrec.core.registry import Registry, ServingState, VersionView, default_actor, open_registry, parse_version
 
 app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -152,8 +152,8 @@ def migrate(
     url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: the configured registry)")] = None,
 ) -> None:
     """Upgrade the registry schema to head (or downgrade it); opening the registry upgrades it anyway."""
-    from freshrec.registry import database
-    from freshrec.settings import get_settings
+    from freshrec.core.registry import database
+    from freshrec.core.settings import get_settings
 
     engine = database.make_engine(url or get_settings().effective_registry_url)
     try:

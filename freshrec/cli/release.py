@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freshrec.errors import InvalidInput, ReleaseRolledBack
-from freshrec.registry import State, open_registry
-from freshrec.settings import get_settings
+from freshrec.core.errors import InvalidInput, ReleaseRolledBack
+from freshrec.core.registry import State, open_registry
+from freshrec.core.settings import get_settings
 
 app = typer.Typer(no_args_is_help=True)
 out = Console()
@@ -49,7 +49,7 @@ def run(
     if min_requests is not None:
         conf["min_requests"] = min_requests
 
-    from dags._local import run_dag
+    from freshrec.dags._local import run_dag
 
     dag_state = run_dag("release", conf)
 

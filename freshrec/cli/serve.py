@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from freshrec.layout import Layout
-from freshrec.settings import get_settings
+from freshrec.core.layout import Layout
+from freshrec.core.settings import get_settings
 
 
 def serve(
@@ -37,7 +37,7 @@ def serve(
         shutil.rmtree(workers_dir, ignore_errors=True)
         os.environ["FRESHREC_SERVING_WORKERS_DIR"] = str(workers_dir)
     uvicorn.run(
-        "serving.api:create_app",
+        "freshrec.serving.api:create_app",
         factory=True,
         host=host,
         port=port,

@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from freshrec.errors import NotFound
-from freshrec.layout import Layout
-from freshrec.settings import get_settings
+from freshrec.core.errors import NotFound
+from freshrec.core.layout import Layout
+from freshrec.core.settings import get_settings
 
 out = Console()
 
@@ -35,9 +35,9 @@ def simulate(
     url: Annotated[str | None, typer.Option(help="serving URL (default: FRESHREC_SERVING_URL)")] = None,
 ) -> None:
     """Send synthetic users' requests and clicks; print CTR per variant (JSON + PNG under reports/)."""
-    from tasks.data.synth import load_world
-    from tasks.simulation.report import write_report
-    from tasks.simulation.simulator import SimulationConfig, Simulator
+    from freshrec.tools.data.synth import load_world
+    from freshrec.tools.simulation.report import write_report
+    from freshrec.tools.simulation.simulator import SimulationConfig, Simulator
 
     settings = get_settings()
     layout = Layout(settings.home)

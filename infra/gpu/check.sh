@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$OUT/nvidia-smi.txt"
 "$PYTHON" - <<'PY' 2>&1 | tee "$OUT/providers.txt"
 import onnxruntime as ort
-from serving.execution import choose_providers, cuda_device_count
+from freshrec.serving.execution import choose_providers, cuda_device_count
 print("onnxruntime", ort.__version__, "devices", cuda_device_count(), "available", ort.get_available_providers())
 print("serving would use", choose_providers(None))
 PY
@@ -36,9 +36,9 @@ if [[ -n "${FRESHREC_HOME:-}" ]]; then
     "$PYTHON" - "$OUT" <<'PY' 2>&1 | tee "$OUT/scoring.txt" || status=1
 import json, sys
 from pathlib import Path
-from freshrec.registry import open_registry
-from freshrec.settings import get_settings
-from tasks.bench.serving import gpu_speedups, scoring_throughput
+from freshrec.core.registry import open_registry
+from freshrec.core.settings import get_settings
+from freshrec.tools.bench.serving import gpu_speedups, scoring_throughput
 champion = open_registry(get_settings()).serving_state().champion
 rows = scoring_throughput(Path(champion.bundle_dir), seconds=1.0)
 print("errors:", [r for r in rows if "error" in r])

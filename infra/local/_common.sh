@@ -66,8 +66,8 @@ airflow_env() {
   # same helper `freshrec pipeline run` uses, so the in-process runs and the stack agree.
   eval "$(cd "$REPO" && python -c '
 import shlex
-from dags._local import airflow_environment
-from freshrec.settings import get_settings
+from freshrec.dags._local import airflow_environment
+from freshrec.core.settings import get_settings
 for key, value in airflow_environment(get_settings()).items():
     print(f"export {key}={shlex.quote(value)}")')" || { echo "error: could not compute the Airflow environment" >&2; return 1; }
   mkdir -p "$AIRFLOW_HOME"

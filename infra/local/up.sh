@@ -81,7 +81,7 @@ start() {
 }
 
 seed_demo_data() {
-  if [ -n "$(python -c 'from freshrec.layout import Layout; from freshrec.settings import get_settings; print(*Layout(get_settings().home).raw_days())')" ]; then
+  if [ -n "$(python -c 'from freshrec.core.layout import Layout; from freshrec.core.settings import get_settings; print(*Layout(get_settings().home).raw_days())')" ]; then
     echo "    lake already has raw events; not seeding"
     return 0
   fi
@@ -135,14 +135,14 @@ online_store() {
 has_champion() {
   python - <<'PY'
 import sys
-from freshrec.registry import open_registry
-from freshrec.settings import get_settings
+from freshrec.core.registry import open_registry
+from freshrec.core.settings import get_settings
 sys.exit(0 if open_registry(get_settings()).serving_state().champion is not None else 1)
 PY
 }
 
 bootstrap_champion() {
-  python -c 'import freshrec.registry' 2>/dev/null || die "the registry (freshrec.registry) is not available"
+  python -c 'import freshrec.core.registry' 2>/dev/null || die "the registry (freshrec.core.registry) is not available"
   if has_champion; then
     echo "    registry has a champion"
     return 0

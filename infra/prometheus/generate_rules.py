@@ -1,8 +1,8 @@
 """Write infra/prometheus/rules/*.rules.yml: the SLO rules from the slo_monitor DAG's definitions, and the
 real-time event rules (ingestion and the online store).
 
-The burn-rate rules (tasks.monitoring.burn.SRE_RULES), the SLO targets and the latency threshold
-(settings defaults) and the metric names (tasks.monitoring.promtext.METRICS) are read from the code, so
+The burn-rate rules (freshrec.pipeline.monitoring.burn.SRE_RULES), the SLO targets and the latency threshold
+(settings defaults) and the metric names (freshrec.pipeline.monitoring.promtext.METRICS) are read from the code, so
 the Prometheus rules cannot drift from the DAG's logic; tests/monitoring/test_prometheus_rules.py fails
 when a committed file differs from what this script writes, and when a rule names a metric the serving
 tier does not export. Run:
@@ -20,13 +20,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from freshrec.settings import MonitoringSettings, ServingSettings  # noqa: E402
-from tasks.monitoring.burn import SRE_RULES, Severity  # noqa: E402
-from tasks.monitoring.promtext import METRICS  # noqa: E402
+from freshrec.core.settings import MonitoringSettings, ServingSettings  # noqa: E402
+from freshrec.pipeline.monitoring.burn import SRE_RULES, Severity  # noqa: E402
+from freshrec.pipeline.monitoring.promtext import METRICS  # noqa: E402
 
 RULES_DIR = Path(__file__).with_name("rules")
 ROUTES = "|".join(METRICS.routes)
-EVENTS_ROUTE = "events"  # the route label of POST /v1/events (serving.middleware.ROUTES)
+EVENTS_ROUTE = "events"  # the route label of POST /v1/events (freshrec.serving.middleware.ROUTES)
 # Real-time event thresholds. A 5xx other than 503 is a fault (the log or a bug): page at 1%. 503 is the
 # documented back-pressure (online store down, overload) that producers retry, so a trickle is normal
 # and a sustained 5% means ingestion has stalled. Rejections are the producers' data quality: a ticket

@@ -13,13 +13,13 @@ pytestmark = pytest.mark.slow
 
 
 def _settings(home: Path):
-    from freshrec.settings import load_settings
+    from freshrec.core.settings import load_settings
 
     return load_settings(home=home, training={"teacher_epochs": 2, "student_epochs": 4, "holdout_days": 3})
 
 
 def test_models_bench_compares_every_model_on_the_msr_split(tmp_path: Path) -> None:
-    from tasks.bench.models import run
+    from freshrec.tools.bench.models import run
 
     report_path = run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"))
     report = json.loads(report_path.read_text())
@@ -42,7 +42,7 @@ def test_models_bench_compares_every_model_on_the_msr_split(tmp_path: Path) -> N
 
 
 def test_retrain_bench_warm_start_grows_the_champion(tmp_path: Path) -> None:
-    from tasks.bench.retrain import run
+    from freshrec.tools.bench.retrain import run
 
     report = json.loads(run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"), new_days=6).read_text())
     warm, cold = report["variants"]["warm"], report["variants"]["cold"]

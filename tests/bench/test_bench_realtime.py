@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.bench import prequential as pq
-from tasks.bench.realtime import RealtimeConfig, merge_targets, plot, quality_targets, resolve_stores
-from tasks.data.synth import SynthConfig, synthesize
-from tasks.data.world import make_world
+from freshrec.tools.bench import prequential as pq
+from freshrec.tools.bench.realtime import RealtimeConfig, merge_targets, plot, quality_targets, resolve_stores
+from freshrec.tools.data.synth import SynthConfig, synthesize
+from freshrec.tools.data.world import make_world
 
 START = dt.date(2026, 1, 5)
 SESSION_WORLD = dict(users=600, items=300, events_per_day=6000, seed=5, session_intent=16.0, initial_share=0.5,

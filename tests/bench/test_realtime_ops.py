@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tasks.bench import realtime_ops as ops
+from freshrec.tools.bench import realtime_ops as ops
 from tests.serving.conftest import World, champion, world  # noqa: F401 - fixtures
 
 REDIS_URL = "redis://127.0.0.1:6379/0"  # the machine's Redis, as tests/online uses it (a namespace per run)

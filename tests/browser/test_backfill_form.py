@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 from tests.browser.cdp import Browser
 from tests.browser.ui import click_button, login, set_datetime
 from tests.infra.backfills import DAG, partition_fingerprint, wait_backfill

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from freshrec.events import REASONS, EventRules, Watermark, check_event, parse_ts
+from freshrec.core.events import REASONS, EventRules, Watermark, check_event, parse_ts
 
 RULES = EventRules(rating_min=0.5, rating_max=5.0, future_tolerance_s=3600)
 NOW = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC).timestamp()

@@ -8,9 +8,9 @@ import os
 import threading
 from pathlib import Path
 
-from freshrec.eventlog import EventLog, seal_orphans
-from freshrec.events import CleanEvent
-from freshrec.layout import Layout
+from freshrec.core.eventlog import EventLog, seal_orphans
+from freshrec.core.events import CleanEvent
+from freshrec.core.layout import Layout
 
 
 def _events(n: int, user: str = "u") -> list[CleanEvent]:
@@ -73,7 +73,7 @@ def test_orphan_segments_are_sealed_without_their_torn_line_and_live_ones_left_a
 
 
 def test_a_new_utc_day_starts_a_new_segment(tmp_path: Path, monkeypatch) -> None:
-    import freshrec.eventlog as eventlog
+    import freshrec.core.eventlog as eventlog
 
     layout = Layout(tmp_path)
     log = EventLog(layout, fsync=False, max_bytes=1 << 20, max_age_s=3600)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.errors import ConfigError
-from freshrec.layout import Layout, parse_ds
-from freshrec.settings import load_settings
+from freshrec.core.errors import ConfigError
+from freshrec.core.layout import Layout, parse_ds
+from freshrec.core.settings import load_settings
 
 
 def test_defaults_put_state_under_home(freshrec_home: Path) -> None:

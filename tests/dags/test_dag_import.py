@@ -11,7 +11,7 @@ EXPECTED = {"features_daily", "retrain", "release", "slo_monitor"}
 def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
-    from dags._local import DAGS_FOLDER
+    from freshrec.dags._local import DAGS_FOLDER
 
     return DagBag(dag_folder=str(DAGS_FOLDER))
 

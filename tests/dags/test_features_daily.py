@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 from tests.spark_jobs import rawdata
 
 pytestmark = pytest.mark.slow
@@ -17,8 +17,8 @@ D1, D2, D3, D4 = (dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(4))
 
 
 def test_publish_emits_the_features_asset(airflow_db):
-    from dags._local import load_dag
-    from dags.assets import FEATURES
+    from freshrec.dags._local import load_dag
+    from freshrec.dags.assets import FEATURES
 
     dag = load_dag("features_daily")
     assert dag.get_task("publish").outlets == [FEATURES]
@@ -28,7 +28,7 @@ def test_publish_emits_the_features_asset(airflow_db):
 
 
 def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
-    from dags._local import run_dag
+    from freshrec.dags._local import run_dag
 
     for day in (D1, D2, D3):
         rawdata.write_parquet(freshrec_home, day, rawdata.regular_day(day, users=8, per_user=5))
@@ -63,8 +63,8 @@ def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
 
 def test_a_day_fed_only_by_the_ingestion_log(airflow_db, freshrec_home):
     """No raw file for the day: the scheduled run lands the log first, so the sensor finds the partition."""
-    from dags._local import run_dag
-    from freshrec.events import WATERMARK_FILE
+    from freshrec.dags._local import run_dag
+    from freshrec.core.events import WATERMARK_FILE
 
     layout = Layout(freshrec_home)
     at = dt.datetime.combine(D1, dt.time(10), tzinfo=dt.UTC)

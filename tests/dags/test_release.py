@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.registry import State
+from freshrec.core.registry import State
 from tests.release.stack import Load, release_world, serving  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
 
 def test_release_dag_promotes_a_healthy_canary(airflow_db, release_world, serving):
-    from dags._local import run_dag
+    from freshrec.dags._local import run_dag
 
     world = release_world
     version = world.register("run-2", seed=2)
@@ -81,7 +81,7 @@ def _respond(option: str, user: str) -> bool:
 
 
 def test_inconclusive_canary_waits_for_approval_then_promotes(airflow_db, release_world, serving):
-    from dags._local import run_dag
+    from freshrec.dags._local import run_dag
 
     world = release_world
     version = world.register("run-2", seed=2)
@@ -100,7 +100,7 @@ def test_inconclusive_canary_waits_for_approval_then_promotes(airflow_db, releas
             time.sleep(0.5)
 
     # Import Airflow's models in this thread first: two threads importing them at once deadlock.
-    from dags._local import ensure_airflow_db, load_dag
+    from freshrec.dags._local import ensure_airflow_db, load_dag
 
     ensure_airflow_db()
     load_dag("release")

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def tiny_lake(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from freshrec.layout import Layout
-    from freshrec.settings import get_settings
+    from freshrec.core.layout import Layout
+    from freshrec.core.settings import get_settings
 
     monkeypatch.setenv("FRESHREC_TRAINING__HOLDOUT_DAYS", "1")
     get_settings.cache_clear()
@@ -26,11 +26,11 @@ def tiny_lake(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, tiny_lake: Path) -> None:
-    from dags._local import run_dag
-    from freshrec.registry import open_registry
-    from freshrec.settings import get_settings
-    from tasks.export.bundle import verify_bundle
-    from tasks.training.run import plan_run
+    from freshrec.dags._local import run_dag
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import get_settings
+    from freshrec.pipeline.export.bundle import verify_bundle
+    from freshrec.pipeline.training.run import plan_run
 
     conf = {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False}
     assert run_dag("retrain", conf) == "success"

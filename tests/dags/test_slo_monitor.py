@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from freshrec.registry import State
+from freshrec.core.registry import State
 from tests.release.stack import ADMIN_TOKEN, Load, release_world, serving  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.slow
 
 def test_slo_monitor_rolls_back_a_burning_canary_and_asks_for_retrain(airflow_db, release_world, serving,
                                                                       monkeypatch):
-    from dags._local import run_dag
-    from freshrec.settings import get_settings
-    from tasks.monitoring import store
+    from freshrec.dags._local import run_dag
+    from freshrec.core.settings import get_settings
+    from freshrec.pipeline.monitoring import store
 
     monkeypatch.setenv("FRESHREC_MONITORING__MAX_MODEL_AGE_H", "0.0001")  # every model is stale
     get_settings.cache_clear()

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from freshrec.errors import InvalidInput, NotFound
-from freshrec.layout import Layout
-from tasks.data.movielens import detect_format, import_movielens
+from freshrec.core.errors import InvalidInput, NotFound
+from freshrec.core.layout import Layout
+from freshrec.pipeline.data.movielens import detect_format, import_movielens
 
 # Six ratings over three UTC days (1998-01-01, 1998-01-02, 1998-01-04), two users, three items.
 ROWS = [

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from freshrec.errors import InvalidInput
-from tasks.data.movielens import detect_format, import_movielens, read_ratings, write_ratings
-from tasks.data.split import stratified_split
+from freshrec.core.errors import InvalidInput
+from freshrec.pipeline.data.movielens import detect_format, import_movielens, read_ratings, write_ratings
+from freshrec.pipeline.data.split import stratified_split
 
 
 def _reference_split(data: pd.DataFrame, ratio: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -122,6 +122,6 @@ def test_write_ratings_round_trips_each_format(tmp_path: Path, fmt: str) -> None
 
 
 def _fake_like(fmt: str, path: Path):
-    from tasks.data.movielens import RatingsFile
+    from freshrec.pipeline.data.movielens import RatingsFile
 
     return RatingsFile(path, fmt, (), None)

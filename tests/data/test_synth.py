@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from freshrec.errors import InvalidInput, NotFound
-from freshrec.schemas import EVENT_TYPES, RAW_COLUMNS
-from tasks.data.synth import SynthConfig, synthesize
-from tasks.data.world import GENRES, WorldConfig, load_world, make_world, save_world
+from freshrec.core.errors import InvalidInput, NotFound
+from freshrec.core.schemas import EVENT_TYPES, RAW_COLUMNS
+from freshrec.tools.data.synth import SynthConfig, synthesize
+from freshrec.tools.data.world import GENRES, WorldConfig, load_world, make_world, save_world
 
 START = dt.date(2026, 1, 5)  # a Monday
 SMALL = dict(users=300, items=150, events_per_day=3000)

@@ -9,9 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from freshrec.schemas import BUNDLE_VOCAB, ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
-from tasks.evaluation.evaluate import champion_graph, champion_scorer
-from tasks.training.dataset import Vocab
+from freshrec.core.schemas import BUNDLE_VOCAB, ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
+from freshrec.pipeline.evaluation.evaluate import champion_graph, champion_scorer
+from freshrec.pipeline.training.dataset import Vocab
 
 ITEMS = ["a", "b", "c", "d"]
 
@@ -66,7 +66,7 @@ def test_older_bundles_fall_back_to_the_served_graph(bundle: Path) -> None:
 
 
 def test_served_checks_join_the_gate_verdict() -> None:
-    from tasks.evaluation.gates import decide, served_gates, with_gates
+    from freshrec.pipeline.evaluation.gates import decide, served_gates, with_gates
 
     gated = decide(0.3, (0.30, 0.30), 0.01, None, {"teacher": 1e-6, "student": 1e-6}, 0.0, 0.01, 0.01).to_dict()
     assert gated["passed"]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tasks.evaluation.metrics import ranking_metrics
-from tasks.evaluation.ranking import top_k
+from freshrec.pipeline.offline.metrics import ranking_metrics
+from freshrec.pipeline.offline.ranking import top_k
 
 
 def test_single_user_by_hand() -> None:
@@ -50,7 +50,7 @@ def test_top_k_excludes_padding_and_seen_items() -> None:
 
 
 def test_per_user_metrics_average_to_the_reported_means() -> None:
-    from tasks.evaluation.metrics import per_user_metrics
+    from freshrec.pipeline.offline.metrics import per_user_metrics
 
     ranked, relevant = [[1, 2], [3, 4], [5, 6]], [[2], [], [5, 9]]
     values, recommended = per_user_metrics(ranked, relevant, k=2)
@@ -62,7 +62,7 @@ def test_per_user_metrics_average_to_the_reported_means() -> None:
 
 
 def test_paired_bootstrap_interval() -> None:
-    from tasks.evaluation.metrics import paired_bootstrap
+    from freshrec.pipeline.offline.metrics import paired_bootstrap
 
     rng = np.random.default_rng(1)
     base = rng.random(400)

@@ -10,15 +10,15 @@ from tests.training.lake import clustered_events, write_clean_lake, write_item_m
 
 
 def tiny_settings(home: Path):
-    from freshrec.settings import load_settings
+    from freshrec.core.settings import load_settings
 
     return load_settings(home=home, training={"holdout_days": 1})
 
 
 def train_tiny_run(home: Path, run_name: str = "run-1") -> Path:
-    from freshrec.layout import Layout
-    from tasks.evaluation.evaluate import evaluate_run
-    from tasks.training.stages import build_datasets, train_students, train_teacher
+    from freshrec.core.layout import Layout
+    from freshrec.pipeline.evaluation.evaluate import evaluate_run
+    from freshrec.pipeline.training.stages import build_datasets, train_students, train_teacher
 
     settings = tiny_settings(home)
     layout = Layout(home)

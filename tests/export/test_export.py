@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from tasks.export.quantize import RECIPES
+from freshrec.pipeline.export.quantize import RECIPES
 
 pytestmark = pytest.mark.slow
 FAST_RECIPES = tuple(r for r in RECIPES if r.name in ("dynamic", "dynamic_reduce_range", "static_qdq"))
@@ -19,7 +19,7 @@ FAST_RECIPES = tuple(r for r in RECIPES if r.name in ("dynamic", "dynamic_reduce
 
 @pytest.fixture(scope="module")
 def exported_run(trained_run: Path) -> Path:
-    from tasks.export.stage import check_parity, export_run
+    from freshrec.pipeline.export.stage import check_parity, export_run
 
     export_run(trained_run, int8_max_loss=0.01, recipes=FAST_RECIPES)
     check_parity(trained_run)
@@ -27,8 +27,8 @@ def exported_run(trained_run: Path) -> Path:
 
 
 def _model(run: Path, name: str):
-    from tasks.training import prepare as prep
-    from tasks.training.checkpoint import RunPaths, load_checkpoint
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
 
     data = prep.load(RunPaths(run).data)
     return load_checkpoint(RunPaths(run).checkpoint(name), torch.from_numpy(data.categories))[0], data
@@ -37,7 +37,7 @@ def _model(run: Path, name: str):
 @pytest.mark.parametrize("name", ["student", "teacher"])
 @pytest.mark.parametrize("batch,history_len,n_candidates", [(1, 1, 1), (3, 17, 32), (2, 300, 5)])
 def test_torch_and_onnx_agree_for_any_shape(exported_run: Path, name: str, batch: int, history_len: int, n_candidates: int) -> None:
-    from tasks.export.onnx_export import run_scores, session
+    from freshrec.pipeline.export.onnx_export import run_scores, session
 
     model, data = _model(exported_run, name)
     rng = np.random.default_rng(batch * 1000 + history_len)
@@ -51,7 +51,7 @@ def test_torch_and_onnx_agree_for_any_shape(exported_run: Path, name: str, batch
 
 
 def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path) -> None:
-    from tasks.export.onnx_export import check_onnx, run_scores, session
+    from freshrec.pipeline.export.onnx_export import check_onnx, run_scores, session
 
     for name in ("student.fp32.onnx", "student.int8.onnx", "student.fp16.onnx", "teacher.fp32.onnx"):
         check_onnx(exported_run / name)
@@ -74,7 +74,7 @@ def _trial(name: str, ndcg: float, cpu_ms: float, size: int) -> dict:
 
 
 def test_choose_recipe_prefers_accuracy_among_the_fast_recipes_within_tolerance() -> None:
-    from tasks.export.stage import choose_recipe
+    from freshrec.pipeline.export.stage import choose_recipe
 
     small_lossy = _trial("small", 0.3184, 0.040, 100)  # inside a 1% bound of 0.3215 by a hair
     accurate = _trial("accurate", 0.3211, 0.041, 140)
@@ -99,9 +99,9 @@ def _flip_weight_scales(path: Path) -> None:
 
 
 def test_gate_rejects_a_broken_int8_model(exported_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from freshrec.registry import open_registry
-    from tasks.export import stage
-    from tasks.export.publish import apply_gates, publish
+    from freshrec.core.registry import open_registry
+    from freshrec.pipeline.export import stage
+    from freshrec.pipeline.export.publish import apply_gates, publish
     from tests.export.conftest import tiny_settings
 
     run = tmp_path / "home" / "models" / "broken"
@@ -134,10 +134,10 @@ def test_gate_rejects_a_broken_int8_model(exported_run: Path, tmp_path: Path, mo
 def served_run(exported_run: Path, tmp_path_factory) -> tuple[Path, str]:
     """A copy of the exported home, gated, refitted on all interactions and exported again as served graphs.
     Returns the run and the sha256 of its gated int8 student."""
-    from freshrec.registry import sha256_file
-    from tasks.export.publish import apply_gates, apply_served_gates
-    from tasks.export.stage import export_served
-    from tasks.training.stages import refit_on_all
+    from freshrec.core.registry import sha256_file
+    from freshrec.pipeline.export.publish import apply_gates, apply_served_gates
+    from freshrec.pipeline.export.stage import export_served
+    from freshrec.pipeline.training.stages import refit_on_all
     from tests.export.conftest import tiny_settings
 
     home = tmp_path_factory.mktemp("served") / "home"
@@ -153,10 +153,10 @@ def served_run(exported_run: Path, tmp_path_factory) -> tuple[Path, str]:
 
 
 def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(served_run: tuple[Path, str]) -> None:
-    from freshrec.registry import open_registry, sha256_file
-    from tasks.export.bundle import verify_bundle
-    from tasks.export.onnx_export import check_onnx, run_scores, session
-    from tasks.export.publish import publish
+    from freshrec.core.registry import open_registry, sha256_file
+    from freshrec.pipeline.export.bundle import verify_bundle
+    from freshrec.pipeline.export.onnx_export import check_onnx, run_scores, session
+    from freshrec.pipeline.export.publish import publish
     from tests.export.conftest import tiny_settings
 
     run, gated_int8 = served_run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tasks.export.pruning import magnitude_pruned, structurally_pruned
-from tasks.training.models import Student, StudentConfig
+from freshrec.pipeline.export.pruning import magnitude_pruned, structurally_pruned
+from freshrec.pipeline.training.models import Student, StudentConfig
 
 
 def test_structured_pruning_drops_dead_dimensions_without_changing_scores() -> None:

@@ -1,5 +1,5 @@
 """Network helpers shared by tests that start servers (the benchmarks' own, one implementation)."""
 
-from tasks.bench.processes import free_port
+from freshrec.tools.bench.processes import free_port
 
 __all__ = ["free_port"]

@@ -50,8 +50,8 @@ def airflow_database() -> Iterator[str]:
 
 
 def production_env(home: Path, database: str, queue: str, api_port: int) -> dict[str, str]:
-    from dags._local import airflow_environment
-    from freshrec.settings import load_settings
+    from freshrec.dags._local import airflow_environment
+    from freshrec.core.settings import load_settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRESHREC_"))}
     env.update(airflow_environment(load_settings(home=home)))

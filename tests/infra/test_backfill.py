@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 from tests.infra.backfills import DAG, midnight, partition_fingerprint, post_with_retry, wait_backfill
 from tests.infra.stack import DAYS, LocalStack
 

@@ -163,7 +163,7 @@ def test_helm_values_use_postgres_and_celery() -> None:
 
 def exported_metric_names() -> set[str]:
     """Every series name the serving tier can export (counters with _total, histograms with _bucket...)."""
-    from serving.metrics import ServingMetrics
+    from freshrec.serving.metrics import ServingMetrics
 
     names = set()
     for family in ServingMetrics(10.0).registry.collect():

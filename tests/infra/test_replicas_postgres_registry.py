@@ -86,9 +86,9 @@ def wait_for(predicate, timeout: float, what: str) -> float:
 
 
 def test_two_replicas_converge_on_a_promotion(registry_url: str, tmp_path: Path, artifacts_dir: Path) -> None:
-    from freshrec.layout import Layout
-    from freshrec.registry import open_registry
-    from freshrec.settings import load_settings
+    from freshrec.core.layout import Layout
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import load_settings
 
     home = tmp_path / "home"
     settings = load_settings(home=home, registry_url=registry_url)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks.monitoring.burn import (
+from freshrec.pipeline.monitoring.burn import (
     CounterPoint,
     Severity,
     burn_rate,

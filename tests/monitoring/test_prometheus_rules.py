@@ -47,7 +47,7 @@ def test_committed_rules_match_the_generator():
 
 
 def test_rules_name_only_exported_metrics():
-    from serving.metrics import ServingMetrics
+    from freshrec.serving.metrics import ServingMetrics
 
     exported = set()
     for family in ServingMetrics(10.0).registry.collect():
@@ -95,8 +95,8 @@ def test_promtool_unit_tests_can_fail(tmp_path, rules: str, tests: str, old: str
 
 @pytest.mark.slow
 def test_monitor_reads_counters_from_a_real_prometheus(tmp_path, release_world, serving):
-    from tasks.monitoring.promtext import parse_scrape
-    from tasks.monitoring.sources import scrape_prometheus
+    from freshrec.pipeline.monitoring.promtext import parse_scrape
+    from freshrec.pipeline.monitoring.sources import scrape_prometheus
 
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus is missing: run infra/local/sysdeps.sh"

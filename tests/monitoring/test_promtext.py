@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from freshrec.errors import InvalidInput
-from tasks.monitoring.promtext import METRICS, parse_scrape, window
+from freshrec.core.errors import InvalidInput
+from freshrec.pipeline.monitoring.promtext import METRICS, parse_scrape, window
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05)
 

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from sqlalchemy import create_engine
 
-from tasks.monitoring import store
-from tasks.monitoring.freshness import assess_freshness
-from tasks.monitoring.notify import Alert, build_notifier
-from tasks.monitoring.promtext import METRICS, parse_scrape
-from tasks.monitoring.slo import Drift, assess_drift, evaluate, score_window, series
-from tasks.monitoring.store import Snapshot
+from freshrec.pipeline.monitoring import store
+from freshrec.pipeline.monitoring.freshness import assess_freshness
+from freshrec.pipeline.monitoring.notify import Alert, build_notifier
+from freshrec.pipeline.monitoring.promtext import METRICS, parse_scrape
+from freshrec.pipeline.monitoring.slo import Drift, assess_drift, evaluate, score_window, series
+from freshrec.pipeline.monitoring.store import Snapshot
 
 T = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 M = dt.timedelta(minutes=1)

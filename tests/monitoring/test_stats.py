@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tasks.monitoring.promtext import Histogram
-from tasks.monitoring.stats import (
+from freshrec.pipeline.monitoring.promtext import Histogram
+from freshrec.pipeline.monitoring.stats import (
     histogram_quantile,
     psi,
     psi_level,

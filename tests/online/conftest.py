@@ -13,7 +13,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 @pytest.fixture(params=["embedded", "redis"])
 def store_settings(request: pytest.FixtureRequest, freshrec_home) -> Iterator:
-    from freshrec.settings import load_settings
+    from freshrec.core.settings import load_settings
 
     online = {"namespace": f"test-{uuid.uuid4().hex[:10]}", "tail_length": 5}
     if request.param == "redis":

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from freshrec.online.resp import RespConnection, RespError
+from freshrec.core.online.resp import RespConnection, RespError
 from tests.helpers.net import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

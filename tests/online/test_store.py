@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from freshrec.events import Watermark
-from freshrec.online import LiveEvent, StoreUnavailable, open_store
+from freshrec.core.events import Watermark
+from freshrec.core.online import LiveEvent, StoreUnavailable, open_store
 
 
 def _event(writer: str, seq: int, item: str, ts: float = 1_000.0) -> LiveEvent:
@@ -51,7 +51,7 @@ def test_concurrent_appends_all_land_each_in_its_order(store_settings) -> None:
 
 
 def test_a_failed_group_write_fails_every_request_in_it(freshrec_home) -> None:
-    from freshrec.settings import load_settings
+    from freshrec.core.settings import load_settings
 
     async def run() -> None:
         settings = load_settings(home=freshrec_home)  # the embedded store
@@ -104,7 +104,7 @@ def test_claim_is_granted_once(store_settings) -> None:
 
 
 def test_an_unreachable_redis_fails_fast_with_store_unavailable(freshrec_home) -> None:
-    from freshrec.settings import load_settings
+    from freshrec.core.settings import load_settings
     from tests.helpers.net import free_port
 
     settings = load_settings(home=freshrec_home, online={"store_url": f"redis://127.0.0.1:{free_port()}/0"})

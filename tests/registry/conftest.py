@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from freshrec.registry import Registry, open_registry
-from freshrec.settings import get_settings
+from freshrec.core.registry import Registry, open_registry
+from freshrec.core.settings import get_settings
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
 
-from freshrec.registry import Registry
+from freshrec.core.registry import Registry
 from tests.registry.conftest import artifact_specs
 
 

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from freshrec.cli.registry import app
-from freshrec.errors import Conflict, InvalidInput, NotFound
-from freshrec.registry import open_registry
-from freshrec.settings import get_settings
+from freshrec.core.errors import Conflict, InvalidInput, NotFound
+from freshrec.core.registry import open_registry
+from freshrec.core.settings import get_settings
 from tests.registry.conftest import artifact_specs
 
 runner = CliRunner()

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
 
-from freshrec.errors import Conflict
-from freshrec.registry import Registry, open_registry
-from freshrec.settings import load_settings
+from freshrec.core.errors import Conflict
+from freshrec.core.registry import Registry, open_registry
+from freshrec.core.settings import load_settings
 from tests.registry.conftest import artifact_specs
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.errors import ArtifactIntegrityError, Conflict, InvalidInput
-from freshrec.registry import Registry, verify_artifact
+from freshrec.core.errors import ArtifactIntegrityError, Conflict, InvalidInput
+from freshrec.core.registry import Registry, verify_artifact
 from tests.registry.conftest import artifact_specs
 
 
@@ -48,8 +48,8 @@ def _second_bundle(bundle: Path) -> Path:
 
 
 def test_promotion_and_canary_are_refused_unless_every_file_verifies(registry: Registry, bundle: Path) -> None:
-    from freshrec.registry.integrity import sha256_file
-    from freshrec.schemas import SHA256SUMS
+    from freshrec.core.registry.integrity import sha256_file
+    from freshrec.core.schemas import SHA256SUMS
 
     first = registry.register_candidate(bundle, artifact_specs(bundle), {}, {}, {}, "t")
     registry.promote(first.version, "t", "first")

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from freshrec.registry import database
-from freshrec.registry.models import Base
+from freshrec.core.registry import database
+from freshrec.core.registry.models import Base
 
 TABLES = {"models", "versions", "artifacts", "metrics", "lineage", "aliases", "verdicts", "audit_log"}
 
@@ -48,8 +48,8 @@ def test_upgrade_downgrade_upgrade_postgres(pg_schema_url: str) -> None:
 
 
 def test_open_registry_creates_the_default_sqlite_file(freshrec_home: Path) -> None:
-    from freshrec.registry import open_registry
-    from freshrec.settings import get_settings
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import get_settings
 
     with open_registry(get_settings()) as registry:
         assert registry.list_versions() == []
@@ -63,8 +63,8 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
     """Scheduler, replicas and CLI may open a brand-new registry at the same moment."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from freshrec.registry import open_registry
-    from freshrec.settings import load_settings
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import load_settings
 
     settings = load_settings(home=tmp_path)
 
@@ -80,8 +80,8 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
 
 
 def test_in_memory_sqlite_url_works(tmp_path: Path) -> None:
-    from freshrec.registry import open_registry
-    from freshrec.settings import load_settings
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import load_settings
 
     with open_registry(load_settings(home=tmp_path), url="sqlite://") as registry:
         assert registry.serving_state().champion is None

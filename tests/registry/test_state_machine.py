@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.errors import Conflict, InvalidInput, NotFound
-from freshrec.registry import TRANSITIONS, Registry, State
-from freshrec.registry.transaction import check_transition
+from freshrec.core.errors import Conflict, InvalidInput, NotFound
+from freshrec.core.registry import TRANSITIONS, Registry, State
+from freshrec.core.registry.transaction import check_transition
 from tests.registry.conftest import artifact_specs
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.serving.builders import write_bundle, write_snapshot
-from tasks.bench.processes import wait_ready
+from freshrec.tools.bench.processes import wait_ready
 from tests.helpers.net import free_port
 
 ADMIN_TOKEN = "release-test-token"
@@ -45,9 +45,9 @@ class ReleaseWorld:
 
 @pytest.fixture
 def release_world(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> ReleaseWorld:
-    from freshrec.layout import Layout
-    from freshrec.registry import open_registry
-    from freshrec.settings import get_settings
+    from freshrec.core.layout import Layout
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import get_settings
 
     port = free_port()
     env = {

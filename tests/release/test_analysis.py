@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from tasks.monitoring.promtext import Histogram, VariantCounters
-from tasks.release.analysis import Action, CanaryPolicy, Outcome, Progress, analyse_window, decide
+from freshrec.pipeline.monitoring.promtext import Histogram, VariantCounters
+from freshrec.pipeline.release.analysis import Action, CanaryPolicy, Outcome, Progress, analyse_window, decide
 
 INF = math.inf
 BOUNDS = [0.001, 0.005, 0.01, 0.025, 0.05, INF]

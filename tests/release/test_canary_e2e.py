@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from freshrec.registry import State
-from tasks.monitoring.serving_api import ServingClient
-from tasks.release.analysis import CanaryPolicy
-from tasks.release.controller import CanaryController, ReleasePlan
+from freshrec.core.registry import State
+from freshrec.pipeline.monitoring.serving_api import ServingClient
+from freshrec.pipeline.release.analysis import CanaryPolicy
+from freshrec.pipeline.release.controller import CanaryController, ReleasePlan
 from tests.release.stack import Load
 
 pytestmark = pytest.mark.slow

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from freshrec.errors import ArtifactIntegrityError, GateFailed
-from freshrec.registry import open_registry
-from freshrec.settings import get_settings
-from tasks.release.preflight import run_preflight
+from freshrec.core.errors import ArtifactIntegrityError, GateFailed
+from freshrec.core.registry import open_registry
+from freshrec.core.settings import get_settings
+from freshrec.pipeline.release.preflight import run_preflight
 from tests.serving.builders import write_bundle
 
 

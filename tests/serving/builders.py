@@ -93,7 +93,7 @@ def write_snapshot(online_dir: Path, name: str, users: dict[str, list[str]], pop
 def served_variant() -> tuple[str, str]:
     """(artifact, provider) the server picks for a bundle of :func:`write_bundle` on this machine:
     int8 on the CPU EP; on a GPU machine fp32 on CUDA (these bundles have no fp16 graph)."""
-    from serving.execution import CPU, choose_providers
+    from freshrec.serving.execution import CPU, choose_providers
 
     providers = choose_providers(None)
     return ("int8", CPU) if providers[0] == CPU else ("fp32", providers[0])

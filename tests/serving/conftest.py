@@ -38,9 +38,9 @@ class World:
 
 @pytest.fixture
 def world(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> World:
-    from freshrec.layout import Layout
-    from freshrec.registry import open_registry
-    from freshrec.settings import get_settings
+    from freshrec.core.layout import Layout
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import get_settings
 
     monkeypatch.setenv("FRESHREC_ADMIN_TOKEN", ADMIN_TOKEN)
     monkeypatch.setenv("FRESHREC_ALLOW_FAULT_INJECTION", "1")
@@ -67,7 +67,7 @@ class RunningServer:
     def __init__(self, settings) -> None:
         import uvicorn
 
-        from serving.api import create_app
+        from freshrec.serving.api import create_app
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

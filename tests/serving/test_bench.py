@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.bench.loadgen import closed_loop, encode_posts, open_loop
+from freshrec.tools.bench.loadgen import closed_loop, encode_posts, open_loop
 from tests.serving.conftest import World
 
 
@@ -30,9 +30,9 @@ def test_closed_loop_single_stream(server, world: World) -> None:
 
 @pytest.mark.slow
 def test_bench_serving_report(world: World, champion: str) -> None:
-    from tasks.bench.serving import run
-    from tasks.training.checkpoint import save_checkpoint
-    from tasks.training.models import Teacher, TeacherConfig
+    from freshrec.tools.bench.serving import run
+    from freshrec.pipeline.training.checkpoint import save_checkpoint
+    from freshrec.pipeline.training.models import Teacher, TeacherConfig
 
     # The torch baseline serves the bundle's teacher checkpoint (a small one here).
     save_checkpoint(Teacher(TeacherConfig(len(world.items), dim=16, hidden=32)), world.home / "models" / "run-1" / "teacher.pt")

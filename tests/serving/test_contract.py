@@ -118,7 +118,7 @@ def test_not_ready_without_champion(world: World) -> None:
 def test_feedback_goes_through_the_ingestion_log(server, world: World, champion: str) -> None:
     import json
 
-    from freshrec.layout import Layout
+    from freshrec.core.layout import Layout
 
     r = httpx.post(f"{server.url}/v1/feedback", json={"user_id": "u1", "item_id": "i3", "event_type": "click",
                                                        "variant": "champion", "model_version": champion})

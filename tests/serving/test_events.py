@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 from tests.online.conftest import REDIS_URL
 from tests.serving.conftest import RunningServer, World
 
@@ -130,7 +130,7 @@ def test_body_faults_get_their_status_and_nothing_is_accepted(backend: str, worl
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHREC_SERVING__MAX_EVENTS_PER_REQUEST", "3")
     monkeypatch.setenv("FRESHREC_INGEST_TOKEN", "ingest-secret")
-    from freshrec.settings import get_settings
+    from freshrec.core.settings import get_settings
 
     get_settings.cache_clear()
     auth = {"authorization": "Bearer ingest-secret"}
@@ -183,7 +183,7 @@ def test_a_covered_live_entry_is_not_counted_twice(live: RunningServer, world: W
     """Once a snapshot's watermark covers an entry, the merge skips it (the snapshot already has it)."""
     from dataclasses import replace
 
-    from freshrec.events import Watermark
+    from freshrec.core.events import Watermark
 
     assert post(live.url, click("u6", "i40")).status_code == 200
     writer = logged(world)[0]["writer"]
@@ -205,7 +205,7 @@ def test_a_down_store_costs_freshness_never_events(world: World, champion: str, 
 
     port = free_port()
     monkeypatch.setenv("FRESHREC_ONLINE__STORE_URL", f"redis://127.0.0.1:{port}/0")
-    from freshrec.settings import get_settings
+    from freshrec.core.settings import get_settings
 
     get_settings.cache_clear()
     with RunningServer(get_settings()) as server:
@@ -240,7 +240,7 @@ def test_acknowledged_events_survive_kill_9(world: World, champion: str) -> None
     import subprocess
     import sys
 
-    from tasks.bench.processes import free_port, wait_ready
+    from freshrec.tools.bench.processes import free_port, wait_ready
 
     def start() -> tuple[subprocess.Popen, str]:
         port = free_port()

@@ -9,10 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from freshrec.errors import ArtifactIntegrityError, ConfigError
-from freshrec.settings import ServingSettings
-from serving.execution import CPU, build_scorer, choose_providers, cuda_device_count, warm_up
-from serving.gpu import bucket_sizes
+from freshrec.core.errors import ArtifactIntegrityError, ConfigError
+from freshrec.core.settings import ServingSettings
+from freshrec.serving.execution import CPU, choose_providers, cuda_device_count, warm_up
+from freshrec.serving.scorers import build_scorer
+from freshrec.serving.gpu import bucket_sizes
 from tests.serving.builders import scoring_model
 
 

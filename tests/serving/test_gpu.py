@@ -14,9 +14,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from freshrec.settings import ServingSettings
-from serving.execution import CPU, CUDA, build_scorer, choose_providers, cuda_device_count, warm_up
-from serving.gpu import CudaScorer, bucket_sizes
+from freshrec.core.settings import ServingSettings
+from freshrec.serving.execution import CPU, CUDA, choose_providers, cuda_device_count, warm_up
+from freshrec.serving.scorers import build_scorer
+from freshrec.serving.gpu import CudaScorer, bucket_sizes
 from tests.serving.builders import scoring_model
 
 pytestmark = pytest.mark.skipif(

@@ -10,8 +10,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from freshrec.errors import Conflict
-from freshrec.layout import Layout
+from freshrec.core.errors import Conflict
+from freshrec.core.layout import Layout
 from tests.serving.builders import served_variant, write_snapshot
 from tests.serving.conftest import RunningServer, World, admin_headers
 
@@ -159,8 +159,8 @@ def test_a_start_with_a_broken_champion_serves_previous(world: World, champion: 
 
 
 def test_an_edited_vocabulary_is_refused_at_load(server, world: World, champion: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from freshrec.registry import sha256_file
-    from freshrec.schemas import BUNDLE_VOCAB, SHA256SUMS
+    from freshrec.core.registry import sha256_file
+    from freshrec.core.schemas import BUNDLE_VOCAB, SHA256SUMS
 
     newer = world.register("run-2", seed=2)
     bundle = world.home / "models" / "run-2"

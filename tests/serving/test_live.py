@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from freshrec.events import Watermark
-from freshrec.online import LiveEvent
-from serving.live import merge_live
+from freshrec.core.events import Watermark
+from freshrec.core.online import LiveEvent
+from freshrec.serving.live import merge_live
 
 INDEX = {f"i{n}": n for n in range(1, 60)}
 

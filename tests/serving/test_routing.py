@@ -9,12 +9,12 @@ import sys
 import httpx
 import pytest
 
-from serving.routing import BUCKETS, bucket_of, in_canary
+from freshrec.serving.routing import BUCKETS, bucket_of, in_canary
 from tests.serving.conftest import RunningServer, World
 
 
 def test_bucket_is_stable_across_processes() -> None:
-    code = "from serving.routing import bucket_of; print(bucket_of('user-42'))"
+    code = "from freshrec.serving.routing import bucket_of; print(bucket_of('user-42'))"
     seen = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": seed},
                        check=True).stdout.strip()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from freshrec.events import Watermark
-from serving.ragged import Ragged
-from serving.ranking import top_k
-from serving.snapshot import OnlineSnapshot, bind_snapshot
+from freshrec.core.events import Watermark
+from freshrec.serving.ragged import Ragged
+from freshrec.serving.ranking import top_k
+from freshrec.serving.snapshot import OnlineSnapshot, bind_snapshot
 
 LISTS = pa.list_(pa.string())
 

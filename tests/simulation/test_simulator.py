@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
-from freshrec.errors import InvalidInput
-from tasks.data.world import WorldConfig, make_world, save_world
-from tasks.monitoring.promtext import parse_scrape
-from tasks.simulation.simulator import SimulationConfig, Simulator, first_click
+from freshrec.core.errors import InvalidInput
+from freshrec.tools.data.world import WorldConfig, make_world, save_world
+from freshrec.pipeline.monitoring.promtext import parse_scrape
+from freshrec.tools.simulation.simulator import SimulationConfig, Simulator, first_click
 from tests.release.stack import N_ITEMS, N_USERS, release_world, serving  # noqa: F401 (fixtures)
 
 

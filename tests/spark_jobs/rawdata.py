@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 
 HEADER = "user_id,item_id,event_type,value,ts"
 
@@ -77,7 +77,7 @@ BAD_CSV_LINES = {
 
 
 def log_line(event_id: str, writer: str, seq: int, ingested: dt.datetime, user: str, item: str) -> str:
-    """One line of the ingestion log, as freshrec.eventlog writes it (ts 30 s before ingestion)."""
+    """One line of the ingestion log, as freshrec.core.eventlog writes it (ts 30 s before ingestion)."""
     stamp = ingested + dt.timedelta(seconds=seq)
     return json.dumps({"event_id": event_id, "user_id": user, "item_id": item, "event_type": "click", "value": 1.0,
                        "ts": (stamp - dt.timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.bench import features as bench
+from freshrec.tools.bench import features as bench
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import json
 import pyarrow.dataset as pads
 import pytest
 
-from freshrec.layout import Layout
+from freshrec.core.layout import Layout
 from tests.spark_jobs import rawdata
 from tests.spark_jobs.conftest import run_and_publish
 

@@ -15,10 +15,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from freshrec.layout import Layout
-from spark_jobs.features import run_features
-from spark_jobs.publish import publish_run
-from spark_jobs.state import STATE_DIR, TABLES
+from freshrec.core.layout import Layout
+from freshrec.spark.features import run_features
+from freshrec.spark.publish import publish_run
+from freshrec.spark.state import STATE_DIR, TABLES
 from tests.spark_jobs import rawdata
 
 pytestmark = pytest.mark.slow

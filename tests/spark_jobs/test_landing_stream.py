@@ -11,8 +11,8 @@ from collections import Counter
 import pyarrow.parquet as pq
 import pytest
 
-from freshrec.layout import Layout
-from spark_jobs.landing_stream import DATA_COLUMNS, batch_manifest_path, data_file_name, lock_checkpoint, run_landing
+from freshrec.core.layout import Layout
+from freshrec.spark.landing_stream import DATA_COLUMNS, batch_manifest_path, data_file_name, lock_checkpoint, run_landing
 from tests.spark_jobs import rawdata
 
 pytestmark = pytest.mark.slow

@@ -11,8 +11,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from freshrec.layout import Layout
-from tasks.data.features_oracle import compute_features
+from freshrec.core.layout import Layout
+from freshrec.tools.data.features_oracle import compute_features
 from tests.spark_jobs.conftest import run_and_publish
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ START, DAYS = dt.date(2026, 3, 1), 4
 
 
 def _synth(home):
-    from tasks.data.synth import SynthConfig, synthesize
+    from freshrec.tools.data.synth import SynthConfig, synthesize
 
     config = SynthConfig(out=Layout(home).raw_events, start=START, days=DAYS, users=150, items=80, events_per_day=1200, seed=3)
     for _ in synthesize(config):

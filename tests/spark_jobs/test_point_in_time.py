@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pytest
 
-from freshrec.layout import Layout
-from spark_jobs import publish as publish_module
+from freshrec.core.layout import Layout
+from freshrec.spark import publish as publish_module
 from tests.spark_jobs import rawdata
 from tests.spark_jobs.conftest import run_and_publish, stage_only
 

@@ -1,4 +1,4 @@
-"""The ingestion API's rule table (freshrec.events.check_event) and the Spark clean stage decide every event alike:
+"""The ingestion API's rule table (freshrec.core.events.check_event) and the Spark clean stage decide every event alike:
 accepted by both, or rejected by both with the same reason.
 
 The corpus is written as JSON lines into a raw partition, classified by ``parse_and_classify`` with the same rules
@@ -15,10 +15,10 @@ import random
 
 import pytest
 
-from freshrec.events import REASONS, EventRules, check_event
-from freshrec.layout import Layout
-from spark_jobs.clean import CleanRules, parse_and_classify
-from spark_jobs.raw_reader import list_raw_files, read_raw
+from freshrec.core.events import REASONS, EventRules, check_event
+from freshrec.core.layout import Layout
+from freshrec.spark.clean import CleanRules, parse_and_classify
+from freshrec.spark.raw_reader import list_raw_files, read_raw
 from tests.spark_jobs import rawdata
 
 pytestmark = pytest.mark.slow

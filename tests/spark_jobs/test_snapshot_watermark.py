@@ -12,10 +12,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from freshrec.events import WATERMARK_FILE, Watermark
-from freshrec.layout import Layout
-from spark_jobs.landing_stream import batch_manifest_path, data_file_name, log_watermark, write_json_atomic
-from spark_jobs.publish import goes_live
+from freshrec.core.events import WATERMARK_FILE, Watermark
+from freshrec.core.layout import Layout
+from freshrec.spark.landing_stream import batch_manifest_path, data_file_name, log_watermark, write_json_atomic
+from freshrec.spark.publish import goes_live
 from tests.spark_jobs import rawdata
 from tests.spark_jobs.conftest import run_and_publish
 

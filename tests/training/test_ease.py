@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tasks.training import ease
-from tasks.training.ease import WideConfig, WideGrams, ease_weights, gram_matrix, select_wide, session_gram, solve_ease
+from freshrec.pipeline.training import ease
+from freshrec.pipeline.training.ease import WideConfig, WideGrams, ease_weights, gram_matrix, select_wide, session_gram, solve_ease
 
 
 def test_gram_matrix_counts_users_of_each_item_pair() -> None:

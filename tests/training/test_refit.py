@@ -13,9 +13,9 @@ from tests.training.lake import clustered_events, write_clean_lake, write_item_m
 
 
 def _gated_run(home: Path) -> tuple[object, Path]:
-    from freshrec.layout import Layout
-    from freshrec.settings import load_settings
-    from tasks.training.stages import build_datasets, train_students, train_teacher
+    from freshrec.core.layout import Layout
+    from freshrec.core.settings import load_settings
+    from freshrec.pipeline.training.stages import build_datasets, train_students, train_teacher
 
     settings = load_settings(home=home, training={"holdout_days": 1})
     layout = Layout(home)
@@ -30,8 +30,8 @@ def _gated_run(home: Path) -> tuple[object, Path]:
 
 
 def test_prepare_keeps_every_interaction_for_the_refit() -> None:
-    from tasks.training import prepare as prep
-    from tasks.training.dataset import normalise_interactions
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training.dataset import normalise_interactions
 
     events = normalise_interactions(clustered_events(users=20, items=16, days=5))
     data = prep.prepare(events, "temporal", 1, 64, 42, lambda vocab: np.zeros((vocab.n_items + 1, 1), np.float32))
@@ -47,10 +47,10 @@ def test_prepare_keeps_every_interaction_for_the_refit() -> None:
 
 
 def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp_path: Path) -> None:
-    from tasks.training import prepare as prep
-    from tasks.training.checkpoint import RunPaths
-    from tasks.training.ease import WideConfig, ease_weights
-    from tasks.training.stages import read_training_summaries, refit_on_all
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training.checkpoint import RunPaths
+    from freshrec.pipeline.training.ease import WideConfig, ease_weights
+    from freshrec.pipeline.training.stages import read_training_summaries, refit_on_all
 
     settings, run = _gated_run(tmp_path)
     paths = RunPaths(run)
@@ -86,8 +86,8 @@ def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp
 
 
 def test_refit_runs_only_after_passing_gates_and_when_enabled(tmp_path: Path) -> None:
-    from freshrec.settings import load_settings
-    from tasks.training.stages import refit_reason
+    from freshrec.core.settings import load_settings
+    from freshrec.pipeline.training.stages import refit_reason
 
     run = tmp_path / "run"
     (run / "work").mkdir(parents=True)
@@ -125,8 +125,8 @@ def _assert_same(a, b, where: str = "data") -> None:
 
 
 def test_training_set_round_trips_without_pickle(tmp_path: Path) -> None:
-    from tasks.training import prepare as prep
-    from tasks.training.dataset import normalise_interactions
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training.dataset import normalise_interactions
 
     events = normalise_interactions(clustered_events(users=20, items=16, days=5))
     data = prep.prepare(events, "temporal", 1, 64, 42, lambda vocab: np.zeros((vocab.n_items + 1, 1), np.float32))
@@ -134,7 +134,7 @@ def test_training_set_round_trips_without_pickle(tmp_path: Path) -> None:
     with np.load(path, allow_pickle=False) as stored:  # every entry loads without pickle
         assert all(stored[name].dtype != object for name in stored.files)
     _assert_same(data, prep.load(path))
-    from freshrec.errors import DataValidationError
+    from freshrec.core.errors import DataValidationError
 
     (tmp_path / "garbage.npz").write_bytes(b"not a training set")
     np.savez(tmp_path / "other.npz", weights=np.zeros(3))

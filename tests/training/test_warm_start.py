@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from tasks.training.checkpoint import grow_into
-from tasks.training.dataset import Vocab, build_vocab, normalise_interactions
-from tasks.training.models import Student, StudentConfig, Teacher, TeacherConfig
+from freshrec.pipeline.training.checkpoint import grow_into
+from freshrec.pipeline.training.dataset import Vocab, build_vocab, normalise_interactions
+from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig
 from tests.training.lake import clustered_events, write_clean_lake
 
 
@@ -53,10 +53,10 @@ def test_grown_model_scores_old_items_exactly_like_the_parent(kind: str) -> None
 
 
 def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Path) -> None:
-    from freshrec.schemas import BUNDLE_VOCAB
-    from freshrec.settings import load_settings
-    from freshrec.layout import Layout
-    from tasks.training.stages import build_datasets, train_students, train_teacher
+    from freshrec.core.schemas import BUNDLE_VOCAB
+    from freshrec.core.settings import load_settings
+    from freshrec.core.layout import Layout
+    from freshrec.pipeline.training.stages import build_datasets, train_students, train_teacher
 
     settings = load_settings(home=tmp_path, training={"holdout_days": 1})
     layout = Layout(tmp_path)
@@ -92,7 +92,7 @@ def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Pat
 def test_validation_split_is_stable_across_runs_so_a_parent_never_trained_on_it() -> None:
     """The next run's early-stopping items were never in its parent's fitting histories: a warm start
     would otherwise be scored on items it memorised."""
-    from tasks.training import prepare as prep
+    from freshrec.pipeline.training import prepare as prep
 
     events = normalise_interactions(clustered_events(users=60, items=40, days=10, per_user=10))
     cutoff = events["ts"].sort_values().iloc[int(len(events) * 0.7)]
@@ -117,8 +117,8 @@ class _RunsCode:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from freshrec.errors import ArtifactIntegrityError
-    from tasks.training.checkpoint import read_checkpoint, save_checkpoint
+    from freshrec.core.errors import ArtifactIntegrityError
+    from freshrec.pipeline.training.checkpoint import read_checkpoint, save_checkpoint
 
     plain = save_checkpoint(Student(StudentConfig(n_items=5, dim=4)), tmp_path / "student.pt", {"pruned": [1, 2]})
     payload = read_checkpoint(plain)

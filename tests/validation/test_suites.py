@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from freshrec.errors import DataValidationError
-from freshrec.layout import Layout
-from tasks.validation.features_suite import kl_divergence, validate_staged
-from tasks.validation.raw_suite import validate_raw, volume_frame
+from freshrec.core.errors import DataValidationError
+from freshrec.core.layout import Layout
+from freshrec.pipeline.validation.features_suite import kl_divergence, validate_staged
+from freshrec.pipeline.validation.raw_suite import validate_raw, volume_frame
 from tests.spark_jobs import rawdata
 
 D = dt.date(2026, 1, 5)
@@ -21,7 +21,7 @@ D = dt.date(2026, 1, 5)
 
 @pytest.fixture
 def settings(freshrec_home):
-    from freshrec.settings import get_settings
+    from freshrec.core.settings import get_settings
 
     return get_settings()
 

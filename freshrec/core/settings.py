@@ -1,0 +1,227 @@
+"""FreshRec settings: one pydantic-settings object.
+
+Precedence (highest first): explicit keyword arguments > ``FRESHREC_*`` environment variables >
+the optional TOML config file > defaults. The config file is ``$FRESHREC_CONFIG`` when set, else
+``$FRESHREC_HOME/freshrec.toml`` when it exists. Nested groups use ``__`` in env names, e.g.
+``FRESHREC_SERVING__MAX_BATCH=64``. Unknown keys are errors (``extra="forbid"``).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from freshrec.core.errors import ConfigError
+
+
+
+def _default_home() -> Path:
+    """``.freshrec/`` in the checkout when run from one (editable install, the dev/CI setup), ``~/.freshrec``
+    from an installed wheel; FRESHREC_HOME overrides either."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "freshrec" / "core").is_dir():
+        return root / ".freshrec"
+    return Path.home() / ".freshrec"
+
+
+_DEFAULT_HOME = _default_home()
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSettings(_Group):
+    quarantine_max_share: float = Field(0.05, ge=0, le=1, description="a day above this invalid share stops the run")
+    future_ts_tolerance_s: int = Field(3600, ge=0, description="events further in the future than this are quarantined")
+    rating_min: float = 0.5
+    rating_max: float = 5.0
+    history_length: int = Field(50, ge=1, description="items kept in the ordered per-user history feature")
+    online_history_length: int = Field(256, ge=1, description="history items per user in the online snapshot (model input)")
+    negatives_per_positive: int = Field(4, ge=0)
+    volume_ratio_min: float = Field(0.2, ge=0, description="raw volume vs trailing average, lower bound")
+    volume_ratio_max: float = Field(5.0, ge=0, description="raw volume vs trailing average, upper bound")
+    drift_max_kl: float = Field(0.5, ge=0, description="max KL divergence of feature distributions vs the previous day")
+    seed: int = 42
+
+
+class TrainingSettings(_Group):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    teacher_epochs: int = Field(30, ge=1)
+    student_epochs: int = Field(40, ge=1)
+    holdout_days: int = Field(7, ge=1, description="temporal holdout used by the gates")
+    torch_threads: int = Field(1, ge=1, description="CPU threads for training (small ops: 1 beats 2 on a busy box)")
+    refit_on_all: bool = Field(
+        True,
+        description="after the gates pass on the holdout-trained models, refit teacher and distilled student on all "
+        "interactions (training part + holdout; same recipe and epoch counts) and serve that refit; gate metrics and "
+        "the next run's champion comparison keep using the holdout-trained graph (student.eval.int8.onnx). "
+        "False: serve the holdout-trained models",
+    )
+    seed: int = 42
+
+
+class GateSettings(_Group):
+    min_ndcg_at_10: float = Field(0.0, ge=0, le=1, description="absolute floor for the candidate")
+    max_regression: float = Field(0.01, ge=0, description="relative nDCG@10 loss allowed vs the champion")
+    int8_max_loss: float = Field(0.01, ge=0, description="relative nDCG@10 loss allowed for int8 vs fp32")
+
+
+class ServingSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(0, ge=0, description="uvicorn worker processes per replica; 0 = one per CPU core (at most 8)")
+    providers: list[str] | None = Field(None, description="ONNX Runtime providers in order; None = best available")
+    intra_op_threads: int = Field(1, ge=0)
+    max_batch: int = Field(64, ge=1)
+    max_wait_ms: float = Field(0.5, ge=0, le=1.0)
+    max_queue: int = Field(1024, ge=1)
+    request_deadline_ms: float = Field(1000.0, gt=0, description="a scoring job queued longer than this is shed (503)")
+    cache_ttl_s: float = Field(30.0, ge=0)
+    cache_size: int = Field(100_000, ge=0)
+    reconcile_interval_s: float = Field(5.0, gt=0)
+    slo_latency_ms: float = Field(10.0, gt=0, description="p99 latency SLO threshold (a histogram bucket boundary)")
+    artifact_variant: Literal["auto", "fp32", "int8", "fp16", "teacher"] = Field(
+        "auto", description="artifact served; auto = int8 on CPU, fp16 (else fp32) on CUDA")
+    max_candidates: int = Field(5000, ge=1, description="catalogues larger than this go through a retrieval stage")
+    cuda_graphs: bool = Field(False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
+    max_events_per_request: int = Field(1000, ge=1, le=100_000, description="events one POST /v1/events may carry")
+    log_fsync: bool = Field(True, description="fsync the ingestion log before acknowledging events (group commit)")
+    log_segment_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="an ingestion log segment is sealed at this size")
+    log_segment_max_age_s: float = Field(60.0, gt=0, description="... or this long after it was opened (and at UTC midnight)")
+    scoring_thread: bool = Field(False, description="score on a thread (overlaps HTTP parsing) instead of inline on the event loop")
+
+
+class OnlineSettings(_Group):
+    """The online store: each user's live tail of events since the snapshot, shared by workers and replicas."""
+
+    enabled: bool = Field(True, description="merge live tails into the snapshot histories; false = the daily snapshot only")
+    store_url: str | None = Field(None, description="redis://host:port/db (rediss://, redis+sentinel is not supported: use "
+                                  "a proxy); unset = the embedded store under home, shared by one host's workers")
+    namespace: str = Field("freshrec", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                           description="key prefix in the store (several deployments or tests can share one Redis)")
+    tail_length: int = Field(256, ge=1, description="live events kept per user (the newest)")
+    tail_ttl_s: float = Field(14 * 86400, gt=0, description="a user's live tail expires this long after their last event")
+    trim_grace_s: float = Field(300.0, ge=0, description="entries a new snapshot covers are trimmed this long after it went live")
+    timeout_ms: float = Field(50.0, gt=0, description="a store call slower than this fails (recommend then serves the snapshot)")
+
+
+class ReleaseSettings(_Group):
+    steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100])
+    interval_s: float = Field(60.0, gt=0)
+    min_requests_per_step: int = Field(200, ge=1)
+    failure_threshold: int = Field(1, ge=1)
+    max_p99_ms: float = Field(10.0, gt=0)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_psi: float = Field(0.25, ge=0)
+    psi_blocks: bool = Field(False, description="a score PSI above max_psi fails the canary (off: recorded only, as "
+                             "two model versions' raw scores are not calibrated to each other)")
+    max_p99_ratio_vs_champion: float = Field(1.5, ge=1, description="canary p99 may be this times the champion's")
+    p99_slack_ms: float = Field(2.0, ge=0, description="... or this much above it (histogram bucket resolution)")
+    ctr_min_delta: float = Field(0.02, gt=0, le=1, description="smallest absolute CTR change the online test must detect")
+    max_extensions: int = Field(1, ge=0, description="times a step with too little traffic is extended")
+    convergence_timeout_s: float = Field(60.0, gt=0, description="wait for every replica to load a change")
+    require_approval: bool = Field(False, description="Inconclusive canaries wait for a human instead of rolling back")
+
+
+class MonitoringSettings(_Group):
+    availability_target: float = Field(0.999, gt=0, lt=1, description="share of requests that must not fail")
+    latency_target: float = Field(0.99, gt=0, lt=1, description="share of requests faster than serving.slo_latency_ms")
+    max_model_age_h: float = Field(48.0, gt=0, description="champion older than this is stale -> retrain")
+    max_features_age_h: float = Field(48.0, gt=0, description="newest features partition older than this is stale")
+    max_drift_psi: float = Field(0.25, ge=0, description="champion score PSI vs its reference above this -> retrain")
+    prometheus_url: str | None = Field(None, description="read counters from this Prometheus server instead of /metrics")
+    webhook_url: str | None = Field(None, description="alerts are also POSTed here as JSON")
+    retention_days: float = Field(7.0, gt=0, description="counter snapshots older than this are deleted")
+
+
+class Settings(BaseSettings):
+    """Everything configurable in FreshRec."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRESHREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Field(_DEFAULT_HOME, description="state root: lake, models, registry, airflow, reports")
+    config: Path | None = Field(None, description="optional TOML config file (see module doc)")
+    registry_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under home")
+    spark_master: str = Field("local[*]", description="local[N], spark://..., yarn, k8s://... or sc:// (Spark Connect)")
+    spark_driver_memory: str = "4g"
+    admin_token: SecretStr | None = Field(None, description="bearer token for serving admin routes")
+    ingest_token: SecretStr | None = Field(None, description="bearer token POST /v1/events requires when set")
+    serving_url: str = Field("http://127.0.0.1:8000", description="where tasks reach the serving tier")
+    serving_replicas: list[str] = Field(default_factory=list, description="replica base URLs; empty = serving_url only")
+    allow_fault_injection: bool = False
+    model_name: str = "freshrec"
+    log_level: str = "INFO"
+
+    data: DataSettings = Field(default_factory=DataSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    gates: GateSettings = Field(default_factory=GateSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
+    release: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def effective_registry_url(self) -> str:
+        return self.registry_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def replicas(self) -> list[str]:
+        return self.serving_replicas or [self.serving_url]
+
+
+def _config_file() -> Path | None:
+    explicit = os.environ.get("FRESHREC_CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"FRESHREC_CONFIG points to {path}, which is not a file")
+        return path
+    home = Path(os.environ.get("FRESHREC_HOME", _DEFAULT_HOME)).expanduser()
+    candidate = home / "freshrec.toml"
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation problems into one readable ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid FreshRec settings: {problems}") from exc
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (cached). Tests that change the environment call ``get_settings.cache_clear()``."""
+    return load_settings()

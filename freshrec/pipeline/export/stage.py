@@ -1,0 +1,242 @@
+"""Export and quantise a run's models, choose the int8 recipe by measurement, check parity.
+
+Pruned students (``freshrec.pipeline.export.pruning``) are measured first and replace the student only when
+they are as good and measurably faster.
+
+fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
+``quantize.RECIPES`` is built and measured against fp32 on the fidelity set (``evaluate.fidelity_set``:
+enough users for a 1% tolerance to mean something), on the holdout, by max score difference vs fp32,
+and for speed (single request, whole catalogue); of the recipes within the allowed quality loss and
+near the fastest, the most accurate is kept (``choose_recipe``); none within: the most accurate one
+(the int8 gate then rejects the candidate). fp16 for GPUs.
+
+After the gates, ``export_served`` exports the models refitted on all interactions the same way (same
+int8 recipe, same pruning decision) as the served graphs and checks them (parity, paired int8
+fidelity); the gated int8 student stays in the bundle as ``student.eval.int8.onnx``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from freshrec.pipeline.evaluation.evaluate import evaluate_graph
+from freshrec.pipeline.export.latency import onnx_latency
+from freshrec.pipeline.export.onnx_export import export_onnx, optimise_offline, run_scores, session
+from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
+from freshrec.pipeline.training import prepare as prep
+from freshrec.pipeline.export.pruning import evaluate_pruning, pruned_variant
+from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint
+from freshrec.pipeline.training.dataset import pad_histories
+
+log = logging.getLogger(__name__)
+CALIBRATION_USERS = 256
+PRUNING_MAX_LOSS = 0.005  # "equal quality": a pruned student may lose at most 0.5% relative nDCG@10
+
+
+def export_fp32(model: torch.nn.Module, target: Path) -> Path:
+    raw = target.with_suffix(".raw.onnx")
+    export_onnx(model, raw)
+    optimise_offline(raw, target)
+    raw.unlink()
+    for stray in target.parent.glob(target.name + ".data"):
+        stray.unlink()
+    return target
+
+
+def score_difference(reference: Path, other: Path, histories: np.ndarray, n_items: int) -> float:
+    """Max |score| difference between two graphs over real histories and the whole catalogue."""
+    a, b = session(reference), session(other)
+    candidates = np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (len(histories), n_items)).copy()
+    return float(np.abs(run_scores(a, histories, candidates) - run_scores(b, histories, candidates)).max())
+
+
+def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_items: int, seed: int = 0) -> dict:
+    """torch eager vs ORT on real histories with random candidate sets (max abs and relative diff)."""
+    rng = np.random.default_rng(seed)
+    candidates = rng.integers(1, n_items + 1, size=(len(histories), min(n_items, 100)), dtype=np.int64)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(histories), torch.from_numpy(candidates)).numpy()
+    got = run_scores(session(graph), histories, candidates)
+    diff = np.abs(expected - got)
+    return {"max_abs_diff": float(diff.max()), "max_rel_diff": float((diff / (np.abs(expected) + 1e-6)).max())}
+
+
+def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.25) -> dict:
+    """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set) and within
+    ``latency_slack`` of the fastest p50 CPU time per call (timings on a shared box are noisy; CPU time
+    less so than wall time): the most accurate, the smaller file on a tie; none within: the most accurate.
+
+    Accuracy before size: the served graph is a refit quantised with the same recipe and gated again,
+    so the recipe with the widest margin is the one least likely to fail there."""
+    floor = fp32_ndcg * (1.0 - max_loss)
+    within = [t for t in trials if t["fidelity_ndcg@10"] >= floor]
+    if not within:
+        return max(trials, key=lambda t: t["fidelity_ndcg@10"])
+    fastest = min(t["latency"]["cpu_p50_ms"] for t in within)
+    quick = [t for t in within if t["latency"]["cpu_p50_ms"] <= fastest * (1.0 + latency_slack)]
+    return max(quick, key=lambda t: (t["fidelity_ndcg@10"], -t["size"]))
+
+
+def export_run(
+    run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True, prune: bool = True
+) -> Path:
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    n_items = data.vocab.n_items
+    categories = torch.from_numpy(data.categories)
+    sample = _parity_histories(data)
+    report: dict = {"models": {}, "int8_trials": []}
+    for name in ("teacher", "student"):
+        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        report["models"][name] = {"fp32": str(export_fp32(model, paths.onnx(name, "fp32")))}
+    student_fp32 = paths.onnx("student", "fp32")
+    if prune:
+        student, _ = load_checkpoint(paths.checkpoint("student"))
+        pruning = evaluate_pruning(run_dir, student, student_fp32, export_fp32, data.history_len, PRUNING_MAX_LOSS)
+        if pruning["model"] is not None:  # the pruned student becomes the student
+            save_checkpoint(pruning["model"], paths.checkpoint("student"))
+            export_fp32(pruning["model"], student_fp32)
+        report["pruning"] = {k: v for k, v in pruning.items() if k != "model"}
+    fp32_quality = evaluate_graph(run_dir, student_fp32)
+    fp32_fidelity = evaluate_graph(run_dir, student_fp32, fidelity=True)["overall"]
+    fp32_latency = onnx_latency(student_fp32, n_items, data.history_len, n_items)
+    report["student_fp32"] = {
+        "metrics": fp32_quality,
+        "fidelity_ndcg@10": fp32_fidelity["ndcg@10"],
+        "fidelity_users": fp32_fidelity["users"],
+        "latency": fp32_latency,
+        "size": student_fp32.stat().st_size,
+    }
+
+    calibration_histories = pad_histories(list(data.train.values())[:CALIBRATION_USERS], data.history_len)
+    calibration = HistoryCalibration(calibration_histories, n_items)
+    for recipe in recipes:
+        target = paths.work / f"student.int8.{recipe.name}.onnx"
+        try:
+            quantise_int8(student_fp32, target, recipe, calibration)
+        except Exception as exc:  # a recipe ORT cannot apply to this graph is reported, not fatal
+            log.warning("int8 recipe %s failed: %s", recipe.name, exc)
+            report["int8_trials"].append({"recipe": recipe.to_dict(), "error": str(exc)})
+            continue
+        metrics = evaluate_graph(run_dir, target)
+        report["int8_trials"].append({
+            "recipe": recipe.to_dict(),
+            "path": str(target),
+            "ndcg@10": metrics["overall"]["ndcg@10"],
+            "fidelity_ndcg@10": evaluate_graph(run_dir, target, fidelity=True)["overall"]["ndcg@10"],
+            "metrics": metrics,
+            "max_abs_diff_vs_fp32": score_difference(student_fp32, target, sample, n_items),
+            "latency": onnx_latency(target, n_items, data.history_len, n_items),
+            "size": target.stat().st_size,
+        })
+    trials = [t for t in report["int8_trials"] if "error" not in t]
+    if not trials:
+        raise RuntimeError("no int8 recipe could be applied to the student graph")
+    chosen = choose_recipe(trials, fp32_fidelity["ndcg@10"], int8_max_loss)
+    for trial in trials:  # the losing recipes are scratch files
+        if trial is not chosen:
+            Path(trial["path"]).unlink(missing_ok=True)
+    Path(chosen["path"]).replace(paths.onnx("student", "int8"))
+    chosen["path"] = str(paths.onnx("student", "int8"))
+    report["int8"] = chosen
+    if fp16:
+        convert_fp16(student_fp32, paths.onnx("student", "fp16"))
+        report["fp16"] = {"path": str(paths.onnx("student", "fp16")), "size": paths.onnx("student", "fp16").stat().st_size}
+    out = paths.work / "export.json"
+    out.write_text(json.dumps(report, indent=2))
+    return out
+
+
+def _parity_histories(data: prep.TrainingData) -> np.ndarray:
+    return data.test.histories[:CALIBRATION_USERS] if len(data.test.histories) else data.validation.histories
+
+
+def check_parity(run_dir: Path) -> Path:
+    """torch vs ORT fp32 for teacher and student on real histories -> work/parity.json."""
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    categories = torch.from_numpy(data.categories)
+    sample = _parity_histories(data)
+    result = {}
+    for name in ("teacher", "student"):
+        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        result[name] = torch_parity(model, paths.onnx(name, "fp32"), sample, data.vocab.n_items)
+    out = paths.work / "parity.json"
+    out.write_text(json.dumps(result, indent=2))
+    return out
+
+
+def set_aside_holdout_graphs(paths: RunPaths) -> None:
+    """The gated int8 student becomes ``student.eval.int8.onnx`` (the next run's champion comparison) and
+    its fp32 reference moves to ``work/``; the gated fp16 and teacher graphs are dropped (their evidence
+    is in export.json / parity.json). Once: a retried export keeps what was set aside."""
+    kept = paths.eval_onnx("student", "int8")
+    if kept.is_file():
+        return
+    paths.onnx("student", "fp32").replace(paths.work / "student.eval.fp32.onnx")
+    for name, variant in (("student", "fp16"), ("teacher", "fp32")):
+        paths.onnx(name, variant).unlink(missing_ok=True)
+    paths.onnx("student", "int8").replace(kept)
+
+
+def export_served(run_dir: Path) -> Path:
+    """Export the models refitted on all interactions as the served graphs and check them.
+
+    fp32 teacher and student, the student's int8 with the recipe chosen for the gated student
+    (calibrated on the full histories), fp16 when the gated export made one; a pruning variant kept for
+    the gated student is applied to the refit too. Checks, as for the gated graphs: torch vs ORT parity
+    of both models, and int8 vs fp32 of the student paired on the fidelity set with the max score
+    difference (the refit has seen those targets: the figures compare two graphs of one model, they are
+    not holdout metrics). -> ``work/served_export.json``.
+    """
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    gated = json.loads((paths.work / "export.json").read_text())
+    n_items = data.vocab.n_items
+    categories = torch.from_numpy(data.categories)
+    set_aside_holdout_graphs(paths)
+    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
+    student, payload = load_checkpoint(paths.checkpoint("student"), categories)
+    pruned = (gated.get("pruning") or {}).get("kept")
+    if pruned and payload.get("pruned") != pruned:
+        student = pruned_variant(pruned, student)
+        save_checkpoint(student, paths.checkpoint("student"), {"pruned": pruned})
+    models = {"teacher": teacher, "student": student}
+    for name, model in models.items():
+        export_fp32(model, paths.onnx(name, "fp32"))
+    student_fp32, int8 = paths.onnx("student", "fp32"), paths.onnx("student", "int8")
+    recipe = Int8Recipe(**gated["int8"]["recipe"])
+    calibration = HistoryCalibration(pad_histories(list(data.full.values())[:CALIBRATION_USERS], data.history_len), n_items)
+    quantise_int8(student_fp32, int8, recipe, calibration)
+    report: dict = {"trained_on": data.parts.get("all", {}), "pruning": pruned}
+    if "fp16" in gated:
+        convert_fp16(student_fp32, paths.onnx("student", "fp16"))
+        report["fp16"] = {"path": str(paths.onnx("student", "fp16")), "size": paths.onnx("student", "fp16").stat().st_size}
+    sample = _parity_histories(data)
+    report["parity"] = {name: torch_parity(model, paths.onnx(name, "fp32"), sample, n_items) for name, model in models.items()}
+    fp32_fidelity = evaluate_graph(run_dir, student_fp32, fidelity=True)["overall"]
+    int8_fidelity = evaluate_graph(run_dir, int8, fidelity=True)["overall"]
+    report["student_fp32"] = {
+        "path": str(student_fp32),
+        "fidelity_ndcg@10": fp32_fidelity["ndcg@10"],
+        "fidelity_users": fp32_fidelity["users"],
+        "size": student_fp32.stat().st_size,
+    }
+    report["int8"] = {
+        "recipe": recipe.to_dict(),
+        "path": str(int8),
+        "fidelity_ndcg@10": int8_fidelity["ndcg@10"],
+        "max_abs_diff_vs_fp32": score_difference(student_fp32, int8, sample, n_items),
+        "latency": onnx_latency(int8, n_items, data.history_len, n_items),
+        "size": int8.stat().st_size,
+    }
+    report["teacher_fp32"] = {"path": str(paths.onnx("teacher", "fp32")), "size": paths.onnx("teacher", "fp32").stat().st_size}
+    report["eval_graph"] = str(paths.eval_onnx("student", "int8"))
+    out = paths.work / "served_export.json"
+    out.write_text(json.dumps(report, indent=2))
+    return out

@@ -1,0 +1,275 @@
+"""The training stages of a retrain run: build datasets -> teacher -> distilled student + control, and
+after the gates, the refit of teacher and distilled student on all interactions (the served models).
+
+Each stage reads and writes files in the run folder and returns paths (what the DAG passes on).
+A model is fitted once on the training part minus a validation split, with early stopping on that split:
+that model is what evaluation and the gates judge (it never saw the holdout). Once they have passed,
+``refit_on_all`` trains the same recipe for the best epoch count on every interaction (training part +
+holdout), so the newest days reach the served weights; the gated models stay in the bundle as
+``<name>.eval.pt``. (An intermediate refit on the whole training part used to sit between the two: it
+cost a third of the training time and only moved the gated figures by the validation items' share.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from freshrec.core.layout import Layout
+from freshrec.core.schemas import BUNDLE_VOCAB
+from freshrec.core.settings import Settings
+from freshrec.pipeline.offline.metrics import ranking_metrics
+from freshrec.pipeline.offline.ranking import top_k
+from freshrec.pipeline.training import prepare as prep
+from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint, read_checkpoint, save_checkpoint, warm_started
+from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
+from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_wide
+from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
+from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
+STUDENT = {"dim": 128, "hidden": 256}
+# patience 2: the closed-form start is often the best epoch, and a teacher epoch is the costliest step
+TEACHER_FIT = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 2}
+STUDENT_FIT = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
+WIDE_DEFAULT = WideConfig()  # used as is when the catalogue is too large for the validation search
+WIDE_SELECTION_USERS = 2_000  # validation users the wide layer's configurations are compared on
+
+
+def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bundle: Path | None = None) -> Path:
+    layout = Layout(settings.home)
+    events = read_clean_events(layout.clean_events)
+    parent_vocab = Vocab.load(parent_bundle / BUNDLE_VOCAB) if parent_bundle else None
+    data = prep.prepare(
+        events,
+        protocol=protocol,
+        holdout_days=settings.training.holdout_days,
+        history_len=settings.data.online_history_length,
+        seed=settings.training.seed,
+        categories_for=lambda vocab: item_categories(layout.meta / "items.parquet", vocab)[0],
+        parent_vocab=parent_vocab,
+    )
+    paths = RunPaths(run_dir)
+    prep.save(data, paths.data)
+    data.vocab.save(run_dir / BUNDLE_VOCAB)
+    log.info("datasets: %s", data.counts)
+    return paths.data
+
+
+def _parent(parent_bundle: Path | None, name: str, holdout_trained: bool = True) -> dict | None:
+    """The parent bundle's checkpoint to warm-start from.
+
+    Phases judged on this run's holdout start from the parent's holdout-trained weights
+    (``<name>.eval.pt``) when it has them: its served weights were refitted on days that may lie in this
+    run's holdout. The refit on all interactions starts from the served ``<name>.pt``.
+    """
+    if parent_bundle is None:
+        return None
+    files = ([f"{name}.eval.pt"] if holdout_trained else []) + [f"{name}.pt"]
+    for file in files:
+        if (parent_bundle / file).is_file():
+            return read_checkpoint(parent_bundle / file)
+    return None
+
+
+def _warm(model: nn.Module, parent: dict | None, notes: dict) -> bool:
+    """Load the parent's weights (grown to the new vocabulary) when there is a compatible parent."""
+    if parent is None:
+        notes.setdefault("warm", False)
+        return False
+    notes.update(warm_started(parent["config"], parent["state"], model))
+    return bool(notes["warm"])
+
+
+def _wide_score(validation: Validation) -> Callable[[np.ndarray], float]:
+    """Validation nDCG@10 of the closed-form scores (history multi-hot x B) on up to WIDE_SELECTION_USERS users."""
+    users = min(len(validation.histories), WIDE_SELECTION_USERS)
+
+    def score(weights: np.ndarray) -> float:
+        def scorer(batch: np.ndarray) -> np.ndarray:
+            return multi_hot(torch.from_numpy(batch), weights.shape[0]).numpy() @ weights
+
+        ranked = top_k(scorer, validation.histories[:users], validation.seen[:users], k=10)
+        return ranking_metrics(ranked, validation.targets[:users], k=10)["ndcg@10"]
+
+    return score
+
+
+def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: list[np.ndarray], wide: WideConfig,
+                parent: dict | None, notes: dict, grams: WideGrams | None = None) -> Teacher:
+    """A teacher whose wide layer is the closed-form session-aware EASE of ``histories`` plus a popularity
+    prior; the deep part warm-starts from ``parent`` when the architectures agree (a correction learnt on top)."""
+    categories = torch.from_numpy(data.categories)
+    model = Teacher(TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], **TEACHER), categories)
+    _warm(model, parent, notes)
+    grams = grams or WideGrams(histories, times, data.vocab.n_items, wide.session_tau_s)
+    with torch.no_grad():
+        model.wide.copy_(torch.from_numpy(grams.weights(wide)))
+        # the popularity prior is closed form too: recomputed from the phase's histories, warm or cold
+        model.item_bias.copy_(model.wide_scale * wide.popularity_prior * torch.from_numpy(grams.popularity()))
+    return model
+
+
+def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide: Teacher | None) -> Student:
+    """The distilled student starts from the parent's student (warm) or, cold, from a rank-``dim``
+    factorisation of its teacher's item-to-item layer; the control (``guide`` None) starts at random."""
+    model = Student(StudentConfig(n_items=data.vocab.n_items, **STUDENT))
+    if guide is None:  # the control never warm-starts: the champion's student learnt from a teacher
+        notes["warm"] = False
+    elif not _warm(model, parent, notes):
+        model.init_from_item_matrix(guide.wide.detach(), guide.wide_scale.item(), guide.item_bias.detach())
+        notes["init"] = "teacher item-item factorisation"
+    return model
+
+
+def _fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict) -> FitConfig:
+    return FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
+                     threads=settings.training.torch_threads, **recipe)
+
+
+def _early_stopping(model: nn.Module, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
+                    teacher: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """Fit on the training part minus the validation split, keep the best validation epoch."""
+    seed_everything(cfg.seed)
+    result = fit(model, data.fit, data.validation, cfg, device, teacher, label=f"{label} (early stopping)")
+    summary = {"curve": result.curve, "best_epoch": result.best_epoch, "best_val_ndcg@10": result.best_ndcg,
+               "seconds": result.seconds}
+    return model.cpu().eval(), summary
+
+
+def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> Path:
+    """Wide layer: the session-aware EASE configuration that ranks the validation split best, in closed
+    form on the fitting histories; the deep part then trains on top (warm when possible)."""
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s)
+    wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
+    notes: dict = {}
+    model = teacher_for(data, data.fit, data.fit_times, wide, _parent(parent_bundle, "teacher"), notes, grams)
+    cfg = _fit_config(settings, data, epochs, TEACHER_FIT)
+    model, summary = _early_stopping(model, data, cfg, resolve_device(settings.training.device), "teacher")
+    _write_summary(paths, "teacher", {**summary, "warm_start": notes, "wide": wide.to_dict(), "wide_trials": trials})
+    return save_checkpoint(model, paths.checkpoint("teacher"))
+
+
+def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> dict[str, str]:
+    """The distilled student (served) and the control: same model and recipe on the ground truth only.
+
+    The distilled student starts from the champion's student (warm start) or, cold, from a rank-``dim``
+    factorisation of the teacher's item-to-item layer; then it learns the teacher's listwise
+    distribution. The control always starts at random.
+    """
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), torch.from_numpy(data.categories))
+    device = resolve_device(settings.training.device)
+    cfg = _fit_config(settings, data, epochs, STUDENT_FIT)
+    parent = _parent(parent_bundle, "student")
+    out = {}
+    for name, guide in (("student", teacher), ("control", None)):
+        notes: dict = {}
+        model = student_for(data, parent, notes, guide)
+        model, summary = _early_stopping(model, data, cfg, device, name, guide)
+        _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": guide is not None})
+        out[name] = str(save_checkpoint(model, paths.checkpoint(name)))
+    return out
+
+
+def refit_reason(settings: Settings, run_dir: Path, enabled: bool | None = None) -> str | None:
+    """Why the served models stay the holdout-trained ones (None: refit on all interactions)."""
+    if not (settings.training.refit_on_all if enabled is None else enabled):
+        return "training.refit_on_all is off: the holdout-trained models are served"
+    gates = RunPaths(run_dir).work / "gates.json"
+    if not gates.is_file():
+        return "no gate verdict yet: the refit runs only after the gates passed"
+    if not json.loads(gates.read_text())["passed"]:
+        return "the gates failed: the candidate is rejected, nothing to refit for serving"
+    return None
+
+
+def set_aside_holdout_checkpoints(paths: RunPaths) -> None:
+    """``<name>.pt`` -> ``<name>.eval.pt`` for teacher and student (once: a retried refit keeps them)."""
+    for name in ("teacher", "student"):
+        gated, kept = paths.checkpoint(name), paths.eval_checkpoint(name)
+        if not kept.is_file():
+            gated.replace(kept)
+
+
+def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.ndarray], times: dict[str, np.ndarray],
+          summaries: dict[str, dict], parent_bundle: Path | None, label: str) -> tuple[dict[str, nn.Module], dict]:
+    """Teacher (same wide configuration) and distilled student trained again on ``histories``, for the
+    early-stopping best epoch counts, warm from the parent's served weights as for any phase.
+
+    Returns the models and, per model, what they learnt from and how long it took."""
+    users = [u for u, h in histories.items() if len(h)]
+    if not users:
+        raise ValueError("no histories to refit on; rebuild the datasets with this code version")
+    rows = [histories[u] for u in users]
+    row_times = [times[u] for u in users] if times else None
+    device = resolve_device(settings.training.device)
+    models: dict[str, nn.Module] = {}
+    record: dict = {}
+    for name, recipe in (("teacher", TEACHER_FIT), ("student", STUDENT_FIT)):
+        epochs = int(summaries[name]["best_epoch"])
+        cfg = _fit_config(settings, data, epochs, recipe)
+        notes: dict = {}
+        parent = _parent(parent_bundle, name, holdout_trained=False)
+        seed_everything(cfg.seed)
+        if name == "teacher":
+            wide = WideConfig(**summaries["teacher"].get("wide", WIDE_DEFAULT.to_dict()))
+            model = teacher_for(data, rows, row_times, wide, parent, notes)
+            notes["wide"] = wide.to_dict()
+        else:
+            model = student_for(data, parent, notes, models["teacher"])
+        result = fit(model, rows, None, cfg, device, models.get("teacher"), label=f"{name} ({label})")
+        models[name] = model.cpu().eval()
+        record[name] = {
+            "epochs": epochs,
+            "epochs_from": "best epoch of the early-stopping fit (the gated model)",
+            "users": len(rows),
+            "user_item_pairs": int(sum(len(h) for h in rows)),
+            "curve": result.curve,
+            "seconds": result.seconds,
+            "warm_start": notes,
+            "distilled": name == "student",
+        }
+    return models, record
+
+
+def refit_on_all(settings: Settings, run_dir: Path, parent_bundle: Path | None = None) -> Path:
+    """Teacher and distilled student again on every interaction (training part + holdout): the served models.
+
+    The gated checkpoints move to ``<name>.eval.pt``; the new ones take ``<name>.pt`` (what export and the
+    next run's refit read). The control is not refitted (it is never served). Writes ``work/refit_on_all.json``.
+    """
+    paths = RunPaths(run_dir)
+    data = prep.load(paths.data)
+    if not data.full:
+        raise ValueError(f"{paths.data} holds no full histories; rebuild the datasets with this code version")
+    set_aside_holdout_checkpoints(paths)
+    models, record = refit(settings, data, data.full, data.full_times, read_training_summaries(run_dir), parent_bundle,
+                           "refit on all interactions")
+    for name, model in models.items():
+        save_checkpoint(model, paths.checkpoint(name))
+    paths.refit.write_text(json.dumps({"data": prep.training_data_facts(data, served_on_all=True), "models": record},
+                                      indent=2, default=str))
+    log.info("refit on all interactions: %s", {k: v["user_item_pairs"] for k, v in record.items()})
+    return paths.refit
+
+
+def _write_summary(paths: RunPaths, name: str, summary: dict) -> None:
+    paths.work.mkdir(parents=True, exist_ok=True)
+    (paths.work / f"{name}_training.json").write_text(json.dumps(summary, indent=2, default=str))
+
+
+def read_training_summaries(run_dir: Path) -> dict[str, dict]:
+    work = RunPaths(run_dir).work
+    return {p.stem.removesuffix("_training"): json.loads(p.read_text()) for p in sorted(work.glob("*_training.json"))}

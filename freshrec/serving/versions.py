@@ -1,0 +1,197 @@
+"""Model versions ready to serve: a verified, warmed scorer plus the snapshot bound to its vocabulary.
+
+``load_model`` (blocking I/O: checksum, ONNX session, warm-up) runs off the event loop;
+``serve_version`` binds a snapshot and attaches the version's micro-batcher. A snapshot change rebinds
+the same model (``rebind``) without reloading it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from freshrec.core.errors import ArtifactIntegrityError, NotFound
+from freshrec.core.schemas import BUNDLE_VOCAB, SHA256SUMS
+from freshrec.core.settings import Settings
+from freshrec.serving.batcher import BatchObserver, MicroBatcher, ScoreJob
+from freshrec.serving.execution import Scorer, default_variant, warm_up
+from freshrec.serving.scorers import build_scorer
+from freshrec.serving.ranking import padded_candidates, right_aligned
+from freshrec.serving.ragged import Ragged
+from freshrec.serving.registry_gateway import DesiredVersion
+from freshrec.serving.snapshot import OnlineSnapshot, UserTable, bind_snapshot
+
+
+@dataclass(frozen=True)
+class VersionModel:
+    """Everything about a version that does not depend on the snapshot."""
+
+    version: str
+    artifact_variant: str
+    sha256: str
+    scorer: Scorer
+    item_ids: list[str]  # index i >= 1 -> item_ids[i - 1]
+    item_index: dict[str, int]
+    created_at: dt.datetime | None
+    loaded_at: float
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A model bound to the live snapshot, with the shared candidate set and its micro-batcher."""
+
+    model: VersionModel
+    users: UserTable
+    candidates: np.ndarray  # int64 item indices scored for /v1/recommend
+    candidate_pos: np.ndarray  # int64 [n_items + 1]: item index -> position in candidates, -1 if absent
+    seen_positions: Ragged  # per user row: positions in candidates of the items they have seen
+    batcher: MicroBatcher
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    def item_id(self, index: int) -> str:
+        return self.model.item_ids[index - 1]
+
+
+def pick_artifact(desired: DesiredVersion, configured: str, providers: list[str]) -> str:
+    if configured != "auto":
+        if configured not in desired.artifacts:
+            raise NotFound(f"version {desired.version} has no {configured!r} artifact ({sorted(desired.artifacts)})")
+        return configured
+    preferred = default_variant(providers)
+    for variant in (preferred, "fp32"):
+        if variant in desired.artifacts:
+            return variant
+    raise NotFound(f"version {desired.version} has neither a {preferred} nor an fp32 artifact")
+
+
+def read_vocab_items(bundle_dir: Path) -> list[str]:
+    """The model's item ids, from the bytes the bundle's SHA256SUMS vouches for (when it has one): an
+    edited vocabulary would silently map every score to the wrong item."""
+    path = bundle_dir / BUNDLE_VOCAB
+    try:
+        raw = path.read_bytes()
+        sums = bundle_dir / SHA256SUMS
+        if sums.is_file():
+            expected = next((line.split("  ", 1)[0] for line in sums.read_text().splitlines()
+                             if line.split("  ", 1)[-1] == BUNDLE_VOCAB), None)
+            if expected is None or hashlib.sha256(raw).hexdigest() != expected:
+                raise ArtifactIntegrityError(f"the item vocabulary {path} does not match the bundle's {SHA256SUMS}")
+        items = json.loads(raw)["items"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactIntegrityError(f"cannot read the item vocabulary {path}: {exc}") from exc
+    return [str(i) for i in items]
+
+
+def shared_candidates(n_items: int, users: UserTable, max_candidates: int) -> np.ndarray:
+    """The whole catalogue when it is small; else retrieval: the most popular ``max_candidates`` items."""
+    if n_items <= max_candidates:
+        return np.arange(1, n_items + 1, dtype=np.int64)
+    return np.sort(users.popular[:max_candidates])
+
+
+def load_model(desired: DesiredVersion, settings: Settings, providers: list[str]) -> VersionModel:
+    """Verify, open and warm up one version (blocking; call from a worker thread)."""
+    variant = pick_artifact(desired, settings.serving.artifact_variant, providers)
+    artifact = desired.artifacts[variant]
+    item_ids = read_vocab_items(desired.bundle_dir)
+    n_shared = min(len(item_ids), settings.serving.max_candidates)
+    history_length = settings.data.online_history_length
+    scorer = build_scorer(artifact.path, artifact.sha256, settings.serving, providers, history_length, n_shared)
+    warm_up(scorer, np.arange(1, n_shared + 1, dtype=np.int64), history_length, settings.serving.max_batch)
+    return VersionModel(
+        version=desired.version,
+        artifact_variant=variant,
+        sha256=artifact.sha256,
+        scorer=scorer,
+        item_ids=item_ids,
+        item_index={item: i + 1 for i, item in enumerate(item_ids)},
+        created_at=desired.created_at,
+        loaded_at=time.time(),
+    )
+
+
+def batch_runner(scorer: Scorer, candidates: np.ndarray, max_batch: int):
+    """The function the scoring thread runs for one batch of jobs."""
+    shared_matrix = np.ascontiguousarray(np.broadcast_to(candidates, (max_batch, candidates.size)))
+
+    def run(jobs: list[ScoreJob]) -> list[np.ndarray]:
+        results: list[np.ndarray | None] = [None] * len(jobs)
+        shared = [i for i, j in enumerate(jobs) if j.candidates is None]
+        own = [i for i, j in enumerate(jobs) if j.candidates is not None]
+        if shared:
+            history = right_aligned([jobs[i].history for i in shared])
+            scores = scorer.score(history, shared_matrix[: len(shared)])
+            for row, i in enumerate(shared):
+                results[i] = scores[row]
+        if own:
+            history = right_aligned([jobs[i].history for i in own])
+            candidate_rows = [jobs[i].candidates for i in own]
+            scores = scorer.score(history, padded_candidates(candidate_rows))
+            for row, i in enumerate(own):
+                results[i] = scores[row, : candidate_rows[row].size]
+        return results  # type: ignore[return-value]
+
+    return run
+
+
+def serve_version(
+    model: VersionModel,
+    snapshot: OnlineSnapshot,
+    settings: Settings,
+    executor: Executor | None,
+    observe: BatchObserver | None = None,
+) -> ServedVersion:
+    users = bind_snapshot(snapshot, model.item_ids, settings.data.online_history_length)
+    candidates = shared_candidates(model.n_items, users, settings.serving.max_candidates)
+    s = settings.serving
+    batcher = MicroBatcher(
+        batch_runner(model.scorer, candidates, s.max_batch),
+        executor,
+        max_batch=s.max_batch,
+        max_wait_ms=s.max_wait_ms,
+        max_queue=s.max_queue,
+        deadline_ms=s.request_deadline_ms,
+        observe=observe,
+    )
+    positions = candidate_positions(candidates, model.n_items)
+    return ServedVersion(model, users, candidates, positions, seen_positions(users, positions), batcher)
+
+
+def candidate_positions(candidates: np.ndarray, n_items: int) -> np.ndarray:
+    positions = np.full(n_items + 1, -1, dtype=np.int64)
+    positions[candidates] = np.arange(candidates.size)
+    return positions
+
+
+def seen_positions(users: UserTable, positions: np.ndarray) -> Ragged:
+    """Precomputed so removing seen items costs one assignment per request."""
+    return users.seen.mapped(positions)
+
+
+def rebind(
+    served: ServedVersion,
+    snapshot: OnlineSnapshot,
+    settings: Settings,
+    executor: Executor | None,
+    observe: BatchObserver | None = None,
+) -> ServedVersion:
+    """The same model over a new snapshot; the batcher is kept unless the retrieval set changes."""
+    if served.candidates.size < served.model.n_items:
+        # A retrieval set follows popularity and the batcher's pre-built candidate matrix has its shape.
+        return serve_version(served.model, snapshot, settings, executor, observe)
+    users = bind_snapshot(snapshot, served.model.item_ids, settings.data.online_history_length)
+    return replace(served, users=users, seen_positions=seen_positions(users, served.candidate_pos))

@@ -1,0 +1,1 @@
+"""Tools apart from the pipeline stages: benchmarks, synthetic data, the traffic simulator."""

@@ -1,0 +1,1 @@
+"""Synthetic event data (a simulated world with known preferences) and the DuckDB feature oracle."""
