@@ -39,7 +39,7 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
 9. **refit_on_all**: when the gates passed (and `training.refit_on_all` / the `refit_on_all` param is on),
    teacher and distilled student again on *all* interactions (training part + holdout), same recipe,
    wide configuration and best epoch counts, so the newest days reach the served weights. The gated checkpoints stay as
-   `<name>.eval.pt`. Otherwise nothing happens and the holdout-trained models are served.
+   `<name>.eval.safetensors`. Otherwise nothing happens and the holdout-trained models are served.
 10. **export_served**: the refit exported as the served graphs (fp32, int8 with the chosen recipe, fp16,
     teacher fp32); torch vs ORT parity and paired int8 fidelity added to the gates. The gated int8
     student stays as `student.eval.int8.onnx`: the next run compares its holdout with that graph.
@@ -98,9 +98,9 @@ def retrain():
     @task
     def plan() -> dict:
         """Pick the run folder and the warm-start parent; skip when there is nothing new to learn from."""
-        from freshrec.pipeline.training.run import plan_run
-
         from airflow.sdk.exceptions import AirflowSkipException
+
+        from freshrec.pipeline.training.run import plan_run
 
         params = _params()
         if params.get("reason"):
@@ -185,7 +185,8 @@ def retrain():
         """After passing gates: teacher and distilled student on all interactions (the served models)."""
         from pathlib import Path
 
-        from freshrec.pipeline.training.stages import refit_on_all as refit, refit_reason
+        from freshrec.pipeline.training.stages import refit_on_all as refit
+        from freshrec.pipeline.training.stages import refit_reason
 
         run_dir = Path(run["run_dir"])
         why_not = refit_reason(_settings(), run_dir, _params().get("refit_on_all"))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from freshrec.core.artifacts import RunLayout
 from tests.training.lake import clustered_events, write_clean_lake, write_item_meta
 
 pytestmark = pytest.mark.slow
@@ -26,9 +27,9 @@ def tiny_lake(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, tiny_lake: Path) -> None:
-    from freshrec.dags._local import run_dag
     from freshrec.core.registry import open_registry
     from freshrec.core.settings import get_settings
+    from freshrec.dags._local import run_dag
     from freshrec.pipeline.export.bundle import verify_bundle
     from freshrec.pipeline.training.run import plan_run
 
@@ -39,7 +40,7 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert champion is not None and champion.version == 1
     bundle = Path(champion.bundle_dir)
     for name in ("student.fp32.onnx", "student.int8.onnx", "teacher.fp32.onnx", "vocab.json", "model_card.json",
-                 "student.eval.int8.onnx", "student.eval.pt", "teacher.eval.pt"):
+                 "student.eval.int8.onnx", "student.eval.safetensors", "teacher.eval.safetensors"):
         assert (bundle / name).is_file(), name
     assert verify_bundle(bundle) == []
     card = json.loads((bundle / "model_card.json").read_text())
@@ -69,7 +70,7 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert second.state in ("candidate", "rejected")
     assert second.lineage["parent_version"] == 1
     assert second.card["training"]["student"]["warm_start"]["warm"] is True
-    evaluation = json.loads((Path(second.bundle_dir) / "work" / "evaluation_torch.json").read_text())
+    evaluation = json.loads(RunLayout(Path(second.bundle_dir)).evaluation.read_text())
     assert evaluation["champion_graph"] == "student.eval.int8.onnx"  # not v1's served refit, which saw this holdout
     interval = evaluation["comparisons"]["student_minus_champion"]  # paired, on the same holdout users
     assert interval["ci95_low"] <= interval["mean_diff"] <= interval["ci95_high"]

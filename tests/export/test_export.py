@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from freshrec.core.artifacts import RunLayout
 from freshrec.pipeline.export.quantize import RECIPES
 
 pytestmark = pytest.mark.slow
@@ -28,10 +29,10 @@ def exported_run(trained_run: Path) -> Path:
 
 def _model(run: Path, name: str):
     from freshrec.pipeline.training import prepare as prep
-    from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
+    from freshrec.pipeline.training.checkpoint import load_checkpoint
 
-    data = prep.load(RunPaths(run).data)
-    return load_checkpoint(RunPaths(run).checkpoint(name), torch.from_numpy(data.categories))[0], data
+    data = prep.load(RunLayout(run).training_set)
+    return load_checkpoint(RunLayout(run).checkpoint(name), torch.from_numpy(data.categories))[0], data
 
 
 @pytest.mark.parametrize("name", ["student", "teacher"])
@@ -57,14 +58,14 @@ def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path
         check_onnx(exported_run / name)
     int8 = onnx.load(str(exported_run / "student.int8.onnx"))
     assert any(init.data_type == onnx.TensorProto.INT8 for init in int8.graph.initializer), "int8 graph holds no int8 weights"
-    parity = json.loads((exported_run / "work" / "parity.json").read_text())
+    parity = json.loads(RunLayout(exported_run).parity.read_text())
     assert parity["student"]["max_abs_diff"] < 1e-4 and parity["teacher"]["max_abs_diff"] < 1e-3
     history = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.int64)
     candidates = np.array([[1, 2], [3, 4]], dtype=np.int64)
     fp32 = run_scores(session(exported_run / "student.fp32.onnx"), history, candidates)
     fp16 = run_scores(session(exported_run / "student.fp16.onnx"), history, candidates)
     np.testing.assert_allclose(fp16, fp32, atol=5e-2)
-    report = json.loads((exported_run / "work" / "export.json").read_text())
+    report = json.loads(RunLayout(exported_run).export_report.read_text())
     assert {t["recipe"]["name"] for t in report["int8_trials"]} == {r.name for r in FAST_RECIPES}
     assert report["int8"]["recipe"]["name"] in {r.name for r in FAST_RECIPES}
 
@@ -164,8 +165,8 @@ def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(se
     assert sha256_file(run / "student.int8.onnx") != gated_int8
     for name in ("student.fp32.onnx", "student.int8.onnx", "student.fp16.onnx", "teacher.fp32.onnx", "student.eval.int8.onnx"):
         check_onnx(run / name)
-    served = json.loads((run / "work" / "served_export.json").read_text())
-    gated = json.loads((run / "work" / "export.json").read_text())
+    served = json.loads(RunLayout(run).served_export.read_text())
+    gated = json.loads(RunLayout(run).export_report.read_text())
     assert served["int8"]["recipe"] == gated["int8"]["recipe"]
     assert served["parity"]["student"]["max_abs_diff"] < 1e-4 and served["parity"]["teacher"]["max_abs_diff"] < 1e-3
     model, data = _model(run, "student")  # student.pt is now the refit
@@ -174,7 +175,7 @@ def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(se
     with torch.no_grad():
         expected = model(torch.from_numpy(history), torch.from_numpy(candidates)).numpy()
     np.testing.assert_allclose(run_scores(session(run / "student.fp32.onnx"), history, candidates), expected, rtol=1e-4, atol=1e-4)
-    verdict = json.loads((run / "work" / "gates.json").read_text())
+    verdict = json.loads(RunLayout(run).gates.read_text())
     names = [g["name"] for g in verdict["gates"]]
     assert names[-2:] == ["served_int8_fidelity", "served_export_parity"] and names.count("served_int8_fidelity") == 1
     assert next(g for g in verdict["gates"] if g["name"] == "served_export_parity")["passed"]

@@ -30,12 +30,12 @@ def test_closed_loop_single_stream(server, world: World) -> None:
 
 @pytest.mark.slow
 def test_bench_serving_report(world: World, champion: str) -> None:
-    from freshrec.tools.bench.serving import run
     from freshrec.pipeline.training.checkpoint import save_checkpoint
     from freshrec.pipeline.training.models import Teacher, TeacherConfig
+    from freshrec.tools.bench.serving import run
 
     # The torch baseline serves the bundle's teacher checkpoint (a small one here).
-    save_checkpoint(Teacher(TeacherConfig(len(world.items), dim=16, hidden=32)), world.home / "models" / "run-1" / "teacher.pt")
+    save_checkpoint(Teacher(TeacherConfig(len(world.items), dim=16, hidden=32)), world.home / "models" / "run-1" / "teacher.safetensors")
     report_path = run(world.settings, rates=[50, 100], duration_s=1.0,
                       servers=["torch-eager teacher", "ort int8 student"], connections=8)
     report = json.loads(report_path.read_text())

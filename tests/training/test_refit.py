@@ -47,30 +47,31 @@ def test_prepare_keeps_every_interaction_for_the_refit() -> None:
 
 
 def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp_path: Path) -> None:
+    from freshrec.core.artifacts import RunLayout
     from freshrec.pipeline.training import prepare as prep
-    from freshrec.pipeline.training.checkpoint import RunPaths
+    from freshrec.pipeline.training.checkpoint import read_checkpoint
     from freshrec.pipeline.training.ease import WideConfig, ease_weights
     from freshrec.pipeline.training.stages import read_training_summaries, refit_on_all
 
     settings, run = _gated_run(tmp_path)
-    paths = RunPaths(run)
-    gated = {name: torch.load(paths.checkpoint(name), weights_only=False)["state"] for name in ("teacher", "student")}
+    paths = RunLayout(run)
+    gated = {name: read_checkpoint(paths.checkpoint(name))["state"] for name in ("teacher", "student")}
     refit_on_all(settings, run)
 
     record = json.loads(paths.refit.read_text())
-    data = prep.load(paths.data)
+    data = prep.load(paths.training_set)
     gated_pairs = sum(len(h) for h in data.fit)
     summaries = read_training_summaries(run)
     for name in ("teacher", "student"):
-        kept = torch.load(paths.eval_checkpoint(name), weights_only=False)["state"]
-        assert all(torch.equal(kept[k], gated[name][k]) for k in gated[name]), f"{name}.eval.pt is not the gated model"
+        kept = read_checkpoint(paths.eval_checkpoint(name))["state"]
+        assert all(torch.equal(kept[k], gated[name][k]) for k in gated[name]), f"{name}.eval.safetensors is not the gated model"
         model = record["models"][name]
         assert model["user_item_pairs"] == data.parts["all"]["user_item_pairs"] > gated_pairs
         assert model["epochs"] == summaries[name]["best_epoch"]  # same epoch count as the gated model
-    served = torch.load(paths.checkpoint("student"), weights_only=False)["state"]
+    served = read_checkpoint(paths.checkpoint("student"))["state"]
     assert any(not torch.equal(served[k], gated["student"][k]) for k in served)
     assert record["models"]["student"]["distilled"] and "control" not in record["models"]
-    teacher = torch.load(paths.checkpoint("teacher"), weights_only=False)["state"]
+    teacher = read_checkpoint(paths.checkpoint("teacher"))["state"]
     wide = WideConfig(**summaries["teacher"]["wide"])  # the configuration chosen on the validation split
     users = sorted(data.full)
     full_ease = ease_weights([data.full[u] for u in users], data.vocab.n_items, wide.l2, [data.full_times[u] for u in users],
@@ -81,21 +82,22 @@ def test_served_student_differs_from_the_gated_one_and_saw_more_interactions(tmp
 
     # a retried refit keeps the gated models aside instead of overwriting them with the refit
     refit_on_all(settings, run)
-    again = torch.load(paths.eval_checkpoint("student"), weights_only=False)["state"]
+    again = read_checkpoint(paths.eval_checkpoint("student"))["state"]
     assert all(torch.equal(again[k], gated["student"][k]) for k in again)
 
 
 def test_refit_runs_only_after_passing_gates_and_when_enabled(tmp_path: Path) -> None:
+    from freshrec.core.artifacts import GateVerdict, RunLayout, write_artifact
     from freshrec.core.settings import load_settings
     from freshrec.pipeline.training.stages import refit_reason
 
     run = tmp_path / "run"
-    (run / "work").mkdir(parents=True)
+    gates = RunLayout(run).gates
     settings = load_settings(home=tmp_path)
     assert "no gate verdict" in refit_reason(settings, run)
-    (run / "work" / "gates.json").write_text(json.dumps({"passed": False, "gates": [], "reasons": ["floor: low"]}))
+    write_artifact(gates, GateVerdict(passed=False, gates=[], reasons=["floor: low"]))
     assert "gates failed" in refit_reason(settings, run)
-    (run / "work" / "gates.json").write_text(json.dumps({"passed": True, "gates": [], "reasons": []}))
+    write_artifact(gates, GateVerdict(passed=True, gates=[], reasons=[]))
     assert refit_reason(settings, run) is None
     assert "off" in refit_reason(load_settings(home=tmp_path, training={"refit_on_all": False}), run)
     assert "off" in refit_reason(settings, run, enabled=False)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from freshrec.pipeline.training.checkpoint import grow_into
+from freshrec.core.artifacts import RunLayout
+from freshrec.pipeline.training.checkpoint import grow_into, read_checkpoint
 from freshrec.pipeline.training.dataset import Vocab, build_vocab, normalise_interactions
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig
 from tests.training.lake import clustered_events, write_clean_lake
@@ -53,9 +54,9 @@ def test_grown_model_scores_old_items_exactly_like_the_parent(kind: str) -> None
 
 
 def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Path) -> None:
+    from freshrec.core.layout import Layout
     from freshrec.core.schemas import BUNDLE_VOCAB
     from freshrec.core.settings import load_settings
-    from freshrec.core.layout import Layout
     from freshrec.pipeline.training.stages import build_datasets, train_students, train_teacher
 
     settings = load_settings(home=tmp_path, training={"holdout_days": 1})
@@ -79,12 +80,12 @@ def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Pat
     assert new_vocab.items[: old_vocab.n_items] == old_vocab.items
     train_teacher(settings, child, epochs=1, parent_bundle=parent)
     train_students(settings, child, epochs=1, parent_bundle=parent)
-    summary = json.loads((child / "work" / "student_training.json").read_text())
+    summary = json.loads(RunLayout(child).training_summary("student").read_text())
     assert summary["warm_start"]["warm"] is True
     assert summary["warm_start"]["grown"]["item_out"] == [[128, old_vocab.n_items + 1], [128, new_vocab.n_items + 1]]
-    control = json.loads((child / "work" / "control_training.json").read_text())
+    control = json.loads(RunLayout(child).training_summary("control").read_text())
     assert control["warm_start"]["warm"] is False
-    payload = torch.load(child / "student.pt", weights_only=False)
+    payload = read_checkpoint(RunLayout(child).checkpoint("student"))
     assert payload["state"]["item_in.weight"].shape[0] == new_vocab.n_items + 1
     assert np.isfinite(payload["state"]["item_out"].numpy()).all()
 
@@ -111,19 +112,29 @@ def _forced_only(parent, child) -> set:
     return {(u, parent.vocab.items[i - 1]) for u, h in parent.train.items() if len(h) < 5 for i in h}
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (print, ("a checkpoint ran code",))
+def test_a_checkpoint_is_data_only_and_anything_else_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Checkpoints are safetensors (tensors + a JSON header): reading one runs nothing. A pickle (what torch.save
+    writes, and what could run code when loaded) or a safetensors file without a model config is refused."""
+    from safetensors.torch import save_file
 
-
-def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from freshrec.core.errors import ArtifactIntegrityError
     from freshrec.pipeline.training.checkpoint import read_checkpoint, save_checkpoint
 
-    plain = save_checkpoint(Student(StudentConfig(n_items=5, dim=4)), tmp_path / "student.pt", {"pruned": [1, 2]})
+    model = Student(StudentConfig(n_items=5, dim=4))
+    plain = save_checkpoint(model, tmp_path / "student.safetensors", {"pruned": [1, 2]})
     payload = read_checkpoint(plain)
     assert set(payload) == {"config", "state", "pruned"} and payload["pruned"] == [1, 2]
-    torch.save({"config": _RunsCode(), "state": {}}, tmp_path / "evil.pt")
-    with pytest.raises(ArtifactIntegrityError, match="not a plain checkpoint.*print"):
-        read_checkpoint(tmp_path / "evil.pt")
+    assert payload["config"]["n_items"] == 5
+    assert all(torch.equal(payload["state"][k], v) for k, v in model.state_dict().items())
+    torch.save({"config": _RunsCode(), "state": {}}, tmp_path / "evil.safetensors")
+    with pytest.raises(ArtifactIntegrityError, match="not a FreshRec checkpoint"):
+        read_checkpoint(tmp_path / "evil.safetensors")
     assert "ran code" not in capsys.readouterr().out
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(ArtifactIntegrityError, match="not a FreshRec checkpoint"):
+        read_checkpoint(tmp_path / "bare.safetensors")
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("a checkpoint ran code",))

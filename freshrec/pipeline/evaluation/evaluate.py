@@ -9,17 +9,17 @@ of this run's holdout, so judging it on that holdout would flatter it.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from freshrec.core.artifacts import EvalReport, RunLayout, write_artifact
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint
 from freshrec.pipeline.training.dataset import Vocab
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,9 @@ def champion_scorer(bundle: Path, vocab: Vocab) -> Scorer:
 
 
 def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
-    """Metrics of teacher, student, control (torch) and the champion; writes work/evaluation_torch.json."""
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    """Metrics of teacher, student, control (torch) and the champion; writes work/evaluate/evaluation.json."""
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     import torch
 
     categories = torch.from_numpy(data.categories)
@@ -96,9 +96,7 @@ def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
     results["comparisons"] = {f"{a}_minus_{b}": paired_bootstrap(per_user[a], per_user[b])
                               for a, b in (("student", "control"), ("student", "teacher"), ("student", "champion"))
                               if a in per_user and b in per_user}
-    out = paths.work / "evaluation_torch.json"
-    out.write_text(json.dumps(results, indent=2))
-    return out
+    return write_artifact(paths.evaluation, EvalReport.model_validate(results))
 
 
 def fidelity_set(data: prep.TrainingData) -> prep.EvalSet:
@@ -123,6 +121,6 @@ def fidelity_set(data: prep.TrainingData) -> prep.EvalSet:
 
 def evaluate_graph(run_dir: Path, graph: Path, fidelity: bool = False) -> dict:
     """Metrics of an exported graph on the holdout, or on :func:`fidelity_set` when ``fidelity``."""
-    data = prep.load(RunPaths(run_dir).data)
+    data = prep.load(RunLayout(run_dir).training_set)
     users = fidelity_set(data) if fidelity else data.test
     return evaluate_scorer(onnx_scorer(graph, data.vocab.n_items), users, data.vocab.n_items)

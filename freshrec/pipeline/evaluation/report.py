@@ -16,24 +16,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from freshrec.core.artifacts import (  # noqa: E402
+    EvalReport,
+    ExportReport,
+    GateVerdict,
+    RunLayout,
+    ServedExportReport,
+    read_artifact,
+)
 from freshrec.core.layout import Layout  # noqa: E402
 from freshrec.core.settings import Settings  # noqa: E402
 from freshrec.pipeline.training import prepare as prep  # noqa: E402
-from freshrec.pipeline.training.checkpoint import RunPaths  # noqa: E402
 from freshrec.pipeline.training.stages import read_training_summaries  # noqa: E402
 
 SHOWN = ("ndcg@10", "recall@10", "precision@10", "map@10", "hr@10", "coverage@10")
 
 
 def collect(run_dir: Path) -> dict:
-    work = RunPaths(run_dir).work
-    evaluation = json.loads((work / "evaluation_torch.json").read_text())
-    export = json.loads((work / "export.json").read_text())
-    gates_file = work / "gates.json"
-    paths = RunPaths(run_dir)
+    paths = RunLayout(run_dir)
+    evaluation = read_artifact(paths.evaluation, EvalReport).model_dump()
+    export = read_artifact(paths.export_report, ExportReport).model_dump()
     refit = json.loads(paths.refit.read_text()) if paths.refit.is_file() else None
-    served_file = work / "served_export.json"
-    served = json.loads(served_file.read_text()) if served_file.is_file() else None
+    served = read_artifact(paths.served_export, ServedExportReport).model_dump() if paths.served_export.is_file() else None
     models = dict(evaluation["models"])
     models["student_fp32_onnx"] = export["student_fp32"]["metrics"]
     models["student_int8_onnx"] = export["int8"]["metrics"]
@@ -47,9 +51,9 @@ def collect(run_dir: Path) -> dict:
         "int8": {k: export["int8"][k] for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size")},
         "int8_trials": [{k: t.get(k) for k in ("recipe", "ndcg@10", "max_abs_diff_vs_fp32", "latency", "size", "error")}
                         for t in export["int8_trials"]],
-        "gates": json.loads(gates_file.read_text()) if gates_file.is_file() else None,
+        "gates": read_artifact(paths.gates, GateVerdict).model_dump() if paths.gates.is_file() else None,
         "training": read_training_summaries(run_dir),
-        "training_data": prep.training_data_facts(prep.load(paths.data), served_on_all=refit is not None and served is not None),
+        "training_data": prep.training_data_facts(prep.load(paths.training_set), served_on_all=refit is not None and served is not None),
         "served_refit": None if refit is None else {
             "models": {name: {k: v for k, v in m.items() if k != "curve"} for name, m in refit["models"].items()},
             "checks": None if served is None else {k: served.get(k) for k in ("int8", "student_fp32", "parity")},

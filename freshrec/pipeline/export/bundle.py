@@ -1,9 +1,9 @@
 """Finish a bundle (model card, sha256 of every artifact) and record it in the registry.
 
 A bundle is ``models/<run id>/``: student.fp32/int8/fp16.onnx, teacher.fp32.onnx, vocab.json,
-model_card.json, the torch checkpoints the next run warm-starts from, and SHA256SUMS. When the served
+model_card.json, the checkpoints (safetensors) the next run warm-starts from, and SHA256SUMS. When the served
 models were refitted on all interactions, the holdout-trained (gated) int8 student and checkpoints are
-there too (student.eval.int8.onnx, teacher.eval.pt, student.eval.pt): checksummed, never served.
+there too (student.eval.int8.onnx, teacher.eval.safetensors, student.eval.safetensors): checksummed, never served.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from freshrec.core.artifacts import CHECKPOINT_SUFFIX, RunLayout
 from freshrec.core.registry import sha256_file
 from freshrec.core.registry.integrity import bundle_mismatches
 from freshrec.core.schemas import BUNDLE_CARD, BUNDLE_VOCAB, SHA256SUMS
-from freshrec.pipeline.training.checkpoint import RunPaths
 
 # registry variant -> file in the bundle
 VARIANT_FILES = {"fp32": "student.fp32.onnx", "int8": "student.int8.onnx", "fp16": "student.fp16.onnx", "teacher": "teacher.fp32.onnx"}
-EVAL_FILES = ("student.eval.int8.onnx", "student.eval.pt", "teacher.eval.pt")
-BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, "student.pt", "teacher.pt", *EVAL_FILES)
+EVAL_FILES = ("student.eval.int8.onnx", f"student.eval{CHECKPOINT_SUFFIX}", f"teacher.eval{CHECKPOINT_SUFFIX}")
+BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, f"student{CHECKPOINT_SUFFIX}", f"teacher{CHECKPOINT_SUFFIX}", *EVAL_FILES)
 
 
 def bundle_artifacts(run_dir: Path) -> dict[str, Path]:
@@ -54,5 +54,5 @@ def verify_bundle(run_dir: Path) -> list[str]:
 def register(registry, run_dir: Path, metrics: dict, lineage: dict, card: dict, actor: str = "retrain"):
     return registry.register_candidate(
         run_dir, {k: str(v) for k, v in bundle_artifacts(run_dir).items()}, metrics, lineage, card, actor=actor,
-        reason=f"retrain run {RunPaths(run_dir).root.name}",
+        reason=f"retrain run {RunLayout(run_dir).root.name}",
     )

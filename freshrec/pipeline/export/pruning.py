@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from freshrec.core.artifacts import RunLayout
 from freshrec.pipeline.evaluation.evaluate import evaluate_graph
 from freshrec.pipeline.export.latency import onnx_latency
 from freshrec.pipeline.training.models import Student, StudentConfig
@@ -75,7 +76,7 @@ def evaluate_pruning(
     variants = {name: pruned_variant(name, student) for name in VARIANTS}
     trials, kept = [], None
     for name, model in variants.items():
-        graph = export(model, run_dir / "work" / f"student.{name}.onnx")
+        graph = export(model, RunLayout(run_dir).stage("export") / f"student.{name}.onnx")
         ndcg = evaluate_graph(run_dir, graph)["overall"]["ndcg@10"]
         ms = onnx_latency(graph, n_items, history_len, n_items, batch=BATCH, min_calls=10)["mean_ms"]
         trial = {"variant": name, "ndcg@10": ndcg, "batch_mean_ms": ms, "latency_gain": 1.0 - ms / base_ms,

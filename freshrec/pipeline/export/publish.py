@@ -14,23 +14,33 @@ from pathlib import Path
 
 import torch
 
+from freshrec.core.artifacts import (
+    EvalReport,
+    ExportReport,
+    GateVerdict,
+    ParityReport,
+    RunLayout,
+    ServedExportReport,
+    read_artifact,
+    write_artifact,
+)
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
 from freshrec.pipeline.evaluation.gates import decide, served_gates, with_gates
 from freshrec.pipeline.export.bundle import register, write_card
 from freshrec.pipeline.export.onnx_export import OPSET
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint
 from freshrec.pipeline.training.models import count_parameters, flops_per_request
 from freshrec.pipeline.training.run import latest_event_day
 from freshrec.pipeline.training.stages import read_training_summaries
 
 
 def _reports(run_dir: Path) -> tuple[dict, dict]:
-    work = RunPaths(run_dir).work
-    export = json.loads((work / "export.json").read_text())
-    export["parity"] = json.loads((work / "parity.json").read_text())
-    return json.loads((work / "evaluation_torch.json").read_text()), export
+    paths = RunLayout(run_dir)
+    export = read_artifact(paths.export_report, ExportReport).model_dump()
+    export["parity"] = read_artifact(paths.parity, ParityReport).model_dump()
+    return read_artifact(paths.evaluation, EvalReport).model_dump(), export
 
 
 def apply_gates(settings: Settings, run_dir: Path) -> Path:
@@ -46,17 +56,15 @@ def apply_gates(settings: Settings, run_dir: Path) -> Path:
         max_regression=settings.gates.max_regression,
         int8_max_loss=settings.gates.int8_max_loss,
     )
-    out = RunPaths(run_dir).work / "gates.json"
-    out.write_text(json.dumps(verdict.to_dict(), indent=2))
-    return out
+    return write_artifact(RunLayout(run_dir).gates, GateVerdict.model_validate(verdict.to_dict()))
 
 
 def apply_served_gates(settings: Settings, run_dir: Path) -> Path:
     """Add the checks of the graphs refitted on all interactions (paired int8 fidelity, parity) to gates.json."""
-    work = RunPaths(run_dir).work
-    served = json.loads((work / "served_export.json").read_text())
+    paths = RunLayout(run_dir)
+    served = read_artifact(paths.served_export, ServedExportReport).model_dump()
     verdict = with_gates(
-        json.loads((work / "gates.json").read_text()),
+        read_artifact(paths.gates, GateVerdict).model_dump(),
         served_gates(
             fidelity=(served["int8"]["fidelity_ndcg@10"], served["student_fp32"]["fidelity_ndcg@10"]),
             int8_max_abs_diff=served["int8"]["max_abs_diff_vs_fp32"],
@@ -64,23 +72,21 @@ def apply_served_gates(settings: Settings, run_dir: Path) -> Path:
             int8_max_loss=settings.gates.int8_max_loss,
         ),
     )
-    out = work / "gates.json"
-    out.write_text(json.dumps(verdict.to_dict(), indent=2))
-    return out
+    return write_artifact(paths.gates, GateVerdict.model_validate(verdict.to_dict()))
 
 
 def served_training(run_dir: Path) -> tuple[dict | None, dict | None]:
     """(refit_on_all.json, served_export.json) when the served models were refitted on all interactions."""
-    paths = RunPaths(run_dir)
-    served = paths.work / "served_export.json"
+    paths = RunLayout(run_dir)
+    served = paths.served_export
     if not paths.refit.is_file() or not served.is_file():
         return None, None
-    return json.loads(paths.refit.read_text()), json.loads(served.read_text())
+    return json.loads(paths.refit.read_text()), read_artifact(served, ServedExportReport).model_dump()
 
 
 def model_facts(run_dir: Path, history_len: int) -> dict:
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     categories = torch.from_numpy(data.categories)
     facts = {}
     for name in ("teacher", "student"):
@@ -105,7 +111,7 @@ def code_version() -> str | None:
 def lineage(settings: Settings, run_dir: Path, dag_run_id: str | None, parent_version: int | None) -> dict:
     layout = Layout(settings.home)
     days = layout.feature_days()
-    data = prep.load(RunPaths(run_dir).data)
+    data = prep.load(RunLayout(run_dir).training_set)
     return {
         "feature_days": [d.isoformat() for d in days],
         "feature_manifests": [str(layout.manifest(d)) for d in days],
@@ -140,7 +146,7 @@ def publish(
 ) -> dict:
     """Register the bundle; reject it when a gate failed. Returns {"version", "state", "action", "reasons"}."""
     evaluation, export = _reports(run_dir)
-    verdict = json.loads((RunPaths(run_dir).work / "gates.json").read_text())
+    verdict = read_artifact(RunLayout(run_dir).gates, GateVerdict).model_dump()
     facts = model_facts(run_dir, settings.data.online_history_length)
     refit, served = served_training(run_dir)
     card = {

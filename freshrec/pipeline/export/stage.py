@@ -17,20 +17,27 @@ fidelity); the gated int8 student stays in the bundle as ``student.eval.int8.onn
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from freshrec.core.artifacts import (
+    ExportReport,
+    ParityReport,
+    RunLayout,
+    ServedExportReport,
+    read_artifact,
+    write_artifact,
+)
 from freshrec.pipeline.evaluation.evaluate import evaluate_graph
 from freshrec.pipeline.export.latency import onnx_latency
 from freshrec.pipeline.export.onnx_export import export_onnx, optimise_offline, run_scores, session
+from freshrec.pipeline.export.pruning import evaluate_pruning, pruned_variant
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.export.pruning import evaluate_pruning, pruned_variant
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint, save_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from freshrec.pipeline.training.dataset import pad_histories
 
 log = logging.getLogger(__name__)
@@ -85,8 +92,8 @@ def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency
 def export_run(
     run_dir: Path, int8_max_loss: float, recipes: tuple[Int8Recipe, ...] = RECIPES, fp16: bool = True, prune: bool = True
 ) -> Path:
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     n_items = data.vocab.n_items
     categories = torch.from_numpy(data.categories)
     sample = _parity_histories(data)
@@ -116,7 +123,7 @@ def export_run(
     calibration_histories = pad_histories(list(data.train.values())[:CALIBRATION_USERS], data.history_len)
     calibration = HistoryCalibration(calibration_histories, n_items)
     for recipe in recipes:
-        target = paths.work / f"student.int8.{recipe.name}.onnx"
+        target = paths.stage("export") / f"student.int8.{recipe.name}.onnx"
         try:
             quantise_int8(student_fp32, target, recipe, calibration)
         except Exception as exc:  # a recipe ORT cannot apply to this graph is reported, not fatal
@@ -147,9 +154,7 @@ def export_run(
     if fp16:
         convert_fp16(student_fp32, paths.onnx("student", "fp16"))
         report["fp16"] = {"path": str(paths.onnx("student", "fp16")), "size": paths.onnx("student", "fp16").stat().st_size}
-    out = paths.work / "export.json"
-    out.write_text(json.dumps(report, indent=2))
-    return out
+    return write_artifact(paths.export_report, ExportReport.model_validate(report))
 
 
 def _parity_histories(data: prep.TrainingData) -> np.ndarray:
@@ -157,28 +162,26 @@ def _parity_histories(data: prep.TrainingData) -> np.ndarray:
 
 
 def check_parity(run_dir: Path) -> Path:
-    """torch vs ORT fp32 for teacher and student on real histories -> work/parity.json."""
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    """torch vs ORT fp32 for teacher and student on real histories -> work/export/parity.json."""
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     categories = torch.from_numpy(data.categories)
     sample = _parity_histories(data)
     result = {}
     for name in ("teacher", "student"):
         model, _ = load_checkpoint(paths.checkpoint(name), categories)
         result[name] = torch_parity(model, paths.onnx(name, "fp32"), sample, data.vocab.n_items)
-    out = paths.work / "parity.json"
-    out.write_text(json.dumps(result, indent=2))
-    return out
+    return write_artifact(paths.parity, ParityReport.model_validate(result))
 
 
-def set_aside_holdout_graphs(paths: RunPaths) -> None:
+def set_aside_holdout_graphs(paths: RunLayout) -> None:
     """The gated int8 student becomes ``student.eval.int8.onnx`` (the next run's champion comparison) and
     its fp32 reference moves to ``work/``; the gated fp16 and teacher graphs are dropped (their evidence
     is in export.json / parity.json). Once: a retried export keeps what was set aside."""
     kept = paths.eval_onnx("student", "int8")
     if kept.is_file():
         return
-    paths.onnx("student", "fp32").replace(paths.work / "student.eval.fp32.onnx")
+    paths.onnx("student", "fp32").replace(paths.stage("export") / "student.eval.fp32.onnx")
     for name, variant in (("student", "fp16"), ("teacher", "fp32")):
         paths.onnx(name, variant).unlink(missing_ok=True)
     paths.onnx("student", "int8").replace(kept)
@@ -192,11 +195,11 @@ def export_served(run_dir: Path) -> Path:
     the gated student is applied to the refit too. Checks, as for the gated graphs: torch vs ORT parity
     of both models, and int8 vs fp32 of the student paired on the fidelity set with the max score
     difference (the refit has seen those targets: the figures compare two graphs of one model, they are
-    not holdout metrics). -> ``work/served_export.json``.
+    not holdout metrics). -> ``work/export/served_export.json``.
     """
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
-    gated = json.loads((paths.work / "export.json").read_text())
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
+    gated = read_artifact(paths.export_report, ExportReport).model_dump()
     n_items = data.vocab.n_items
     categories = torch.from_numpy(data.categories)
     set_aside_holdout_graphs(paths)
@@ -237,6 +240,4 @@ def export_served(run_dir: Path) -> Path:
     }
     report["teacher_fp32"] = {"path": str(paths.onnx("teacher", "fp32")), "size": paths.onnx("teacher", "fp32").stat().st_size}
     report["eval_graph"] = str(paths.eval_onnx("student", "int8"))
-    out = paths.work / "served_export.json"
-    out.write_text(json.dumps(report, indent=2))
-    return out
+    return write_artifact(paths.served_export, ServedExportReport.model_validate(report))

@@ -1,78 +1,52 @@
-"""Run folders, torch checkpoints and warm start with a grown vocabulary.
+"""Checkpoints (safetensors) and warm start with a grown vocabulary.
 
-A run folder ``models/<run id>/`` is the bundle the registry points at; intermediate files live in its
-``work/`` sub-folder. Checkpoints carry the model config so a later run can rebuild and grow them.
+A checkpoint is a safetensors file: the model's tensors plus, in its JSON header, the model config (so a later
+run can rebuild and grow it) and plain extras. Nothing in it executes when read: no pickle, no torch.load.
+Where checkpoints sit in a run folder is ``freshrec.core.artifacts.RunLayout``.
 
-With ``training.refit_on_all``, ``teacher.pt`` / ``student.pt`` and the ``*.onnx`` variants are the served
-models (refitted on every interaction once the gates passed), and the gated, holdout-trained ones stay
-beside them as ``<name>.eval.pt`` and ``student.eval.int8.onnx``.
+With ``training.refit_on_all``, ``teacher.safetensors`` / ``student.safetensors`` and the ``*.onnx`` variants are
+the served models (refitted on every interaction once the gates passed), and the gated, holdout-trained ones
+stay beside them as ``<name>.eval.safetensors`` and ``student.eval.int8.onnx``.
 """
 
 from __future__ import annotations
 
-import pickle
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from freshrec.core.errors import ArtifactIntegrityError
 from freshrec.pipeline.training.models import build_model, config_dict
 
-CHECKPOINTS = {"teacher": "teacher.pt", "student": "student.pt"}
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-    @property
-    def data(self) -> Path:
-        return self.work / "training_set.npz"
-
-    def checkpoint(self, name: str) -> Path:
-        # teacher and student stay in the bundle (the next run warm-starts from them); the control is scratch
-        return self.root / CHECKPOINTS[name] if name in CHECKPOINTS else self.work / f"{name}.pt"
-
-    def eval_checkpoint(self, name: str) -> Path:
-        """The holdout-trained (gated) checkpoint once the served one was refitted on all interactions."""
-        return self.root / f"{name}.eval.pt"
-
-    def onnx(self, name: str, variant: str) -> Path:
-        return self.root / f"{name}.{variant}.onnx"
-
-    def eval_onnx(self, name: str, variant: str) -> Path:
-        """The holdout-trained graph kept next to the served one (the next run's champion comparison)."""
-        return self.root / f"{name}.eval.{variant}.onnx"
-
-    @property
-    def refit(self) -> Path:
-        """Summary of the refit on all interactions (absent: the served models are the gated ones)."""
-        return self.work / "refit_on_all.json"
-
-    def report(self, name: str) -> Path:
-        return self.root / name
-
 
 def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None) -> Path:
+    """Tensors as they are (contiguous copies where needed); config and extras as JSON in the header."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config_dict(model), "state": model.state_dict(), **(extra or {})}, path)
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    header = {"config": json.dumps(config_dict(model)), "extra": json.dumps(extra or {})}
+    partial = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(partial), metadata=header)
+    partial.replace(path)
     return path
 
 
 def read_checkpoint(path: Path) -> dict:
-    """A checkpoint's payload: tensors, numbers, strings, lists and dicts only. A parent checkpoint comes from
-    shared storage, so unpickling arbitrary objects (code execution) is refused, not just avoided."""
+    """``{"config": ..., "state": {name: tensor}, **extras}``. A parent checkpoint comes from shared storage:
+    safetensors holds data only, so reading one cannot run code; anything else is refused."""
+    if not path.is_file():
+        raise FileNotFoundError(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # torch's message is a page of advice; its last line says what was found
-        found = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line), str(exc))
-        raise ArtifactIntegrityError(f"{path}: not a plain checkpoint (tensors and plain values only); {found}") from None
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            header = handle.metadata() or {}
+            state = {name: handle.get_tensor(name) for name in handle.keys()}
+        config, extra = json.loads(header["config"]), json.loads(header.get("extra", "{}"))
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise ArtifactIntegrityError(f"{path}: not a FreshRec checkpoint (safetensors with a model config): {exc}") from None
+    return {"config": config, "state": state, **extra}
 
 
 def load_checkpoint(path: Path, categories: torch.Tensor | None = None) -> tuple[nn.Module, dict]:

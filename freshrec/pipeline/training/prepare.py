@@ -186,7 +186,7 @@ def training_data_facts(data: TrainingData, served_on_all: bool) -> dict:
         "holdout_trained_model": gated,
         "holdout": data.parts.get("holdout", {}),
         "holdout_metrics_from": "the holdout-trained models, which never saw the holdout"
-        + (" (student.eval.int8.onnx, teacher.eval.pt, student.eval.pt); the served graphs were refitted on all "
+        + (" (student.eval.int8.onnx, teacher.eval.safetensors, student.eval.safetensors); the served graphs were refitted on all "
            "interactions after the gates passed, so they have no holdout metrics of their own" if served_on_all else
            "; they are the served models"),
     }

@@ -6,7 +6,7 @@ A model is fitted once on the training part minus a validation split, with early
 that model is what evaluation and the gates judge (it never saw the holdout). Once they have passed,
 ``refit_on_all`` trains the same recipe for the best epoch count on every interaction (training part +
 holdout), so the newest days reach the served weights; the gated models stay in the bundle as
-``<name>.eval.pt``. (An intermediate refit on the whole training part used to sit between the two: it
+``<name>.eval.safetensors``. (An intermediate refit on the whole training part used to sit between the two: it
 cost a third of the training time and only moved the gated figures by the validation items' share.)
 """
 
@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from freshrec.core.artifacts import GateVerdict, RunLayout, read_artifact
 from freshrec.core.layout import Layout
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.core.settings import Settings
 from freshrec.pipeline.offline.metrics import ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint, read_checkpoint, save_checkpoint, warm_started
+from freshrec.pipeline.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, warm_started
 from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
 from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_wide
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
@@ -57,26 +58,29 @@ def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bund
         categories_for=lambda vocab: item_categories(layout.meta / "items.parquet", vocab)[0],
         parent_vocab=parent_vocab,
     )
-    paths = RunPaths(run_dir)
-    prep.save(data, paths.data)
+    paths = RunLayout(run_dir)
+    paths.stage("prepare")
+    prep.save(data, paths.training_set)
     data.vocab.save(run_dir / BUNDLE_VOCAB)
     log.info("datasets: %s", data.counts)
-    return paths.data
+    return paths.training_set
 
 
 def _parent(parent_bundle: Path | None, name: str, holdout_trained: bool = True) -> dict | None:
     """The parent bundle's checkpoint to warm-start from.
 
     Phases judged on this run's holdout start from the parent's holdout-trained weights
-    (``<name>.eval.pt``) when it has them: its served weights were refitted on days that may lie in this
-    run's holdout. The refit on all interactions starts from the served ``<name>.pt``.
+    (``<name>.eval.safetensors``) when it has them: its served weights were refitted on days that may lie in
+    this run's holdout. The refit on all interactions starts from the served ``<name>.safetensors``. A parent
+    from before checkpoints were safetensors (``*.pt``) has none: this run starts cold and says so.
     """
     if parent_bundle is None:
         return None
-    files = ([f"{name}.eval.pt"] if holdout_trained else []) + [f"{name}.pt"]
+    parent = RunLayout(parent_bundle)
+    files = ([parent.eval_checkpoint(name)] if holdout_trained else []) + [parent.checkpoint(name)]
     for file in files:
-        if (parent_bundle / file).is_file():
-            return read_checkpoint(parent_bundle / file)
+        if file.is_file():
+            return read_checkpoint(file)
     return None
 
 
@@ -148,8 +152,8 @@ def _early_stopping(model: nn.Module, data: prep.TrainingData, cfg: FitConfig, d
 def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> Path:
     """Wide layer: the session-aware EASE configuration that ranks the validation split best, in closed
     form on the fitting histories; the deep part then trains on top (warm when possible)."""
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s)
     wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
     notes: dict = {}
@@ -167,8 +171,8 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
     factorisation of the teacher's item-to-item layer; then it learns the teacher's listwise
     distribution. The control always starts at random.
     """
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     teacher, _ = load_checkpoint(paths.checkpoint("teacher"), torch.from_numpy(data.categories))
     device = resolve_device(settings.training.device)
     cfg = _fit_config(settings, data, epochs, STUDENT_FIT)
@@ -187,16 +191,16 @@ def refit_reason(settings: Settings, run_dir: Path, enabled: bool | None = None)
     """Why the served models stay the holdout-trained ones (None: refit on all interactions)."""
     if not (settings.training.refit_on_all if enabled is None else enabled):
         return "training.refit_on_all is off: the holdout-trained models are served"
-    gates = RunPaths(run_dir).work / "gates.json"
+    gates = RunLayout(run_dir).gates
     if not gates.is_file():
         return "no gate verdict yet: the refit runs only after the gates passed"
-    if not json.loads(gates.read_text())["passed"]:
+    if not read_artifact(gates, GateVerdict).passed:
         return "the gates failed: the candidate is rejected, nothing to refit for serving"
     return None
 
 
-def set_aside_holdout_checkpoints(paths: RunPaths) -> None:
-    """``<name>.pt`` -> ``<name>.eval.pt`` for teacher and student (once: a retried refit keeps them)."""
+def set_aside_holdout_checkpoints(paths: RunLayout) -> None:
+    """``<name>.safetensors`` -> ``<name>.eval.safetensors`` for teacher and student (once: a retried refit keeps them)."""
     for name in ("teacher", "student"):
         gated, kept = paths.checkpoint(name), paths.eval_checkpoint(name)
         if not kept.is_file():
@@ -247,29 +251,31 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
 def refit_on_all(settings: Settings, run_dir: Path, parent_bundle: Path | None = None) -> Path:
     """Teacher and distilled student again on every interaction (training part + holdout): the served models.
 
-    The gated checkpoints move to ``<name>.eval.pt``; the new ones take ``<name>.pt`` (what export and the
-    next run's refit read). The control is not refitted (it is never served). Writes ``work/refit_on_all.json``.
+    The gated checkpoints move to ``<name>.eval.safetensors``; the new ones take ``<name>.safetensors`` (what
+    export and the next run's refit read). The control is not refitted (it is never served). Writes
+    ``work/train/refit_on_all.json``.
     """
-    paths = RunPaths(run_dir)
-    data = prep.load(paths.data)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
     if not data.full:
-        raise ValueError(f"{paths.data} holds no full histories; rebuild the datasets with this code version")
+        raise ValueError(f"{paths.training_set} holds no full histories; rebuild the datasets with this code version")
     set_aside_holdout_checkpoints(paths)
     models, record = refit(settings, data, data.full, data.full_times, read_training_summaries(run_dir), parent_bundle,
                            "refit on all interactions")
     for name, model in models.items():
         save_checkpoint(model, paths.checkpoint(name))
+    paths.stage("train")
     paths.refit.write_text(json.dumps({"data": prep.training_data_facts(data, served_on_all=True), "models": record},
                                       indent=2, default=str))
     log.info("refit on all interactions: %s", {k: v["user_item_pairs"] for k, v in record.items()})
     return paths.refit
 
 
-def _write_summary(paths: RunPaths, name: str, summary: dict) -> None:
-    paths.work.mkdir(parents=True, exist_ok=True)
-    (paths.work / f"{name}_training.json").write_text(json.dumps(summary, indent=2, default=str))
+def _write_summary(paths: RunLayout, name: str, summary: dict) -> None:
+    paths.stage("train")
+    paths.training_summary(name).write_text(json.dumps(summary, indent=2, default=str))
 
 
 def read_training_summaries(run_dir: Path) -> dict[str, dict]:
-    work = RunPaths(run_dir).work
-    return {p.stem.removesuffix("_training"): json.loads(p.read_text()) for p in sorted(work.glob("*_training.json"))}
+    folder = RunLayout(run_dir).stage("train")
+    return {p.stem.removesuffix("_training"): json.loads(p.read_text()) for p in sorted(folder.glob("*_training.json"))}

@@ -23,6 +23,7 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from freshrec.core.accel import cpu_isa  # noqa: E402
+from freshrec.core.artifacts import RunLayout  # noqa: E402
 from freshrec.core.errors import NotFound  # noqa: E402
 from freshrec.core.layout import Layout  # noqa: E402
 from freshrec.core.schemas import BUNDLE_VOCAB  # noqa: E402
@@ -59,13 +60,13 @@ def _best(rounds: list[dict]) -> dict:
 
 def measure(bundle: Path, candidates: list[int], history_len: int) -> dict:
     n_items = Vocab.load(bundle / BUNDLE_VOCAB).n_items
-    teacher, _ = load_checkpoint(bundle / "teacher.pt")
-    student, _ = load_checkpoint(bundle / "student.pt")
+    teacher, _ = load_checkpoint(RunLayout(bundle).checkpoint("teacher"))
+    student, _ = load_checkpoint(RunLayout(bundle).checkpoint("student"))
     rows: list[dict] = []
     for c in candidates:
-        calls = {name: (lambda b, f=file, **kw: onnx_latency(bundle / f, n_items, history_len, c, batch=b, **kw))
+        calls = {name: (lambda b, f=file, c=c, **kw: onnx_latency(bundle / f, n_items, history_len, c, batch=b, **kw))
                  for name, file in GRAPHS.items()}
-        calls["teacher_torch_eager"] = lambda b, **kw: torch_latency(teacher, n_items, history_len, c, batch=b, **kw)
+        calls["teacher_torch_eager"] = lambda b, c=c, **kw: torch_latency(teacher, n_items, history_len, c, batch=b, **kw)
         single: dict[str, list[dict]] = {name: [] for name in calls}
         batch: dict[str, list[dict]] = {name: [] for name in calls}
         for _ in range(ROUNDS):

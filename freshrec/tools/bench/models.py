@@ -28,23 +28,24 @@ import torch
 from rich.console import Console
 
 from freshrec.core.accel import cpu_isa
+from freshrec.core.artifacts import RunLayout
 from freshrec.core.settings import Settings
-from freshrec.tools.bench.reports import save, scratch
 from freshrec.pipeline.data.movielens import read_ratings
 from freshrec.pipeline.data.movielens_meta import write_metadata
-from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
-from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from freshrec.pipeline.export.latency import onnx_latency
-from freshrec.pipeline.export.onnx_export import session, run_scores
+from freshrec.pipeline.export.onnx_export import run_scores, session
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, quantise_int8
 from freshrec.pipeline.export.stage import CALIBRATION_USERS, export_fp32
+from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
+from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint
 from freshrec.pipeline.training.dataset import item_categories, normalise_interactions, pad_histories
 from freshrec.pipeline.training.ease import ease_weights
 from freshrec.pipeline.training.models import Student, StudentConfig, multi_hot
 from freshrec.pipeline.training.stages import STUDENT, STUDENT_FIT, read_training_summaries, refit, train_students, train_teacher
 from freshrec.pipeline.training.trainer import FitConfig, fit, resolve_device, seed_everything
+from freshrec.tools.bench.reports import save, scratch
 
 PUBLISHED_NDCG = {"BiVAE": 0.4751, "BPR (Cornac)": 0.4420, "LightGCN": 0.4198, "NCF": 0.3961, "SAR": 0.3825}
 EASE_L2 = 400.0  # the plain EASE baseline of ANCHORS.md (lambda 300-500 on ML-100K)
@@ -117,7 +118,7 @@ def _int8_trials(run_dir: Path, data: prep.TrainingData, evaluation: Evaluation,
     return trials
 
 
-def _distil_from_scratch(settings: Settings, data: prep.TrainingData, paths: RunPaths, categories: torch.Tensor) -> Student:
+def _distil_from_scratch(settings: Settings, data: prep.TrainingData, paths: RunLayout, categories: torch.Tensor) -> Student:
     """The ablation: the student from a random start, same recipe as the distilled one, learning from the
     gated teacher's scores (and the ground truth) only."""
     teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
@@ -137,8 +138,8 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     data = prep.prepare(interactions, protocol, settings.training.holdout_days, settings.data.online_history_length,
                         settings.training.seed, lambda vocab: item_categories(meta / "items.parquet", vocab)[0])
     run_dir = work / "run"
-    paths = RunPaths(run_dir)
-    prep.save(data, paths.data)
+    paths = RunLayout(run_dir)
+    prep.save(data, paths.training_set)
     n_items, timings = data.vocab.n_items, {}
     evaluation = Evaluation(data.test, n_items)
     console.print(f"[bold]models bench[/] {ratings.name}: {data.counts}")

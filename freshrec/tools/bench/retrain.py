@@ -20,18 +20,19 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from freshrec.core.artifacts import RunLayout
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.core.settings import Settings
-from freshrec.tools.bench.reports import save, scratch
 from freshrec.pipeline.data.movielens import read_ratings
 from freshrec.pipeline.data.movielens_meta import write_metadata
+from freshrec.pipeline.evaluation.report import plot_early_stopping
 from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k, torch_scorer
-from freshrec.pipeline.evaluation.report import plot_early_stopping
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import RunPaths, load_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint
 from freshrec.pipeline.training.dataset import Vocab, item_categories, normalise_interactions
 from freshrec.pipeline.training.stages import read_training_summaries, refit_on_all, train_students, train_teacher
+from freshrec.tools.bench.reports import save, scratch
 
 console = Console()
 
@@ -47,8 +48,8 @@ def _train(settings: Settings, interactions: pd.DataFrame, run_dir: Path, meta: 
     parent_vocab = Vocab.load(parent / BUNDLE_VOCAB) if parent else None
     data = prep.prepare(interactions, "temporal", settings.training.holdout_days, settings.data.online_history_length,
                         settings.training.seed, lambda vocab: item_categories(meta / "items.parquet", vocab)[0], parent_vocab)
-    paths = RunPaths(run_dir)
-    prep.save(data, paths.data)
+    paths = RunLayout(run_dir)
+    prep.save(data, paths.training_set)
     data.vocab.save(run_dir / BUNDLE_VOCAB)
     timings: dict[str, float] = {}
     _stage(timings, "teacher", lambda: train_teacher(settings, run_dir, settings.training.teacher_epochs, parent))

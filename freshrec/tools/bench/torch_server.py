@@ -15,6 +15,7 @@ import torch
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
+from freshrec.core.artifacts import RunLayout
 from freshrec.pipeline.training.checkpoint import load_checkpoint
 
 
@@ -27,7 +28,7 @@ class RecommendRequest(BaseModel):
 def create_app(bundle_dir: Path, snapshot_dir: Path, threads: int, device: str = "cpu") -> FastAPI:
     """``device`` "cuda" puts the model and every tensor on the GPU (what a user with a GPU would do)."""
     torch.set_num_threads(threads)
-    model, _ = load_checkpoint(bundle_dir / "teacher.pt")
+    model, _ = load_checkpoint(RunLayout(bundle_dir).checkpoint("teacher"))
     model.eval().to(device)
     items = json.loads((bundle_dir / "vocab.json").read_text())["items"]
     index = {item: i + 1 for i, item in enumerate(items)}
