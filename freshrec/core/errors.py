@@ -71,6 +71,13 @@ class GateFailed(FreshRecError):
     exit_code = 7
 
 
+class StageFailed(FreshRecError):
+    """A pipeline stage (features, retrain, export, release) ran but could not produce its output."""
+
+    http_status = 500
+    exit_code = 11
+
+
 class ReleaseRolledBack(FreshRecError):
     """A canary release was rolled back (or rejected) instead of promoted."""
 

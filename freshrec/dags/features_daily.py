@@ -1,6 +1,7 @@
 """`features_daily`: raw events of a day (or a range) -> validated features in the lake.
 
-The DAG only wires; the work lives in freshrec.pipeline.features, freshrec.pipeline.validation and spark_jobs (landing_stream, features).
+The DAG only wires; the work lives in freshrec.pipeline.features, freshrec.pipeline.validation and freshrec.spark
+(landing_stream, features).
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def features_daily():
     @task(doc_md="Atomically publish the validated partitions and online snapshot; updates the features Asset.",
           outlets=[FEATURES])
     def publish(run_plan: dict) -> dict:
-        from freshrec.pipeline.features.runs import FeaturesPlan, publish as publish_run
+        from freshrec.pipeline.features.runs import FeaturesPlan
+        from freshrec.pipeline.features.runs import publish as publish_run
 
         published = publish_run(_settings(), FeaturesPlan.from_dict(run_plan))
         log.info("published %d day(s), snapshot %s (live: %s, %s)", len(published["published_days"]), published["snapshot"],

@@ -21,7 +21,7 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
    champion already covers the latest feature day, unless `force` (empty `force`: manual runs, from the UI,
    the REST API, the CLI or slo_monitor, retrain; scheduled and asset-triggered ones skip).
 2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), training histories with
-   first-interaction times, early-stopping split (a hash of user and item: the same pairs in every run,
+   last-interaction times, early-stopping split (a hash of user and item: the same pairs in every run,
    so a warm start is never validated on items its parent learnt) and the holdout of `protocol`
    (`temporal`: last `holdout_days`; `msr`: 75/25 stratified by item, seed 42).
 3. **train_teacher**: large wide & deep model. Wide: session-aware EASE in closed form (item pairs

@@ -4,6 +4,11 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p test-artifacts
+# The checks that keep the code's shape (config in pyproject.toml); the import layers are a test
+# (tests/architecture). A failing check fails `make test` before the long suite starts.
+echo "checks: ruff, mypy"
+.venv/bin/ruff check freshrec tests spark_jobs infra || exit 1
+.venv/bin/mypy || exit 1
 .venv/bin/python -m pytest tests -p no:cacheprovider --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from freshrec.core.artifacts import EvalReport, RunLayout, write_artifact
+from freshrec.core.errors import ArtifactIntegrityError
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
@@ -57,7 +58,7 @@ def champion_scorer(bundle: Path, vocab: Vocab) -> Scorer:
     """Scores the current catalogue with an older bundle's :func:`champion_graph`."""
     old = Vocab.load(bundle / BUNDLE_VOCAB)
     if vocab.items[: old.n_items] != old.items:
-        raise ValueError(f"champion vocabulary in {bundle} is not a prefix of the current one")
+        raise ArtifactIntegrityError(f"champion vocabulary in {bundle} is not a prefix of the current one")
     inner = onnx_scorer(champion_graph(bundle), old.n_items)
 
     def score(history: np.ndarray) -> np.ndarray:
@@ -88,7 +89,7 @@ def evaluate_run(run_dir: Path, champion_bundle: Path | None = None) -> Path:
             results["models"]["champion"] = evaluate_scorer(champion_scorer(champion_bundle, data.vocab), data.test,
                                                             data.vocab.n_items, per_user=per_user, name="champion")
             results["champion_graph"] = champion_graph(champion_bundle).name
-        except (ValueError, FileNotFoundError) as exc:
+        except (ArtifactIntegrityError, FileNotFoundError) as exc:
             log.warning("champion not comparable: %s", exc)
             results["champion_error"] = str(exc)
     # Paired 95% intervals of the nDCG@10 differences: a temporal holdout of a few days can hold a few dozen

@@ -31,6 +31,7 @@ from freshrec.core.artifacts import (
     read_artifact,
     write_artifact,
 )
+from freshrec.core.errors import StageFailed
 from freshrec.pipeline.evaluation.evaluate import evaluate_graph
 from freshrec.pipeline.export.latency import onnx_latency
 from freshrec.pipeline.export.onnx_export import export_onnx, optimise_offline, run_scores, session
@@ -143,7 +144,7 @@ def export_run(
         })
     trials = [t for t in report["int8_trials"] if "error" not in t]
     if not trials:
-        raise RuntimeError("no int8 recipe could be applied to the student graph")
+        raise StageFailed("export: no int8 recipe could be applied to the student graph (each trial's error is logged)")
     chosen = choose_recipe(trials, fp32_fidelity["ndcg@10"], int8_max_loss)
     for trial in trials:  # the losing recipes are scratch files
         if trial is not chosen:

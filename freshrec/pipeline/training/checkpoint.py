@@ -68,9 +68,9 @@ def grow_into(old_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
         for name, target in params.items():
             source = old_state.get(name)
             if source is None or source.dim() != target.dim():
-                raise ValueError(f"warm start: parameter {name} does not match the parent checkpoint")
+                raise ArtifactIntegrityError(f"warm start: parameter {name} does not match the parent checkpoint")
             if any(s > t for s, t in zip(source.shape, target.shape)):
-                raise ValueError(f"warm start: {name} shrank from {list(source.shape)} to {list(target.shape)}")
+                raise ArtifactIntegrityError(f"warm start: {name} shrank from {list(source.shape)} to {list(target.shape)}")
             block = tuple(slice(0, s) for s in source.shape)
             target[block] = source.to(target.dtype)
             if source.shape != target.shape:

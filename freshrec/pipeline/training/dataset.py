@@ -1,7 +1,10 @@
 """Training data: clean events from the lake -> interactions -> vocabulary -> per-user item sets.
 
 Every interaction counts as relevant (implicit feedback, no rating threshold), matching the MS
-Recommenders protocol. A user's history is the list of distinct items in first-interaction order.
+Recommenders protocol. A user's history is the list of distinct items ordered by each item's *last*
+interaction (ties by item id): the order of the online snapshot (``freshrec.spark.online_snapshot``) and of
+the live tail merged at request time (``freshrec.serving.live.merge_live``), so a model trains on the order it
+is served with (tests/training/test_history_parity.py runs the Spark job and this builder on one lake).
 Reading the lake (I/O) lives in ``read_clean_events``; everything else is pure computation.
 """
 
@@ -74,7 +77,7 @@ class Vocab:
         path.write_text(json.dumps(self.to_json()))
 
     @classmethod
-    def load(cls, path: Path) -> "Vocab":
+    def load(cls, path: Path) -> Vocab:
         data = json.loads(path.read_text())
         return cls(items=list(data["items"]), users=list(data["users"]))
 
@@ -94,15 +97,16 @@ def build_vocab(interactions: pd.DataFrame, parent: Vocab | None = None) -> Voca
 
 
 def user_histories(interactions: pd.DataFrame, vocab: Vocab) -> dict[str, np.ndarray]:
-    """user_id -> distinct item indices in first-interaction order (oldest first)."""
+    """user_id -> distinct item indices in last-interaction order (oldest first)."""
     return timed_histories(interactions, vocab)[0]
 
 
 def timed_histories(interactions: pd.DataFrame, vocab: Vocab) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(user_id -> distinct item indices in first-interaction order, user_id -> their first-interaction
-    times in epoch seconds, float64, aligned with the items)."""
+    """(user_id -> distinct item indices in last-interaction order, user_id -> their last-interaction times
+    in epoch seconds, float64, aligned with the items). Given the training part of a temporal split, that is
+    the history as of the cut: each item's last interaction before it."""
     index = vocab.item_index()
-    frame = interactions.sort_values(["ts", "item_id"], kind="stable").drop_duplicates(["user_id", "item_id"])
+    frame = interactions.sort_values(["ts", "item_id"], kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
     codes = frame["item_id"].map(index)
     if codes.isna().any():
         raise DataValidationError("interactions contain items outside the vocabulary")

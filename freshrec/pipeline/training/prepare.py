@@ -49,7 +49,7 @@ class TrainingData:
     test: EvalSet
     counts: dict
     full: dict[str, np.ndarray] = field(default_factory=dict)  # every interaction (training part + holdout)
-    # First-interaction times (epoch seconds) aligned with ``fit`` and ``full`` (the session-aware wide layer)
+    # Last-interaction times (epoch seconds) aligned with ``fit`` and ``full`` (the session-aware wide layer)
     fit_times: list[np.ndarray] = field(default_factory=list)
     train_times: dict[str, np.ndarray] = field(default_factory=dict)
     full_times: dict[str, np.ndarray] = field(default_factory=dict)

@@ -39,7 +39,8 @@ def plan_run(settings: Settings, params: dict, dag_run_id: str, run_type: str = 
     latest_day = latest_event_day(layout)
     if champion is not None and latest_day is not None and not force:
         if champion.lineage.get("events_through") == latest_day:
-            return {"skip": f"champion v{champion.version} was trained on events through {latest_day} already (set force to retrain on the same data)"}
+            return {"skip": f"champion v{champion.version} was trained on events through {latest_day} already "
+                            "(set force to retrain on the same data)"}
     run_dir = layout.models / run_id(dag_run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
     warm = champion is not None and params.get("warm_start", True)

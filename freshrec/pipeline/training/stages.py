@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from freshrec.core.artifacts import GateVerdict, RunLayout, read_artifact
+from freshrec.core.errors import ArtifactIntegrityError, DataValidationError
 from freshrec.core.layout import Layout
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.core.settings import Settings
@@ -81,6 +82,9 @@ def _parent(parent_bundle: Path | None, name: str, holdout_trained: bool = True)
     for file in files:
         if file.is_file():
             return read_checkpoint(file)
+    if (parent_bundle / f"{name}.pt").is_file():
+        log.warning("%s: the parent's %s checkpoint predates safetensors (.pt, not read): %s starts cold",
+                    parent_bundle, name, name)
     return None
 
 
@@ -215,7 +219,7 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
     Returns the models and, per model, what they learnt from and how long it took."""
     users = [u for u, h in histories.items() if len(h)]
     if not users:
-        raise ValueError("no histories to refit on; rebuild the datasets with this code version")
+        raise DataValidationError("no histories to refit on: the training set holds no interactions")
     rows = [histories[u] for u in users]
     row_times = [times[u] for u in users] if times else None
     device = resolve_device(settings.training.device)
@@ -258,7 +262,7 @@ def refit_on_all(settings: Settings, run_dir: Path, parent_bundle: Path | None =
     paths = RunLayout(run_dir)
     data = prep.load(paths.training_set)
     if not data.full:
-        raise ValueError(f"{paths.training_set} holds no full histories; rebuild the datasets with this code version")
+        raise ArtifactIntegrityError(f"{paths.training_set} holds no full histories; rebuild the datasets with this code version")
     set_aside_holdout_checkpoints(paths)
     models, record = refit(settings, data, data.full, data.full_times, read_training_summaries(run_dir), parent_bundle,
                            "refit on all interactions")

@@ -1,7 +1,7 @@
 """``freshrec bench realtime``: what real-time events are worth, and what they cost.
 
-Quality (a prequential replay, protocol in tasks/bench/prequential.py):
-  a synthetic world with short-lived session intents and a stream of newcomers (tasks/data/world.py) is
+Quality (a prequential replay, protocol in freshrec/tools/bench/prequential.py):
+  a synthetic world with short-lived session intents and a stream of newcomers (freshrec/tools/data/world.py) is
   synthesised into a scratch FRESHREC_HOME: the first ``train_days`` into the lake, the held-out days
   beside it. The real pipeline trains on the lake (``freshrec pipeline run --to <last training day>``,
   a subprocess), ``freshrec serve`` starts on a free port, and the held-out events are replayed as a live
@@ -11,7 +11,7 @@ Quality (a prequential replay, protocol in tasks/bench/prequential.py):
   popularity, both fed the replayed events, and EASE without them.
   Targets: realtime HR@10 of known users >= 1.25 x static and >= EASE fed the events; of new users
   >= EASE fed the events.
-Ops and durability: the measurements of tasks/bench/realtime_ops.py (ingestion, read-your-writes
+Ops and durability: the measurements of freshrec/tools/bench/realtime_ops.py (ingestion, read-your-writes
 visibility, recommend latency per online store; kill -9 durability) on the same home; their targets
 join the report's. One JSON + PNG under FRESHREC_HOME/reports/bench/.
 """
@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -204,7 +203,7 @@ def measure_quality(bench: BenchHome, train: pd.DataFrame, held: pd.DataFrame, s
             with bench.serving(store[1], f"{run_tag}-{mode}") as url, httpx.Client(base_url=url, timeout=30) as client:
                 live = pq.ServedRecommender(client, post_events=post)
                 catalogue = live.champion()
-                ranks[mode] = pq.replay(plan, live, advance=lambda n: bar.advance(task, n))
+                ranks[mode] = pq.replay(plan, live, advance=lambda n, t=task: bar.advance(t, n))
                 live.flush()
             seconds[mode] = round(time.perf_counter() - started, 1)
             served[mode] = {**catalogue, "events_accepted": live.accepted, "events_rejected": live.rejected,
@@ -215,7 +214,7 @@ def measure_quality(bench: BenchHome, train: pd.DataFrame, held: pd.DataFrame, s
         baselines = {"ease_realtime": (ease, True), "ease_static": (ease, False), "popularity": (None, True)}
         for mode, (weights, live_events) in baselines.items():
             task = bar.add_task(f"replay {mode}", total=len(plan.events))
-            ranks[mode] = pq.replay(plan, histories.recommender(weights, live_events), advance=lambda n: bar.advance(task, n))
+            ranks[mode] = pq.replay(plan, histories.recommender(weights, live_events), advance=lambda n, t=task: bar.advance(t, n))
     known = plan.target_known_user
     return {
         "store": store[0],
@@ -271,9 +270,9 @@ def measure_ops(home: Path, stores: list[tuple[str, str | None]]) -> dict[str, d
     from freshrec.tools.bench import realtime_ops as ops
 
     return {name: {
-        "ingestion": _guarded(f"ingestion ({name})", lambda: ops.measure_ingestion(home, url)),
-        "visibility": _guarded(f"visibility ({name})", lambda: ops.measure_visibility(home, url)),
-        "recommend_latency": _guarded(f"recommend latency ({name})", lambda: ops.measure_recommend_latency(home, url)),
+        "ingestion": _guarded(f"ingestion ({name})", lambda url=url: ops.measure_ingestion(home, url)),
+        "visibility": _guarded(f"visibility ({name})", lambda url=url: ops.measure_visibility(home, url)),
+        "recommend_latency": _guarded(f"recommend latency ({name})", lambda url=url: ops.measure_recommend_latency(home, url)),
     } for name, url in stores}
 
 
