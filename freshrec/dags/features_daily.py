@@ -31,7 +31,7 @@ Spark job when triggered with `from_ds`/`to_ds` (bootstrap, `freshrec pipeline r
    volume vs the trailing average). A bad batch stops the run here.
 5. **spark_features**: `spark_jobs/features.py` through the Spark provider (connection `spark_default`;
    local `local[*]` by default, a cluster is a connection change): clean + quarantine with reasons,
-   point-in-time features, training examples, online snapshot, manifests, all into the staging dir.
+   point-in-time features, online snapshot, manifests, all into the staging dir.
 6. **validate_features**: accounting identity, quarantine share <= `data.quarantine_max_share`, keys,
    ranges, row counts vs input, drift vs the previous day. Failing -> nothing is published.
 7. **publish**: atomic swap of every partition and of the online snapshot (made live only when it is not older
@@ -123,7 +123,7 @@ def features_daily():
 
     spark_features = SparkSubmitOperator(
         task_id="spark_features",
-        doc_md="Clean, quarantine, features, training examples and online snapshot into the staging dir (Spark).",
+        doc_md="Clean, quarantine, features and online snapshot into the staging dir (Spark).",
         conn_id="spark_default",
         application="{{ ti.xcom_pull(task_ids='plan')['application'] }}",
         application_args="{{ ti.xcom_pull(task_ids='plan')['application_args'] }}",

@@ -76,7 +76,8 @@ def _parse_ts(raw: Column) -> Column:
     """ISO-8601 (with or without zone, 'T' or space) or epoch seconds (integer or fractional), UTC."""
     text = _strip(raw)
     epoch = text.try_cast("double")
-    ts = (F.when(text.rlike(EPOCH), F.timestamp_micros(F.when((epoch >= MIN_EPOCH_S) & (epoch < MAX_EPOCH_S), epoch * 1_000_000).cast("long")))
+    in_range = (epoch >= MIN_EPOCH_S) & (epoch < MAX_EPOCH_S)
+    ts = (F.when(text.rlike(EPOCH), F.timestamp_micros(F.when(in_range, epoch * 1_000_000).cast("long")))
           .when(text.rlike(ISO), text.try_cast("timestamp")))
     micros = F.unix_micros(ts)
     return F.when((micros >= MIN_EPOCH_S * 1_000_000) & (micros < MAX_EPOCH_S * 1_000_000), ts)

@@ -16,7 +16,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from freshrec.core.schemas import EVENT_TYPES
@@ -48,7 +48,7 @@ def _grid(keys_first_day: DataFrame, key: str, grid_start: int, last: int) -> Da
     )
 
 
-def _window_sum(col: str | Column, w: Window, lo: int, hi: int = 0) -> Column:
+def _window_sum(col: str | Column, w: WindowSpec, lo: int, hi: int = 0) -> Column:
     return F.coalesce(F.sum(col).over(w.rangeBetween(lo, hi)), F.lit(0)).cast("long")
 
 
@@ -75,7 +75,8 @@ def _carried(carried: Carried | None, name: str, sql_type: str) -> Column:
     return F.col(f"c_{name}") if carried is not None else F.lit(None).cast(sql_type)
 
 
-def _all_time(col: str, base: str, carried: Carried | None, carried_name: str, run: Window, sql_type: str = "long") -> Column:
+def _all_time(col: str, base: str, carried: Carried | None, carried_name: str, run: WindowSpec,
+              sql_type: str = "long") -> Column:
     """An all-time figure per grid row: the running sum of ``col`` over the grid, the pre-grid ``base`` and
     the carried state's ``carried_name`` (each may be null)."""
     zero = F.lit(0.0) if sql_type == "double" else F.lit(0)
@@ -232,8 +233,8 @@ def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: 
         rating_sum.alias("_s_rating_sum"),
     )
     if items_meta is not None:
-        out = out.join(items_meta.select("item_id", "categories"), "item_id", "left")
-        out = out.withColumn("category", F.try_element_at(F.col("categories"), F.lit(1)))
+        first_category = F.try_element_at(F.col("categories"), F.lit(1)).alias("category")
+        out = out.join(items_meta.select("item_id", first_category), "item_id", "left")
     return out.withColumn("ds", _ds_col()).withColumnRenamed("d", "_s_d")
 
 

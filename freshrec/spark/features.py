@@ -1,5 +1,5 @@
-"""The features job: raw partitions of a day range -> clean events, quarantine, feature tables, training
-examples, online snapshot (with the log watermark it covers) and per-day manifests, all in one Spark application.
+"""The features job: raw partitions of a day range -> clean events, quarantine, feature tables, online snapshot
+(with the log watermark it covers) and per-day manifests, all in one Spark application.
 
     python -m freshrec.spark.features --home H --from 2026-01-01 --to 2026-01-03            # stage + publish
     spark-submit spark_jobs/features.py --from A --to B --staging DIR                     # stage only
@@ -17,7 +17,9 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -31,22 +33,19 @@ from freshrec.spark.clean import EVENT_COLUMNS, CleanRules, day_string, dedup, p
 from freshrec.spark.clean import day_index as day_index_of
 from freshrec.spark.feature_tables import day_index, item_features, item_state, published, user_features, user_state
 from freshrec.spark.landing_stream import log_watermark, read_batch_manifests
-from freshrec.spark.online_snapshot import (category_counts, merge_category_counts, merge_touches, snapshot_items,
-                                        snapshot_users, touches)
+from freshrec.spark.online_snapshot import merge_touches, snapshot_items, touches, user_sequences
 from freshrec.spark.publish import RUN_FILE, publish_run
 from freshrec.spark.raw_reader import EVENT_ID, LANDED, list_raw_files, read_raw
 from freshrec.spark.session import build_session
 from freshrec.spark.state import STATE_DIR, load_state, published_manifests, state_key, write_state, write_state_meta
-from freshrec.spark.training_examples import training_examples
 
 log = logging.getLogger("freshrec.spark.features")
-# Up to this many (user, day) feature rows are shipped to every task to join the training examples without
-# shuffling them (about 100 bytes a row); a bigger table is joined by a shuffle instead.
-BROADCAST_USER_ROWS = 2_000_000
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 # Published clean events; partitions written before events carried an event_id read it as null.
 CLEAN_SCHEMA = ("user_id string, item_id string, event_type string, value double, ts timestamp, event_id string, "
                 "ds string, landed string")
+# The clean step's output when there are no events at all.
+EMPTY_EVENTS_SCHEMA = "user_id string, item_id string, event_type string, value double, ts timestamp, d int, ds string"
 
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
@@ -105,7 +104,7 @@ def read_items_meta(spark: SparkSession, layout: Layout) -> DataFrame | None:
     return meta.select(F.col("item_id").cast("string").alias("item_id"), F.col("categories").cast("array<string>"))
 
 
-def cpu_clock(spark: SparkSession):
+def cpu_clock(spark: SparkSession) -> Callable[[], float]:
     """CPU seconds (user + system) used so far by the JVM and this driver process: on a shared machine the
     wall clock also counts other people's work, CPU time much less (local mode runs everything in the JVM)."""
     try:
@@ -113,8 +112,11 @@ def cpu_clock(spark: SparkSession):
     except ImportError:  # timings only then
         return lambda: 0.0
     driver = psutil.Process()
+    gateway = spark.sparkContext._jvm
+    jvm: psutil.Process | None = None
     try:
-        jvm = psutil.Process(int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()))
+        if gateway is not None:
+            jvm = psutil.Process(int(gateway.java.lang.ProcessHandle.current().pid()))
     except Exception:  # no local JVM handle (Spark Connect): the driver process only
         jvm = None
 
@@ -126,7 +128,7 @@ def cpu_clock(spark: SparkSession):
 
 
 def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: dt.date, staging: Path,
-                 incremental: bool = True) -> dict:
+                 incremental: bool = True) -> dict[str, Any]:
     """Compute and stage everything for [first, last]; returns the run description written to run.json.
 
     With a usable state of the day before ``first`` (see freshrec.spark.state) and ``incremental``, the run reads only
@@ -135,7 +137,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     """
     layout = Layout(settings.home)
     days = day_range(first, last)
-    run = {"run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
+    run: dict[str, Any] = {"run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
            "days": [d.isoformat() for d in days], "code_version": st.code_version()}
     key = state_key(settings, layout)
     state, reason = load_state(spark, layout, first, key) if incremental else (None, "full run requested")
@@ -166,7 +168,8 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     files = list_raw_files(layout.raw_events, days)
     raw = read_raw(spark, files, layout.raw_events)
     rules = CleanRules(settings.data.rating_min, settings.data.rating_max, settings.data.future_ts_tolerance_s, time.time())
-    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions") or 200)
+    events: DataFrame | None
     if raw is not None:
         classified = parse_and_classify(raw, rules)
         counts, event_days = st.rule_counts(classified)
@@ -191,47 +194,36 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
         events = history_events(read_history(spark, layout, first, last, set() if state else None), partitions)
         events = events.persist(StorageLevel.MEMORY_AND_DISK) if events is not None else None
     if events is None:
-        events = spark.createDataFrame([], "user_id string, item_id string, event_type string, value double, ts timestamp, d int, ds string")
+        events = spark.createDataFrame([], EMPTY_EVENTS_SCHEMA)
     run["landed_days"] = sorted(d for d in run["days"] if (layout.raw_partition(dt.date.fromisoformat(d))).is_dir())
     lap("clean")
 
-    before = first - dt.timedelta(days=1)  # training examples of `first` need the features of the day before
-    user_grid = user_features(events, before, last, settings.data.history_length, state.users if state else None)
+    user_grid = user_features(events, first, last, settings.data.history_length, state.users if state else None)
     user_grid = user_grid.persist(StorageLevel.MEMORY_AND_DISK)
-    users = published(user_grid, before)
     items_meta = read_items_meta(spark, layout)
-    item_grid = item_features(events, before, last, items_meta, state.items if state else None)
+    item_grid = item_features(events, first, last, items_meta, state.items if state else None)
     item_grid = item_grid.persist(StorageLevel.MEMORY_AND_DISK)
-    items = published(item_grid, before)
-    in_range = F.col("ds") >= first.isoformat()
-    st.write_partitioned(users.where(in_range), staging / "tables" / "users", "ds")
+    items = published(item_grid, first)
+    st.write_partitioned(published(user_grid, first), staging / "tables" / "users", "ds")
     step("users")
-    st.write_partitioned(items.where(in_range), staging / "tables" / "items", "ds")
+    st.write_partitioned(items, staging / "tables" / "items", "ds")
     lap("features")
-    positives = events.where(F.col("d").between(day_index(first), day_index(last)))
-    examples = training_examples(positives, users, items, settings.data.negatives_per_positive, settings.data.seed,
-                                 broadcast_users=users.count() <= BROADCAST_USER_ROWS)
-    st.write_in_place(examples, staging / "tables" / "training_examples", "ds")
-    lap("training_examples")
 
     snapshot = f"snap-{run['run_id']}"
     known = events.where(F.col("d") <= day_index(last))  # as of the end of `last`, like every feature
     touch = touches(known) if state is None else merge_touches(state.touch, touches(known))
     touch = touch.persist(StorageLevel.MEMORY_AND_DISK)
-    categories = category_counts(known, items_meta) if items_meta is not None else None
-    if categories is not None:
-        categories = (categories if state is None else merge_category_counts(state.categories, categories)).persist()
-    n_users = st.write_single_parquet(snapshot_users(touch, categories, users, last, settings.data.online_history_length),
+    n_users = st.write_single_parquet(user_sequences(touch, settings.data.online_history_length),
                                       staging / "online" / "users.parquet", ["user_id"])
     step("snapshot users")
     n_items = st.write_single_parquet(snapshot_items(items, last), staging / "online" / "items.parquet", ["item_id"])
-    earlier = published_manifests(layout, before)
+    earlier = published_manifests(layout, first - dt.timedelta(days=1))
     read_files = {str(p.relative_to(layout.raw_events)) for paths in files.values() for p in paths}
     read_files |= {entry["path"] for manifest in earlier.values() for entry in manifest.get("input_partitions", [])}
     (staging / "online" / WATERMARK_FILE).write_text(log_watermark(read_batch_manifests(layout), read_files, last).to_json())
     run.update(snapshot=snapshot, snapshot_rows={"users": n_users, "items": n_items}, as_of=last.isoformat())
     lap("online_snapshot")
-    write_state(staging / "state", user_state(user_grid, last), item_state(item_grid, last), touch, categories)
+    write_state(staging / "state", user_state(user_grid, last), item_state(item_grid, last), touch)
     step("state")  # counted with the manifests (the run's closing writes)
     spark.catalog.clearCache()  # events, tables and their daily aggregates
 
@@ -244,7 +236,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
                 src.rename(target / table)
         inputs = sorted(({"path": str(p.relative_to(layout.raw_events)), "bytes": p.stat().st_size}
                          for paths in files.values() for p in paths if p.relative_to(layout.raw_events).parts[0] == f"ds={day}"),
-                        key=lambda entry: entry["path"])
+                        key=lambda entry: str(entry["path"]))
         manifest = st.build_manifest(dt.date.fromisoformat(day), counts[day], target,
                                      st.parquet_rows(staging / "clean" / f"ds={day}"), inputs, run)
         st.write_json(target / "_manifest.json", manifest)

@@ -72,8 +72,10 @@ def data_file_name(batch_id: int) -> str:
 
 def route_days(days: Iterable[str], published: list[dt.date]) -> dict[str, str]:
     """Target landing day per UTC day of ingested_at (see the module doc)."""
+    if not published:
+        return {day: day for day in sorted(days)}
     done = {d.isoformat() for d in published}
-    after = (published[-1] + dt.timedelta(days=1)).isoformat() if published else None
+    after = (published[-1] + dt.timedelta(days=1)).isoformat()
     return {day: after if day in done else day for day in sorted(days)}
 
 
@@ -203,7 +205,8 @@ def run_landing(spark: SparkSession, settings: Settings, available_now: bool = T
                 query.awaitTermination()
             else:
                 # Writers that die meanwhile leave open segments behind: seal them for the next batch.
-                while not query.awaitTermination(trigger_interval_s):
+                # The stub says int; pyspark takes any positive number of seconds (it sends int(timeout * 1000) ms).
+                while not query.awaitTermination(trigger_interval_s):  # type: ignore[arg-type]
                     sealed += len(seal_orphans(layout))
         except KeyboardInterrupt:  # the way to stop a continuous run by hand; the checkpoint makes any stop safe
             log.info("stopping the landing query")

@@ -30,7 +30,7 @@ EVENT_ID = "event_id"
 COLUMNS = (*RAW_COLUMNS, EVENT_ID)  # what a raw row is read as (every one a string)
 
 
-def original_row() -> "F.Column":
+def original_row() -> F.Column:
     """The row as delivered: the malformed line itself, else the raw strings as JSON (built for bad rows only)."""
     return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"raw_{c}").alias(c) for c in COLUMNS])))
 
@@ -108,10 +108,12 @@ def read_raw(spark: SparkSession, files: dict[str, list[Path]], raw_root: Path |
         schema = pq.read_schema(path)
         signature = tuple(f"{f.name}:{f.type}" for f in schema)
         parquet_groups[signature].append(str(path))
-        numeric[signature] = "value" in schema.names and (pa.types.is_floating(schema.field("value").type) or pa.types.is_integer(schema.field("value").type))
+        value_type = schema.field("value").type if "value" in schema.names else None
+        numeric[signature] = value_type is not None and (pa.types.is_floating(value_type) or pa.types.is_integer(value_type))
     for signature, paths in parquet_groups.items():
         present = tuple(c for c in (s.split(":", 1)[0] for s in signature) if c in COLUMNS)
-        parts.append(_conform(reader().parquet(*paths), present, has_corrupt=False, partitioned=partitioned, numeric_value=numeric[signature]))
+        parts.append(_conform(reader().parquet(*paths), present, has_corrupt=False, partitioned=partitioned,
+                              numeric_value=numeric[signature]))
     if not parts:
         return None
     out = parts[0]

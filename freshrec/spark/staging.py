@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 
 from freshrec.spark.clean import day_index
 
-FEATURE_TABLES = ("users", "items", "training_examples")
+FEATURE_TABLES = ("users", "items")
 
 
 def write_partitioned(df: DataFrame, path: Path, *partition_cols: str) -> None:

@@ -26,8 +26,8 @@ from freshrec.spark.feature_tables import Carried
 
 STATE_DIR = "_state"
 META_FILE = "_state.json"
-FORMAT = 1
-TABLES = ("users", "user_days", "items", "item_days", "touch", "categories")
+FORMAT = 2  # 2: no category counts (the snapshot lost its category affinity)
+TABLES = ("users", "user_days", "items", "item_days", "touch")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,6 @@ class State:
     users: Carried
     items: Carried
     touch: DataFrame  # see online_snapshot.touches
-    categories: DataFrame | None  # see online_snapshot.category_counts; None without item metadata
 
 
 def state_key(settings: Settings, layout: Layout) -> dict:
@@ -71,21 +70,18 @@ def load_state(spark: SparkSession, layout: Layout, first: dt.date, key: dict) -
         return None, f"the state of {before} was written by other code, settings or item metadata"
     if meta.get("lake") != lake_digest(published_manifests(layout, before)):
         return None, f"a day up to {before} was republished with other outputs since its state was written"
-    needed = [t for t in TABLES if t != "categories" or key["items_meta"] is not None]
-    if not all(any((folder / t).glob("*.parquet")) for t in needed):
+    if not all(any((folder / t).glob("*.parquet")) for t in TABLES):
         return None, f"the state of {before} is incomplete"
-    read = {t: spark.read.parquet(str(folder / t)) for t in needed}
-    state = State(Carried(read["users"], read["user_days"]), Carried(read["items"], read["item_days"]), read["touch"],
-                  read.get("categories"))
+    read = {t: spark.read.parquet(str(folder / t)) for t in TABLES}
+    state = State(Carried(read["users"], read["user_days"]), Carried(read["items"], read["item_days"]), read["touch"])
     return state, f"state of {before}"
 
 
-def write_state(folder: Path, users: Carried, items: Carried, touch: DataFrame, categories: DataFrame | None) -> None:
+def write_state(folder: Path, users: Carried, items: Carried, touch: DataFrame) -> None:
     frames = {"users": users.totals, "user_days": users.days, "items": items.totals, "item_days": items.days,
-              "touch": touch, "categories": categories}
+              "touch": touch}
     for table, frame in frames.items():
-        if frame is not None:
-            frame.write.mode("overwrite").parquet(str(folder / table))
+        frame.write.mode("overwrite").parquet(str(folder / table))
 
 
 def write_state_meta(folder: Path, key: dict, as_of: dt.date, manifests: dict[str, dict]) -> None:

@@ -27,7 +27,8 @@ def test_every_quarantine_class_duplicates_and_identity(spark, settings):
     bad_lines = [line for line, _ in rawdata.BAD_CSV_LINES.values()]
     duplicate = "u0,i0,view,1.0,2026-01-02T23:00:00Z"
     rawdata.write_csv(home, D2, bad_lines + [duplicate, duplicate, duplicate])
-    rawdata.write_jsonl(home, D2, ['{"user_id": "u1", "item_id": "i2", "event_type": "view"', rawdata.json_line("u2", "i3", "click", 1, 1767312000)])
+    truncated = '{"user_id": "u1", "item_id": "i2", "event_type": "view"'
+    rawdata.write_jsonl(home, D2, [truncated, rawdata.json_line("u2", "i3", "click", 1, 1767312000)])
 
     run_and_publish(spark, settings, D2, D2)
     m = _manifest(home, D2)

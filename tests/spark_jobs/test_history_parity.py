@@ -34,7 +34,7 @@ def _training_histories(layout: Layout, through: dt.date, length: int) -> dict[s
     events = read_clean_events(layout.clean_events)
     events = events[events["ts"] < dt.datetime.combine(through + dt.timedelta(days=1), dt.time(), dt.UTC)]
     vocab = build_vocab(events)
-    histories, _ = timed_histories(events, vocab)
+    histories, _, _ = timed_histories(events, vocab)
     return {user: [vocab.items[i - 1] for i in items[-length:]] for user, items in histories.items()}
 
 

@@ -89,7 +89,8 @@ def _generated(seed: int = 11, n: int = 240) -> list[dict]:
 
     out = []
     for _ in range(n):
-        ts = f"{rng.choice(['2026', '0001', '9999', '0000', digits(4)])}-{rng.choice(['12', '2', '13', digits(2)])}-{rng.choice(['4', '04', '31', '00', digits(2)])}"
+        year = rng.choice(['2026', '0001', '9999', '0000', digits(4)])
+        ts = f"{year}-{rng.choice(['12', '2', '13', digits(2)])}-{rng.choice(['4', '04', '31', '00', digits(2)])}"
         if rng.random() < 0.8:
             ts += rng.choice("T ") + f"{rng.choice(['10', '9', '24', digits(2)])}:{rng.choice(['00', '5', '60', digits(2)])}"
             if rng.random() < 0.7:

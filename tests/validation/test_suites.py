@@ -69,36 +69,38 @@ def test_volume_against_trailing_average(settings):
     assert info.value.details["suites"]["raw_volume"]["success"] is False
 
 
-def _stage(root: Path, day: str, manifest: dict, users: pd.DataFrame, items: pd.DataFrame, examples: pd.DataFrame) -> None:
+def _stage(root: Path, day: str, manifest: dict, users: pd.DataFrame, items: pd.DataFrame) -> None:
     folder = root / "features" / f"ds={day}"
-    for name, frame in (("users", users), ("items", items), ("training_examples", examples)):
+    for name, frame in (("users", users), ("items", items)):
         (folder / name).mkdir(parents=True)
         frame.to_parquet(folder / name / "part-0.parquet")
     (folder / "_manifest.json").write_text(json.dumps(manifest))
 
 
-def _valid_tables(n_positive: int, kinds: list[str]):
-    users = pd.DataFrame({"user_id": ["u1", "u2"], "n_events": [3, 1], "mean_rating": [4.0, None], "recency_days": [0.5, 1.0],
-                          **{f"n_{t}_{w}": [1, 0] for t in ("view", "click", "rating", "purchase") for w in ("1d", "7d", "30d", "all")}})
+def _valid_tables(n_events: int, kinds: list[str]):
+    """Two users; u1 made the day's ``n_events`` events, spread evenly over ``kinds`` (its 1-day counts)."""
+    day = {t: sum(1 for i in range(n_events) if kinds[i % len(kinds)] == t) for t in ("view", "click", "rating", "purchase")}
+    users = pd.DataFrame({"user_id": ["u1", "u2"], "n_events": [n_events + 3, 1], "mean_rating": [4.0, None], "recency_days": [0.5, 1.0],
+                          **{f"n_{t}_{w}": [day[t] if w == "1d" else day[t] + 1, 0] for t in day for w in ("1d", "7d", "30d", "all")}})
     items = pd.DataFrame({"item_id": ["a", "b"], "pop_all": [5, 2], "pop_30d": [4, 2], "pop_7d": [3, 1], "age_days": [3, 0],
                           "trend_7d": [1.5, 2.0], "mean_rating": [3.5, None]})
-    examples = pd.DataFrame({"user_id": ["u1"] * n_positive, "item_id": ["a"] * n_positive, "label": [1] * n_positive,
-                             "event_type": [kinds[i % len(kinds)] for i in range(n_positive)]})
-    return users, items, examples
+    return users, items
 
 
-def _manifest(day: str, input_rows: int, quarantined: int, positives: int) -> dict:
+def _manifest(day: str, input_rows: int, quarantined: int, clean: int) -> dict:
     valid = input_rows - quarantined
     return {"ds": day, "input_rows": input_rows, "valid_rows": valid, "quarantined_rows": quarantined, "duplicate_rows": 0,
             "quarantine_reasons": {"unknown_event_type": quarantined} if quarantined else {},
-            "outputs": {"clean_events": positives}}
+            "outputs": {"users": 2, "items": 2, "clean_events": clean}}
 
 
 def test_features_suite_stops_on_quarantine_share_and_drift(settings, tmp_path):
     ok = tmp_path / "ok"
     _stage(ok, "2026-01-05", _manifest("2026-01-05", 300, 3, 297), *_valid_tables(297, ["view", "click"]))
     _stage(ok, "2026-01-06", _manifest("2026-01-06", 300, 0, 300), *_valid_tables(300, ["view", "click"]))
-    assert all(s["success"] for s in validate_staged(settings, ok)["suites"].values())
+    report = validate_staged(settings, ok)
+    assert all(s["success"] for s in report["suites"].values())
+    assert set(report["suites"]) == {"features_accounting", "features_users", "features_items", "features_drift"}
 
     too_many_bad = tmp_path / "bad_share"
     _stage(too_many_bad, "2026-01-05", _manifest("2026-01-05", 300, 30, 270), *_valid_tables(270, ["view"]))
@@ -113,6 +115,34 @@ def test_features_suite_stops_on_quarantine_share_and_drift(settings, tmp_path):
         validate_staged(settings, drifted)
     assert info.value.details["suites"]["features_drift"]["success"] is False
     assert kl_divergence({"a": 1.0}, {"a": 1.0}) == pytest.approx(0.0)
+
+
+def test_features_suite_stops_when_the_tables_miss_clean_events(settings, tmp_path):
+    """Every clean event of a day is counted by the users table's 1-day counts for that day."""
+    short = tmp_path / "short"
+    _stage(short, "2026-01-05", _manifest("2026-01-05", 300, 0, 300), *_valid_tables(290, ["view", "click"]))
+    with pytest.raises(DataValidationError) as info:
+        validate_staged(settings, short)
+    failures = info.value.details["suites"]["features_accounting"]["failures"]
+    assert [f["expectation"] for f in failures] == ["expect_column_pair_values_a_to_be_greater_than_b"]  # counted >= clean
+
+
+def test_drift_baseline_is_the_published_day_before_even_from_an_older_version(settings, tmp_path):
+    """The first staged day is compared with the published users table of the day before; a partition published by
+    an older version (with a training_examples folder beside it) is read the same way."""
+    layout = Layout(settings.home)
+    _stage(layout.lake, "2026-01-04", _manifest("2026-01-04", 300, 0, 300), *_valid_tables(300, ["view", "click"]))
+    old_examples = layout.features / "ds=2026-01-04" / "training_examples"
+    old_examples.mkdir()
+    pd.DataFrame({"user_id": ["u1"], "item_id": ["a"], "label": [1], "event_type": ["purchase"]}).to_parquet(old_examples / "p.parquet")
+    drifted = tmp_path / "drift"
+    _stage(drifted, "2026-01-05", _manifest("2026-01-05", 300, 0, 300), *_valid_tables(300, ["purchase"]))
+    with pytest.raises(DataValidationError) as info:
+        validate_staged(settings, drifted)
+    assert info.value.details["suites"]["features_drift"]["success"] is False
+    same = tmp_path / "same"
+    _stage(same, "2026-01-05", _manifest("2026-01-05", 300, 0, 300), *_valid_tables(300, ["click", "view"]))
+    assert validate_staged(settings, same)["suites"]["features_drift"]["success"]
 
 
 def test_raw_suite_passes_the_landing_jobs_files(settings):

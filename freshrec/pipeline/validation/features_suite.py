@@ -1,7 +1,10 @@
 """The features suite over a *staged* run: accounting identity and quarantine share per day, keys,
-ranges, row counts vs input, and drift vs the previous day (KL divergence of the event-type mix).
+ranges, events counted by the feature tables vs clean events, and drift vs the previous day (KL divergence
+of the event-type mix).
 
-It reads the staging directory the Spark job wrote; nothing is published unless this passes.
+It reads the staging directory the Spark job wrote; nothing is published unless this passes. The event-type
+mix of a day is what the users table counts for it (the sum of ``n_<type>_1d`` over users): every known event
+of that event day, whichever day it landed.
 """
 
 from __future__ import annotations
@@ -41,13 +44,27 @@ def read_table(root: Path, table: str, days: list[str], columns: list[str] | Non
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*(columns or []), "ds"])
 
 
-def accounting_frame(manifests: list[dict]) -> pd.DataFrame:
+DAY_COUNTS = [f"n_{t}_1d" for t in EVENT_TYPES]  # per user and day: that day's events of each type
+
+
+def event_mix(users: pd.DataFrame) -> pd.DataFrame:
+    """Per day (index ``ds``): events of each type (columns ``EVENT_TYPES``), from the users table's 1-day counts."""
+    if users.empty:
+        return pd.DataFrame(columns=list(EVENT_TYPES), dtype="int64")
+    mix = users.groupby("ds")[DAY_COUNTS].sum()
+    return mix.rename(columns=dict(zip(DAY_COUNTS, EVENT_TYPES))).astype("int64")
+
+
+def accounting_frame(manifests: list[dict], mix: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per day: the accounting identity, the quarantine share, and the events the feature tables counted for the
+    day (``counted_events``) against the clean events staged for it: every valid event must be counted."""
+    counted = mix.sum(axis=1) if mix is not None else pd.Series(dtype="int64")
     rows = []
     for m in manifests:
         accounted = m["valid_rows"] + m["quarantined_rows"] + m["duplicate_rows"]
         share = m["quarantined_rows"] / m["input_rows"] if m["input_rows"] else 0.0
         rows.append({"ds": m["ds"], "input_rows": m["input_rows"], "accounted_rows": accounted, "quarantine_share": share,
-                     "positives": None, "clean_events": m["outputs"]["clean_events"]})
+                     "counted_events": int(counted.get(m["ds"], 0)), "clean_events": m["outputs"]["clean_events"]})
     return pd.DataFrame(rows)
 
 
@@ -60,25 +77,29 @@ def kl_divergence(p: dict[str, float], q: dict[str, float]) -> float:
     return sum((a / sp) * math.log((a / sp) / (b / sq)) for a, b in zip(ps, qs))
 
 
-def drift_frame(positives: pd.DataFrame, previous_mix: dict[str, float] | None, days: list[str]) -> pd.DataFrame:
+def _day_mix(mix: pd.DataFrame, day: str) -> tuple[int, dict[str, float] | None]:
+    """A day's event count, and its type mix when there are enough events for a comparison."""
+    counts = {t: float(n) for t, n in mix.loc[day].items() if n} if day in mix.index else {}
+    rows = int(sum(counts.values()))
+    return rows, counts if rows >= MIN_ROWS_FOR_DRIFT else None
+
+
+def drift_frame(mix: pd.DataFrame, previous_mix: dict[str, float] | None, days: list[str]) -> pd.DataFrame:
     """Per day: KL divergence of its event-type mix vs the previous day's (None when either is too small)."""
     rows = []
     prev = previous_mix
     for day in days:
-        today = positives[positives["ds"] == day]
-        mix = today["event_type"].value_counts().to_dict() if len(today) >= MIN_ROWS_FOR_DRIFT else None
-        kl = kl_divergence(mix, prev) if mix and prev else None
-        rows.append({"ds": day, "rows": len(today), "kl_event_type": kl})
-        prev = mix or prev
+        n, today = _day_mix(mix, day)
+        kl = kl_divergence(today, prev) if today and prev else None
+        rows.append({"ds": day, "rows": n, "kl_event_type": kl})
+        prev = today or prev
     return pd.DataFrame(rows, columns=["ds", "rows", "kl_event_type"]).astype({"kl_event_type": float})
 
 
 def previous_day_mix(layout: Layout, first: dt.date) -> dict[str, float] | None:
     """Event-type mix of the published day before the run (the drift baseline of its first day)."""
-    before = first - dt.timedelta(days=1)
-    frame = read_table(layout.features, "training_examples", [before.isoformat()], ["label", "event_type"])
-    frame = frame[frame["label"] == 1]
-    return frame["event_type"].value_counts().to_dict() if len(frame) >= MIN_ROWS_FOR_DRIFT else None
+    before = (first - dt.timedelta(days=1)).isoformat()
+    return _day_mix(event_mix(read_table(layout.features, "users", [before], ["user_id", *DAY_COUNTS])), before)[1]
 
 
 def _expectations(settings: Settings) -> dict[str, list]:
@@ -88,7 +109,7 @@ def _expectations(settings: Settings) -> dict[str, list]:
         "features_accounting": [
             e.ExpectColumnPairValuesToBeEqual(column_A="input_rows", column_B="accounted_rows"),
             e.ExpectColumnValuesToBeBetween(column="quarantine_share", min_value=0, max_value=d.quarantine_max_share),
-            e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="positives", column_B="clean_events", or_equal=True),
+            e.ExpectColumnPairValuesAToBeGreaterThanB(column_A="counted_events", column_B="clean_events", or_equal=True),
         ],
         "features_users": [
             e.ExpectColumnValuesToNotBeNull(column="user_id"),
@@ -108,11 +129,6 @@ def _expectations(settings: Settings) -> dict[str, list]:
             e.ExpectColumnValuesToBeBetween(column="trend_7d", min_value=0, strict_min=True),
             e.ExpectColumnValuesToBeBetween(column="mean_rating", min_value=d.rating_min, max_value=d.rating_max),
         ],
-        "features_examples": [
-            e.ExpectColumnValuesToNotBeNull(column="user_id"),
-            e.ExpectColumnValuesToNotBeNull(column="item_id"),
-            e.ExpectColumnValuesToBeInSet(column="label", value_set=[0, 1]),
-        ],
         "features_drift": [e.ExpectColumnValuesToBeBetween(column="kl_event_type", min_value=0, max_value=d.drift_max_kl)],
     }
 
@@ -125,16 +141,13 @@ def validate_staged(settings: Settings, staging: Path) -> dict:
         raise DataValidationError(f"staging {staging} holds no manifests: the Spark job did not finish")
     days = [m["ds"] for m in manifests]
     root = staging / "features"
-    examples = read_table(root, "training_examples", days, ["user_id", "item_id", "label", "event_type"])
-    positives = examples[examples["label"] == 1]
-    accounting = accounting_frame(manifests)
-    accounting["positives"] = accounting["ds"].map(positives.groupby("ds").size()).fillna(0).astype(int)
+    users = read_table(root, "users", days)
+    mix = event_mix(users)
     frames = {
-        "features_accounting": accounting,
-        "features_users": read_table(root, "users", days),
+        "features_accounting": accounting_frame(manifests, mix),
+        "features_users": users,
         "features_items": read_table(root, "items", days),
-        "features_examples": examples,
-        "features_drift": drift_frame(positives, previous_day_mix(layout, dt.date.fromisoformat(days[0])), days),
+        "features_drift": drift_frame(mix, previous_day_mix(layout, dt.date.fromisoformat(days[0])), days),
     }
     outcomes: list[SuiteOutcome] = []
     for name, expectations in _expectations(settings).items():
@@ -143,7 +156,8 @@ def validate_staged(settings: Settings, staging: Path) -> dict:
             continue  # nothing to check (e.g. no events at all in the range); accounting always runs
         outcomes.append(run_suite(settings, name, frame, expectations))
     report = {"days": [days[0], days[-1]], "staging": str(staging),
-              "quarantine": {m["ds"]: {"rows": m["quarantined_rows"], "reasons": m["quarantine_reasons"]} for m in manifests if m["quarantined_rows"]},
+              "quarantine": {m["ds"]: {"rows": m["quarantined_rows"], "reasons": m["quarantine_reasons"]}
+                             for m in manifests if m["quarantined_rows"]},
               "suites": {o.suite: {"success": o.success, "evaluated": o.evaluated, "failures": o.failures} for o in outcomes},
               "data_docs": str(layout.data_docs / "index.html")}
     failed = [o for o in outcomes if not o.success]

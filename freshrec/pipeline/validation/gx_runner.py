@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import great_expectations as gx
 import pandas as pd
@@ -22,6 +23,9 @@ from great_expectations.expectations.expectation import Expectation
 
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
+
+if TYPE_CHECKING:
+    from great_expectations.data_context.store.store import DataDocsSiteConfigTypedDict
 
 log = logging.getLogger("freshrec.validation")
 # GX logs every config save at INFO; our own log line per suite says what matters.
@@ -46,12 +50,14 @@ def open_context(settings: Settings):
     """The file-mode GX project under FRESHREC_HOME, with our Data Docs site registered."""
     layout = Layout(settings.home)
     context = gx.get_context(mode="file", project_root_dir=str(settings.home))
-    site = {
+    # GX's TypedDict for a site lists only some keys ("may be incomplete", says its source): SiteBuilder also
+    # takes show_how_to_buttons.
+    site = cast("DataDocsSiteConfigTypedDict", {
         "class_name": "SiteBuilder",
         "show_how_to_buttons": False,
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(layout.data_docs)},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    }
+    })
     bars = context.variables.progress_bars
     enabled = bars is None or (bars.get("globally", True) if isinstance(bars, dict) else bars.globally)
     if enabled:  # tqdm bars per metric flood task logs

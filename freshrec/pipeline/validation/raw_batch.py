@@ -21,7 +21,7 @@ BATCH_COLUMNS = (*RAW_COLUMNS, "landed", "malformed")
 
 
 def _csv_rows(path: Path) -> list[dict]:
-    rows = []
+    rows: list[dict[str, object]] = []
     with path.open(newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]

@@ -37,11 +37,11 @@ def prepare_raw_frame(batch: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def raw_expectations(settings: Settings) -> list:
+def raw_expectations(settings: Settings) -> list[gx.expectations.Expectation]:
     d = settings.data
     mostly = 1.0 - d.quarantine_max_share
     e = gx.expectations
-    checks = [e.ExpectTableRowCountToBeBetween(min_value=1)]
+    checks: list[gx.expectations.Expectation] = [e.ExpectTableRowCountToBeBetween(min_value=1)]
     checks += [e.ExpectColumnToExist(column=c) for c in RAW_COLUMNS]
     checks += [e.ExpectColumnValuesToNotBeNull(column=c, mostly=mostly) for c in RAW_COLUMNS]
     checks += [
@@ -105,8 +105,8 @@ def validate_raw(settings: Settings, days: list[dt.date]) -> dict:
     failed = [o for o in outcomes if not o.success]
     if failed:
         reasons = " | ".join(f"{o.suite}: {o.describe_failures()}" for o in failed)
-        raise DataValidationError(f"raw batch {days[0]}..{days[-1]} failed validation: {reasons}; Data Docs: {layout.data_docs / 'index.html'}",
-                                  details=report)
+        raise DataValidationError(f"raw batch {days[0]}..{days[-1]} failed validation: {reasons}; "
+                                  f"Data Docs: {layout.data_docs / 'index.html'}", details=report)
     return report
 
 

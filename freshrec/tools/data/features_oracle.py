@@ -4,7 +4,7 @@ its benchmark baseline. Same definitions as ``freshrec.spark.feature_tables``, w
 
 Input: clean events (user_id, item_id, event_type, value, ts timestamp, ds 'YYYY-MM-DD') as any relation
 DuckDB can scan (an Arrow table, a pandas frame, or a Parquet glob); optionally the item metadata
-(item_id, categories list) for the users' category affinity of the online snapshot.
+(item_id, categories list) for the items' category.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ class OracleTables:
     users: pd.DataFrame
     items: pd.DataFrame
     sequences: pd.DataFrame  # user_id, history, seen (the online snapshot's lists)
-    # user_id, category_affinity ({category: share}), top_category as of the last day; None without item metadata
-    affinity: pd.DataFrame | None = None
 
 
 def _day(day: dt.date) -> int:
@@ -124,26 +122,9 @@ def _sequence_sql(last: int, history_length: int) -> str:
     """
 
 
-def _affinity_sql(last: int) -> str:
-    """Share of each category among the category mentions of a user's events up to ``last`` (an item with
-    several categories counts for each); the top category breaks ties by the larger name."""
-    return f"""
-    WITH cats AS (SELECT CAST(item_id AS VARCHAR) AS item_id, unnest(categories) AS category FROM items_meta),
-    counts AS (
-        SELECT e.user_id, c.category, COUNT(*) AS n FROM events e JOIN cats c ON e.item_id = c.item_id
-        WHERE CAST(CAST(e.ds AS DATE) - DATE '1970-01-01' AS INTEGER) <= {last} GROUP BY e.user_id, c.category)
-    SELECT user_id,
-           list({{'category': category, 'share': share}} ORDER BY category) AS shares,
-           first(category ORDER BY n DESC, category DESC) AS top_category
-    FROM (SELECT *, n / SUM(n) OVER (PARTITION BY user_id) AS share FROM counts)
-    GROUP BY user_id ORDER BY user_id
-    """
-
-
 def compute_features(events, first: dt.date, last: dt.date, history_length: int, online_history_length: int,
                      threads: int | None = None, items_meta=None) -> OracleTables:
-    """User and item feature tables for every day in [first, last], plus the online sequences (and, given item
-    metadata, the category affinity) as of ``last``."""
+    """User and item feature tables for every day in [first, last], plus the online sequences as of ``last``."""
     con = duckdb.connect()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
@@ -159,10 +140,5 @@ def compute_features(events, first: dt.date, last: dt.date, history_length: int,
         firsts = con.execute("SELECT CAST(item_id AS VARCHAR) AS item_id, categories[1] AS category FROM items_meta").df()
         items = items.merge(firsts, on="item_id", how="left")
     sequences = con.execute(_sequence_sql(b, online_history_length)).df()
-    affinity = None
-    if items_meta is not None:
-        affinity = con.execute(_affinity_sql(b)).df()
-        affinity["category_affinity"] = [{s["category"]: s["share"] for s in shares} for shares in affinity.pop("shares")]
-        affinity = affinity[["user_id", "category_affinity", "top_category"]]
     con.close()
-    return OracleTables(users=users, items=items, sequences=sequences, affinity=affinity)
+    return OracleTables(users=users, items=items, sequences=sequences)
