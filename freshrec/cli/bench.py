@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -30,7 +30,7 @@ def _run(name: str, **options) -> Path:
 
 @app.command("features")
 def features(
-    sizes: Annotated[Optional[str], typer.Option(help="event counts, e.g. 1000000,3000000,10000000")] = None,
+    sizes: Annotated[str | None, typer.Option(help="event counts, e.g. 1000000,3000000,10000000")] = None,
     daily: Annotated[bool, typer.Option(help="also time one daily run (state carried) after a bootstrap, at the largest size")] = True,
 ) -> None:
     """Spark feature job vs DuckDB: events/s per core, time per stage, peak memory; a daily run's cost."""
@@ -38,7 +38,7 @@ def features(
 
 
 @app.command("export")
-def export(candidates: Annotated[Optional[str], typer.Option(help="candidates per call, e.g. 1,16,256,1024")] = None) -> None:
+def export(candidates: Annotated[str | None, typer.Option(help="candidates per call, e.g. 1,16,256,1024")] = None) -> None:
     """ORT teacher fp32 / student fp32 / student int8 vs torch eager: latency, throughput, sizes."""
     _run("export", candidates=_ints(candidates))
 
@@ -54,6 +54,16 @@ def models(
     out.print({name: round(m["ndcg@10"], 4) for name, m in data["metrics"].items()})
 
 
+@app.command("signals")
+def signals(
+    ratings: Annotated[Path | None, typer.Option(help="also a MovieLens ratings file (every event a rating)")] = None,
+) -> None:
+    """Do event types and values help? The wide layer's binary vs signal-weighted Gram matrix, held out."""
+    report = _run("signals", ratings=ratings)
+    data = json.loads(report.read_text())
+    out.print({name: {arm: round(m["ndcg@10"], 4) for arm, m in d["arms"].items()} for name, d in data["datasets"].items()})
+
+
 @app.command("retrain")
 def retrain(
     ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],
@@ -67,7 +77,7 @@ def retrain(
 
 
 @app.command("serving")
-def serving(rates: Annotated[Optional[str], typer.Option(help="open-loop request rates to sweep, e.g. 500,1000,2000")] = None) -> None:
+def serving(rates: Annotated[str | None, typer.Option(help="open-loop request rates to sweep, e.g. 500,1000,2000")] = None) -> None:
     """Open-loop and closed-loop HTTP load against torch-eager, ORT fp32/int8 servers."""
     _run("serving", rates=_ints(rates))
 
@@ -81,7 +91,7 @@ def freshness() -> None:
 @app.command("quality")
 def quality(
     test: Annotated[Path, typer.Argument(help="held-out ratings file (e.g. the msr test part of ML-100K)")],
-    url: Annotated[Optional[str], typer.Option(help="serving base URL; default FRESHREC_SERVING_URL")] = None,
+    url: Annotated[str | None, typer.Option(help="serving base URL; default FRESHREC_SERVING_URL")] = None,
 ) -> None:
     """nDCG/recall/precision/MAP@10 of the live server's /v1/recommend on a held-out file."""
     report = _run("quality", test=test, url=url)
@@ -91,17 +101,17 @@ def quality(
 
 @app.command("realtime")
 def realtime(
-    days: Annotated[Optional[int], typer.Option(help="days in the synthetic world (default 10)")] = None,
-    train_days: Annotated[Optional[int], typer.Option(help="the first N days train, the rest are replayed (default 7)")] = None,
-    users: Annotated[Optional[int], typer.Option(help="users in the world (default 2000)")] = None,
-    items: Annotated[Optional[int], typer.Option(help="items in the world (default 1000)")] = None,
-    events_per_day: Annotated[Optional[int], typer.Option(help="mean events per day (default 20000)")] = None,
-    max_events: Annotated[Optional[int], typer.Option(help="held-out events replayed: whole users drawn at random "
+    days: Annotated[int | None, typer.Option(help="days in the synthetic world (default 10)")] = None,
+    train_days: Annotated[int | None, typer.Option(help="the first N days train, the rest are replayed (default 7)")] = None,
+    users: Annotated[int | None, typer.Option(help="users in the world (default 2000)")] = None,
+    items: Annotated[int | None, typer.Option(help="items in the world (default 1000)")] = None,
+    events_per_day: Annotated[int | None, typer.Option(help="mean events per day (default 20000)")] = None,
+    max_events: Annotated[int | None, typer.Option(help="held-out events replayed: whole users drawn at random "
                                                            "(default 20000)")] = None,
-    store: Annotated[Optional[str], typer.Option(help="online store: redis, embedded or both (default redis when 127.0.0.1:6379 "
+    store: Annotated[str | None, typer.Option(help="online store: redis, embedded or both (default redis when 127.0.0.1:6379 "
                                                       "answers, else embedded)")] = None,
-    parts: Annotated[Optional[str], typer.Option(help="comma list of quality,ops,durability (default all)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="world and replay seed (default 42)")] = None,
+    parts: Annotated[str | None, typer.Option(help="comma list of quality,ops,durability (default all)")] = None,
+    seed: Annotated[int | None, typer.Option(help="world and replay seed (default 42)")] = None,
 ) -> None:
     """Prequential replay (static vs realtime vs EASE fed the events) plus ingestion, visibility, latency, durability."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip()) if parts else None
@@ -114,5 +124,5 @@ def realtime(
 @app.command("all")
 def all_() -> None:
     """Every benchmark, one after another."""
-    for name in ("features", "export", "serving", "freshness", "realtime"):
+    for name in ("features", "export", "serving", "freshness", "realtime", "signals"):
         _run(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,7 +39,7 @@ def synth(
     items: Annotated[int, typer.Option(min=1, help="items in the world (30% appear after day 0, most within ~3 weeks)")] = 1000,
     events_per_day: Annotated[int, typer.Option(min=0, help="mean events per day (weekly cycle around it)")] = 20_000,
     seed: Annotated[int, typer.Option(help="same seed and options -> byte-identical files")] = 42,
-    truth: Annotated[Optional[Path], typer.Option(help="write the hidden ground truth (.npz) here")] = None,
+    truth: Annotated[Path | None, typer.Option(help="write the hidden ground truth (.npz) here")] = None,
     file_format: Annotated[str, typer.Option("--format", help="parquet, csv or jsonl")] = "parquet",
     workers: Annotated[int, typer.Option(min=1, help="processes generating days in parallel (same output)")] = 1,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -80,7 +80,7 @@ def synth(
 @import_app.command("movielens")
 def import_movielens(
     path: Annotated[Path, typer.Argument(help="u.data, *.inter, ratings.dat or ratings.csv, or the folder holding one")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="events root (default: the lake's raw events)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="events root (default: the lake's raw events)")] = None,
 ) -> None:
     """Import MovieLens ratings as `rating` events (value = stars), one ds= folder per event day."""
     from freshrec.pipeline.data.movielens import import_movielens as run_import

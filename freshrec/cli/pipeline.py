@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -98,13 +98,13 @@ def _stage(console: Console, title: str) -> Iterator[None]:
 
 @app.command("run")
 def run(
-    from_: Annotated[Optional[str], typer.Option("--from", help="first event day (YYYY-MM-DD); default: first day in the lake")] = None,
-    to: Annotated[Optional[str], typer.Option("--to", help="last event day (YYYY-MM-DD); default: last day in the lake")] = None,
-    stages: Annotated[Optional[str], typer.Option(help="comma list of features,retrain,release; default all")] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="first event day (YYYY-MM-DD); default: first day in the lake")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="last event day (YYYY-MM-DD); default: last day in the lake")] = None,
+    stages: Annotated[str | None, typer.Option(help="comma list of features,retrain,release; default all")] = None,
     skip_if_current: Annotated[bool, typer.Option(
         "--skip-if-current", help="skip retrain when the champion already covers the newest feature day (what "
         "scheduled runs do); by default a manual run always retrains")] = False,
-    log: Annotated[Optional[Path], typer.Option(
+    log: Annotated[Path | None, typer.Option(
         "--log", help="append Airflow's task logs, Spark's and training's output to this file; the terminal "
         "shows one line per stage")] = None,
 ) -> None:

@@ -71,7 +71,7 @@ class EventRules:
     future_tolerance_s: float
 
     @classmethod
-    def from_settings(cls, data) -> "EventRules":  # data: freshrec.core.settings.DataSettings
+    def from_settings(cls, data) -> EventRules:  # data: freshrec.core.settings.DataSettings
         return cls(data.rating_min, data.rating_max, data.future_ts_tolerance_s)
 
 
@@ -118,8 +118,8 @@ def parse_ts(text: str | None) -> float | None:
         return None
     text = text.strip()
     if _EPOCH.match(text):
-        when = float(text)
-        return when if _MIN_EPOCH_S <= when < _MAX_EPOCH_S else None
+        epoch = float(text)
+        return epoch if _MIN_EPOCH_S <= epoch < _MAX_EPOCH_S else None
     m = _ISO.match(text)
     if m is None:
         return None
@@ -207,7 +207,7 @@ class Watermark:
         return json.dumps({"as_of": self.as_of, "until_ts": self.until_ts, "writers": dict(sorted(self.writers.items()))})
 
     @classmethod
-    def read(cls, snapshot_dir: Path) -> "Watermark":
+    def read(cls, snapshot_dir: Path) -> Watermark:
         """The snapshot's watermark; a snapshot without one (older code) covers no log position."""
         path = snapshot_dir / WATERMARK_FILE
         if not path.is_file():

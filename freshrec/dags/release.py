@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.providers.standard.operators.hitl import HITLBranchOperator
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk import TriggerRule
+from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
 
 from freshrec.core.settings import get_settings
 from freshrec.pipeline.release import stages

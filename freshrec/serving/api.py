@@ -14,10 +14,10 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ValidationError
+from starlette.types import Scope
 
 from freshrec.core.errors import FreshRecError, InvalidInput, Overloaded, Unauthorized
 from freshrec.core.eventlog import EventLog, seal_orphans
@@ -43,13 +44,13 @@ from freshrec.serving.middleware import LABELS_KEY, HotEntry, HotPath, InFlightL
 from freshrec.serving.reconciler import Reconciler
 from freshrec.serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from freshrec.serving.routing import RoutingTable
-from freshrec.serving.siblings import SiblingWorkers
 from freshrec.serving.service import RecommendationService, route_user
+from freshrec.serving.siblings import SiblingWorkers
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
 BodyModel = TypeVar("BodyModel", bound=BaseModel)
-HotCore = Callable[["ServingRuntime", dict, bytes], Awaitable[tuple[int, bytes]]]
+HotCore = Callable[["ServingRuntime", Scope, bytes], Awaitable[tuple[int, bytes]]]
 
 
 class FastPathRoute(APIRoute):
@@ -57,7 +58,7 @@ class FastPathRoute(APIRoute):
     dependency solving (a large share of a sub-millisecond request) is skipped, while the route, its
     documented body and responses stay in the OpenAPI schema."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
 
 
@@ -158,7 +159,7 @@ def _bearer_matches(header: str, token: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), token.encode())
 
 
-def _require_ingest_token(runtime: ServingRuntime, scope: dict) -> None:
+def _require_ingest_token(runtime: ServingRuntime, scope: Scope) -> None:
     token = runtime.settings.ingest_token
     if token is None:
         return
@@ -166,7 +167,7 @@ def _require_ingest_token(runtime: ServingRuntime, scope: dict) -> None:
         raise Unauthorized("POST /v1/events needs 'Authorization: Bearer <FRESHREC_INGEST_TOKEN>'")
 
 
-def _header(scope: dict, name: bytes) -> str:
+def _header(scope: Scope, name: bytes) -> str:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
@@ -257,23 +258,24 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
 
-    responses_503 = {503: {"model": contract.ErrorBody, "description": "overloaded or no model loaded (Retry-After)"}}
+    responses_503: dict[int | str, dict[str, Any]] = {
+        503: {"model": contract.ErrorBody, "description": "overloaded or no model loaded (Retry-After)"}}
 
     hot = APIRouter(route_class=FastPathRoute)
 
-    def _route(runtime: ServingRuntime, scope: dict, user_id: str):
+    def _route(runtime: ServingRuntime, scope: Scope, user_id: str):
         """The table and the variant this user gets; the metrics label the request with them."""
         table = runtime.table
         routed = route_user(table, user_id)
         scope[LABELS_KEY] = (routed.variant, routed.served.version)
         return table, routed
 
-    async def _recommend(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+    async def _recommend(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.RecommendRequest)
         table, routed = _route(runtime, scope, body.user_id)
         return 200, await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
 
-    async def _score(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+    async def _score(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.ScoreRequest)
         table, routed = _route(runtime, scope, body.user_id)
         return 200, await runtime.service.score(table, routed, body.user_id, body.item_ids)
@@ -283,12 +285,12 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         index = champion.model.item_index if champion is not None else {}
         return index.__contains__
 
-    async def _events(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+    async def _events(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         _require_ingest_token(runtime, scope)
         events = parse_events_body(raw, _header(scope, b"content-type"), runtime.settings.serving.max_events_per_request)
         return 200, orjson.dumps(await runtime.ingestor.ingest(events, _known_item(runtime)))
 
-    async def _feedback(runtime: ServingRuntime, scope: dict, raw: bytes) -> tuple[int, bytes]:
+    async def _feedback(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         """One event on the path /v1/events takes (logged, then visible), plus the per-variant CTR counter."""
         body = _parse_body(raw, contract.FeedbackRequest)
         event = {"user_id": body.user_id, "item_id": body.item_id, "event_type": body.event_type, "value": body.value}
@@ -332,7 +334,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
                       responses=responses_503, tags=["v1"], openapi_extra=_body_doc(contract.ScoreRequest), name="score")
     hot.add_api_route("/v1/feedback", _routed(_feedback), methods=["POST"], response_model=contract.FeedbackResponse,
                       status_code=202, tags=["v1"], openapi_extra=_body_doc(contract.FeedbackRequest), name="feedback")
-    body_faults = {code: {"model": contract.ErrorBody, "description": text} for code, text in (
+    body_faults: dict[int | str, dict[str, Any]] = {code: {"model": contract.ErrorBody, "description": text} for code, text in (
         (400, "the body is not valid JSON"), (401, "FRESHREC_INGEST_TOKEN is set and the bearer token is missing or wrong"),
         (413, "more events than serving.max_events_per_request, or a body too large"),
         (415, "Content-Type is not application/json"), (422, "the body is not {\"events\": [event, ...]}"),
@@ -367,7 +369,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     @app.get("/readyz", tags=["ops"], responses={503: {"description": "no champion loaded and warmed yet"}})
     async def readyz(request: Request) -> JSONResponse:
         table = _runtime(request).table
-        if not table.ready:
+        if not table.ready or table.champion is None:
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True, "champion": table.champion.version, "generation": table.generation})
 
@@ -378,7 +380,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE)
 
     admin = [Depends(_require_admin)]
-    responses_401 = {401: {"model": contract.ErrorBody, "description": "missing or wrong bearer token"}}
+    responses_401: dict[int | str, dict[str, Any]] = {401: {"model": contract.ErrorBody, "description": "missing or wrong bearer token"}}
 
     @app.post("/admin/reconcile", dependencies=admin, responses=responses_401, tags=["admin"])
     async def admin_reconcile(request: Request) -> Response:
@@ -403,5 +405,5 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         return Response(orjson.dumps(await runtime.reconciler.reconcile()), media_type=JSON)
 
     generate_openapi = app.openapi
-    app.openapi = lambda: app.openapi_schema or _hoist_body_defs(generate_openapi())
+    app.openapi = lambda: app.openapi_schema or _hoist_body_defs(generate_openapi())  # type: ignore[method-assign]  # FastAPI's documented override
     return app

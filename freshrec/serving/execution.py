@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from freshrec.core.accel import cuda_device_count
-from freshrec.core.errors import ArtifactIntegrityError, ConfigError, FreshRecError
+from freshrec.core.errors import ArtifactIntegrityError, ConfigError
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
 from freshrec.core.settings import ServingSettings
 

@@ -134,29 +134,29 @@ class LiveState:
 
     async def run_forever(self) -> None:
         """Probe a down store and re-apply deferred rows; trim what a published snapshot covers."""
-        while self.store is not None:
+        while (store := self.store) is not None:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
                 if self._down_since is not None:
-                    await self._recover()
+                    await self._recover(store, self._down_since)
                 else:
-                    await self._maybe_trim()
+                    await self._maybe_trim(store)
             except StoreUnavailable as exc:
                 self._failed("trim" if self._down_since is None else "write", exc)
             except Exception:  # noqa: BLE001 - the loop must outlive any single failure
                 log.exception("live state maintenance failed")
 
-    async def _recover(self) -> None:
-        await self.store.ping()
+    async def _recover(self, store: OnlineStore, down_since: float) -> None:
+        await store.ping()
         while self._deferred:
             batch = self._deferred[:1000]
-            await self.store.append(batch)
+            await store.append(batch)
             del self._deferred[: len(batch)]
-        log.info("online store answers again after %.1f s", time.monotonic() - self._down_since)
+        log.info("online store answers again after %.1f s", time.monotonic() - down_since)
         self._down_since = None
         self._metrics.store_up.set(1)
 
-    async def _maybe_trim(self) -> None:
+    async def _maybe_trim(self, store: OnlineStore) -> None:
         name, watermark = self._current_watermark()
         if not name or name == self._trimmed or not watermark.writers:
             return
@@ -169,8 +169,8 @@ class LiveState:
         if now - self._snapshot_seen[1] < self._trim_grace_s:
             return
         self._trimmed = name
-        if await self.store.claim(f"trim:{name}", TRIM_CLAIM_TTL_S):
+        if await store.claim(f"trim:{name}", TRIM_CLAIM_TTL_S):
             started = time.perf_counter()
-            removed = await self.store.trim(watermark)
+            removed = await store.trim(watermark)
             self._metrics.store_seconds.labels("trim").observe(time.perf_counter() - started)
             log.info("trimmed %d live entries covered by snapshot %s", removed, name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from freshrec.core.errors import ArtifactIntegrityError, FreshRecError
 from freshrec.core.settings import ServingSettings
-from freshrec.serving.execution import CUDA, TENSORRT, CpuScorer, Scorer, cpu_session, check_signature, verify_artifact
+from freshrec.serving.execution import CUDA, TENSORRT, CpuScorer, Scorer, check_signature, cpu_session, verify_artifact
 from freshrec.serving.gpu import build_cuda_scorer
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ class RecommendationService:
                 return cached
         history, seen, seen_positions = self._user_state(served, user_id, tail, exclude_seen)
         cold = history is None or history.size == 0
-        if cold:
+        if cold or history is None:  # the second test only tells the type checker
             items, scores = _cold_start(served, k, seen)
         else:
             row_scores = await served.batcher.score(history)

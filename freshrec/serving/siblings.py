@@ -31,7 +31,7 @@ class SiblingWorkers:
         self._pid = os.getpid()
 
     @classmethod
-    def from_env(cls) -> "SiblingWorkers":
+    def from_env(cls) -> SiblingWorkers:
         value = os.environ.get(ENV)
         return cls(Path(value) if value else None)
 

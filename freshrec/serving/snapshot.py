@@ -38,7 +38,7 @@ class OnlineSnapshot:
     watermark: Watermark  # the ingestion log positions these histories include
 
     @classmethod
-    def empty(cls) -> "OnlineSnapshot":
+    def empty(cls) -> OnlineSnapshot:
         no_lists = pa.array([], type=pa.list_(pa.string()))
         return cls("", [], no_lists, no_lists, pa.array([], type=pa.string()), np.zeros(0), Watermark())
 

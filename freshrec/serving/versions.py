@@ -22,10 +22,10 @@ from freshrec.core.schemas import BUNDLE_VOCAB, SHA256SUMS
 from freshrec.core.settings import Settings
 from freshrec.serving.batcher import BatchObserver, MicroBatcher, ScoreJob
 from freshrec.serving.execution import Scorer, default_variant, warm_up
-from freshrec.serving.scorers import build_scorer
-from freshrec.serving.ranking import padded_candidates, right_aligned
 from freshrec.serving.ragged import Ragged
+from freshrec.serving.ranking import padded_candidates, right_aligned
 from freshrec.serving.registry_gateway import DesiredVersion
+from freshrec.serving.scorers import build_scorer
 from freshrec.serving.snapshot import OnlineSnapshot, UserTable, bind_snapshot
 
 
@@ -131,18 +131,17 @@ def batch_runner(scorer: Scorer, candidates: np.ndarray, max_batch: int):
     def run(jobs: list[ScoreJob]) -> list[np.ndarray]:
         results: list[np.ndarray | None] = [None] * len(jobs)
         shared = [i for i, j in enumerate(jobs) if j.candidates is None]
-        own = [i for i, j in enumerate(jobs) if j.candidates is not None]
+        own = [(i, j.candidates) for i, j in enumerate(jobs) if j.candidates is not None]
         if shared:
             history = right_aligned([jobs[i].history for i in shared])
             scores = scorer.score(history, shared_matrix[: len(shared)])
             for row, i in enumerate(shared):
                 results[i] = scores[row]
         if own:
-            history = right_aligned([jobs[i].history for i in own])
-            candidate_rows = [jobs[i].candidates for i in own]
-            scores = scorer.score(history, padded_candidates(candidate_rows))
-            for row, i in enumerate(own):
-                results[i] = scores[row, : candidate_rows[row].size]
+            history = right_aligned([jobs[i].history for i, _ in own])
+            scores = scorer.score(history, padded_candidates([candidates for _, candidates in own]))
+            for row, (i, candidates) in enumerate(own):
+                results[i] = scores[row, : candidates.size]
         return results  # type: ignore[return-value]
 
     return run

@@ -118,7 +118,8 @@ class Page:
 
     def type_into(self, selector: str, text: str) -> None:
         """Focus an input and type into it like a user (React sees real input events)."""
-        if not self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false; e.focus(); return true; }})()"):
+        focus = f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return false; e.focus(); return true; }})()"
+        if not self.evaluate(focus):
             raise CDPError(f"no element matches {selector}")
         self.send("Input.insertText", text=text)
 

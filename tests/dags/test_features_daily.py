@@ -54,7 +54,8 @@ def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
 
     # 3. A garbage day: the run fails and nothing is published.
     rng = random.Random(7)
-    rawdata.write_csv(freshrec_home, D4, [",".join(rng.choice(["??", "", "x", "1e9", "drop table"]) for _ in range(5)) for _ in range(2000)])
+    garbage = [",".join(rng.choice(["??", "", "x", "1e9", "drop table"]) for _ in range(5)) for _ in range(2000)]
+    rawdata.write_csv(freshrec_home, D4, garbage)
     assert run_dag("features_daily", {"from_ds": D4.isoformat(), "to_ds": D4.isoformat()}) == "failed"
     assert layout.feature_days() == [D1, D2, D3]
     assert (layout.online / "CURRENT").read_text().strip() == snapshot
@@ -63,8 +64,8 @@ def test_features_daily_range_daily_and_garbage(airflow_db, freshrec_home):
 
 def test_a_day_fed_only_by_the_ingestion_log(airflow_db, freshrec_home):
     """No raw file for the day: the scheduled run lands the log first, so the sensor finds the partition."""
-    from freshrec.dags._local import run_dag
     from freshrec.core.events import WATERMARK_FILE
+    from freshrec.dags._local import run_dag
 
     layout = Layout(freshrec_home)
     at = dt.datetime.combine(D1, dt.time(10), tzinfo=dt.UTC)

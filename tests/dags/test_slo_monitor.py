@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 def test_slo_monitor_rolls_back_a_burning_canary_and_asks_for_retrain(airflow_db, release_world, serving,
                                                                       monkeypatch):
-    from freshrec.dags._local import run_dag
     from freshrec.core.settings import get_settings
+    from freshrec.dags._local import run_dag
     from freshrec.pipeline.monitoring import store
 
     monkeypatch.setenv("FRESHREC_MONITORING__MAX_MODEL_AGE_H", "0.0001")  # every model is stale

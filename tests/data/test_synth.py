@@ -264,7 +264,8 @@ def test_cli_session_and_newcomer_knobs_reach_the_world(tmp_path: Path) -> None:
     config = load_world(tmp_path / "truth.npz").config
     assert (config.session_intent, config.initial_share, config.growth_days, config.newcomer_boost) == (16.0, 0.5, 8.0, 3.0)
     plain = _synth(tmp_path / "plain", days=1, seed=42, users=200, items=100, events_per_day=1000)
-    assert plain[0].path.joinpath("part-00000.parquet").read_bytes() != (tmp_path / "s" / "ds=2026-01-05" / "part-00000.parquet").read_bytes()
+    session_part = tmp_path / "s" / "ds=2026-01-05" / "part-00000.parquet"
+    assert plain[0].path.joinpath("part-00000.parquet").read_bytes() != session_part.read_bytes()
 
 
 def test_truth_files_written_before_the_session_knobs_still_load(tmp_path: Path) -> None:

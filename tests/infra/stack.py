@@ -1,7 +1,7 @@
 """A real local stack (infra/local/up.sh) for integration tests: temp FRESHREC_HOME, free ports.
 
-One stack per test folder (tests/infra, tests/browser; a package-scoped fixture). It runs Airflow only (no serving tier, no bootstrap champion) over a few tiny synthetic days, with
-features_daily unpaused so backfills can run.
+One stack per test folder (tests/infra, tests/browser; a package-scoped fixture). It runs Airflow only (no serving tier,
+no bootstrap champion) over a few tiny synthetic days, with features_daily unpaused so backfills can run.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def airflow_database() -> Iterator[str]:
 
 
 def production_env(home: Path, database: str, queue: str, api_port: int) -> dict[str, str]:
-    from freshrec.dags._local import airflow_environment
     from freshrec.core.settings import load_settings
+    from freshrec.dags._local import airflow_environment
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FRESHREC_"))}
     env.update(airflow_environment(load_settings(home=home)))
@@ -139,7 +139,8 @@ def test_celery_executor_on_postgres_runs_features_daily(airflow_database: str, 
             assert result.returncode == 0, result.stdout + result.stderr
 
         def finished() -> bool:
-            states = {r[0] for r in query(airflow_database, "SELECT state FROM dag_run WHERE dag_id = 'features_daily' AND run_type = 'backfill'")}
+            rows = query(airflow_database, "SELECT state FROM dag_run WHERE dag_id = 'features_daily' AND run_type = 'backfill'")
+            states = {r[0] for r in rows}
             return bool(states) and states <= {"success", "failed"}
 
         wait_until(finished, 1200, "the features_daily run finishing", processes)

@@ -89,7 +89,8 @@ def test_compose_mounts_and_variables_exist(compose: dict) -> None:
         assert example.is_file(), f"no example for secret file {secret['file']}"
     text = (COMPOSE_DIR / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    documented = {line.split("=")[0] for line in (COMPOSE_DIR / "example.env").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    lines = (COMPOSE_DIR / "example.env").read_text().splitlines()
+    documented = {line.split("=")[0] for line in lines if "=" in line and not line.startswith("#")}
     assert required <= documented, f"undocumented variables: {required - documented}"
     dockerfile = (PRODUCTION / "Dockerfile").read_text()
     for source in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.M):

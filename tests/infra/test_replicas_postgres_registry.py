@@ -116,7 +116,7 @@ def test_two_replicas_converge_on_a_promotion(registry_url: str, tmp_path: Path,
     ]
     try:
         for i, (url, replica) in enumerate(zip(urls, replicas)):
-            wait_for(lambda: replica.poll() is not None or _ready(url), 180, f"{url} ready")
+            wait_for(lambda replica=replica, url=url: replica.poll() is not None or _ready(url), 180, f"{url} ready")
             assert replica.poll() is None, (tmp_path / f"replica-{i}.log").read_text()[-3000:]
         wait_for(lambda: all(champion_of(u) == first for u in urls), 60, "both replicas on the first champion")
 

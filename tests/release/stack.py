@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.serving.builders import write_bundle, write_snapshot
 from freshrec.tools.bench.processes import wait_ready
 from tests.helpers.net import free_port
+from tests.serving.builders import write_bundle, write_snapshot
 
 ADMIN_TOKEN = "release-test-token"
 N_ITEMS = 80
@@ -135,7 +135,7 @@ class Load:
                     else:
                         self.failures.append((time.monotonic(), code, variant))
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for t in self._threads:
             t.start()
         return self

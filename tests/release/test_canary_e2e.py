@@ -63,7 +63,8 @@ def test_healthy_canary_is_promoted_through_every_step(release_world, serving):
         result = _release(world, _plan(world, version))
         time.sleep(1.0)
     for a in result.analyses:
-        print(a["weight"], a["outcome"], a["canary"]["requests"], a["canary"]["p99_ms"], a["champion"]["requests"], a["champion"]["p99_ms"], a["champion"]["p50_ms"])
+        print(a["weight"], a["outcome"], a["canary"]["requests"], a["canary"]["p99_ms"],
+              a["champion"]["requests"], a["champion"]["p99_ms"], a["champion"]["p50_ms"])
     assert result.decision == "promote", result.to_dict()
     weights = [a["weight"] for a in result.analyses if a["outcome"] == "pass"]
     assert weights == [5, 25, 50, 100]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serving.builders import write_bundle, write_snapshot
 from tests.helpers.net import free_port
+from tests.serving.builders import write_bundle, write_snapshot
 
 ADMIN_TOKEN = "test-admin-token"
 N_ITEMS = 60
@@ -77,7 +77,7 @@ class RunningServer:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "RunningServer":
+    def __enter__(self) -> RunningServer:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:

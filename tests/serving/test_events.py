@@ -220,7 +220,7 @@ def test_a_down_store_costs_freshness_never_events(world: World, champion: str, 
                                   "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
-            while (r := post(server.url, click("u7", "i12"))).status_code != 200:
+            while post(server.url, click("u7", "i12")).status_code != 200:
                 assert time.monotonic() < deadline, "ingestion never came back with the store"
                 time.sleep(0.2)
             history = snapshot + ["i11", "i12"]

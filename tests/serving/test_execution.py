@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from freshrec.core.errors import ArtifactIntegrityError, ConfigError
 from freshrec.core.settings import ServingSettings
 from freshrec.serving.execution import CPU, choose_providers, cuda_device_count, warm_up
-from freshrec.serving.scorers import build_scorer
 from freshrec.serving.gpu import bucket_sizes
+from freshrec.serving.scorers import build_scorer
 from tests.serving.builders import scoring_model
 
 

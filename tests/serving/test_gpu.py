@@ -16,8 +16,8 @@ import pytest
 
 from freshrec.core.settings import ServingSettings
 from freshrec.serving.execution import CPU, CUDA, choose_providers, cuda_device_count, warm_up
-from freshrec.serving.scorers import build_scorer
 from freshrec.serving.gpu import CudaScorer, bucket_sizes
+from freshrec.serving.scorers import build_scorer
 from tests.serving.builders import scoring_model
 
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,7 @@ import pytest
 from freshrec.core.errors import Conflict
 from freshrec.core.layout import Layout
 from tests.serving.builders import served_variant, write_snapshot
-from tests.serving.conftest import RunningServer, World, admin_headers
+from tests.serving.conftest import World, admin_headers
 
 
 async def _hammer(url: str, stop: asyncio.Event, concurrency: int = 8) -> Counter:

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from freshrec.core.errors import InvalidInput
-from freshrec.tools.data.world import WorldConfig, make_world, save_world
 from freshrec.pipeline.monitoring.promtext import parse_scrape
+from freshrec.tools.data.world import WorldConfig, make_world, save_world
 from freshrec.tools.simulation.simulator import SimulationConfig, Simulator, first_click
 from tests.release.stack import N_ITEMS, N_USERS, release_world, serving  # noqa: F401 (fixtures)
 

@@ -83,3 +83,38 @@ def test_select_wide_keeps_the_best_scoring_configuration(monkeypatch: pytest.Mo
 def test_popularity_prior_counts_users_per_item() -> None:
     grams = WideGrams([np.array([1, 2]), np.array([2])], None, 3, tau_s=600.0)
     np.testing.assert_allclose(grams.popularity(), np.log1p([0, 1, 2, 0]).astype(np.float32))
+
+
+def test_signal_weighting_uses_the_signals_in_the_gram_and_is_chosen_only_when_it_ranks_better() -> None:
+    histories = [np.array([1, 2]), np.array([2, 3])]
+    signals = [np.array([0.5, 2.0]), np.array([1.0, 3.0])]
+    x = np.zeros((2, 4))
+    for row, (items, values) in enumerate(zip(histories, signals)):
+        x[row, items] = values
+    np.testing.assert_allclose(gram_matrix(histories, 4, signals), x.T @ x)
+    grams = WideGrams(histories, None, 3, 600.0, signals)
+    plain, weighted = WideConfig(l2=1.0, session_weight=0.0), WideConfig(l2=1.0, session_weight=0.0, signal_weighting=True)
+    assert not np.allclose(grams.weights(plain), grams.weights(weighted))
+    # misaligned signals leave the weighted matrix out, and the grid then holds no weighted configuration
+    assert WideGrams(histories, None, 3, 600.0, [np.array([1.0])] * 2).weighted is None
+    assert any(c.signal_weighting for c in ease.candidate_configs(WideConfig(), signals=True))
+    assert not any(c.signal_weighting for c in ease.candidate_configs(WideConfig(), signals=False))
+    chosen, trials = select_wide(grams, lambda w: 0.5, WideConfig())
+    assert any(t["signal_weighting"] for t in trials)
+    assert not chosen.signal_weighting  # a tie keeps the binary Gram: weighting must rank better to be used
+
+
+def test_event_strength_sums_repeats_and_weighs_types() -> None:
+    import pandas as pd
+
+    from freshrec.pipeline.training.dataset import Vocab, timed_histories
+
+    frame = pd.DataFrame({
+        "user_id": ["u", "u", "u", "u"], "item_id": ["a", "a", "b", "c"],
+        "ts": pd.to_datetime([1, 2, 3, 4], unit="s", utc=True),
+        "event_type": ["view", "purchase", "rating", "unknown"], "value": [1.0, 9.99, 4.0, 1.0],
+    })
+    items, _, signals = timed_histories(frame, Vocab(items=["a", "b", "c"], users=["u"]))
+    assert items["u"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(signals["u"], np.log1p([1.0 + 5.0, 4.0, 1.0]))  # view + purchase; stars; unknown = 1
+    assert timed_histories(frame.drop(columns=["event_type", "value"]), Vocab(items=["a", "b", "c"], users=["u"]))[2] == {}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -39,8 +40,18 @@ def test_prepare_keeps_every_interaction_for_the_refit() -> None:
     assert everything["rows"] == len(events) == train["rows"] + data.parts["holdout"]["rows"]
     assert everything["user_item_pairs"] == sum(len(h) for h in data.full.values()) > train["user_item_pairs"]
     assert everything["last_ts"] > train["last_ts"] and everything["first_ts"] == train["first_ts"]
-    for user, history in data.train.items():  # the full history extends the training one, in time order
-        np.testing.assert_array_equal(data.full[user][: len(history)], history)
+    # The full history is the training one with what came after the cut at the end (an item touched again moves
+    # there: histories are ordered by last interaction).
+    later = events[events["ts"] > pd.Timestamp(data.cutoff)].groupby("user_id")["item_id"].agg(set)
+    index = data.vocab.item_index()
+    moved_any = False
+    for user, history in data.train.items():
+        moved = {index[i] for i in later.get(user, set())}
+        kept = [i for i in history if i not in moved]
+        moved_any |= len(kept) < len(history)
+        np.testing.assert_array_equal(data.full[user][: len(kept)], kept)
+        assert set(data.full[user].tolist()) == set(history.tolist()) | moved
+    assert moved_any  # the data has re-touched items, so the reordering was exercised
     facts = prep.training_data_facts(data, served_on_all=True)
     assert facts["served_model"]["rows"] == len(events) and facts["holdout_trained_model"]["rows"] == train["rows"]
     assert prep.training_data_facts(data, served_on_all=False)["served_model"]["rows"] == train["rows"]

@@ -9,7 +9,6 @@ Cluster (infra/README.md); a tail lost with a Redis node only costs freshness, t
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -69,7 +68,7 @@ class RedisStore(OnlineStore):
     async def _call(self, coro):
         try:
             return await coro
-        except (RedisError, RespError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, RespError, OSError) as exc:
             raise StoreUnavailable(f"redis online store: {type(exc).__name__}: {exc}") from exc
 
     async def append(self, rows: Sequence[tuple[str, LiveEvent]]) -> None:

@@ -17,12 +17,18 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Mapping
+from typing import Any
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
 
-def _ssl_context(options: dict) -> ssl.SSLContext:
+def _pack(args: tuple[str | bytes | int | float, ...]) -> bytes:
+    return hiredis.pack_command(args)  # type: ignore[arg-type]  # hiredis's stub types cmd as a 1-tuple
+
+
+def _ssl_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     """rediss:// as redis-py reads it: certificates verified unless ``ssl_cert_reqs=none``; ``ssl_ca_certs``."""
     context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
     if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", str(int(ssl.CERT_NONE))):
@@ -87,14 +93,17 @@ class RespConnection:
         protocol = self._protocol
         if protocol is None or protocol.transport is None:
             protocol = await self._connect()
-        return await self._send(protocol, hiredis.pack_command(args))
+        return await self._send(protocol, _pack(args))
 
     def _send(self, protocol: _Protocol, packed: bytes) -> asyncio.Future:
+        transport = protocol.transport
+        if transport is None:  # lost while a handshake command was awaited
+            raise RespError("connection lost")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         timer = loop.call_later(self._timeout_s, protocol.fail, RespError(f"no reply within {self._timeout_s:g} s"))
         protocol.pending.append((future, timer))
-        protocol.transport.write(packed)
+        transport.write(packed)
         return future
 
     async def _connect(self) -> _Protocol:
@@ -106,15 +115,15 @@ class RespConnection:
             self._protocol = None
             try:
                 protocol = await asyncio.wait_for(self._open(), self._timeout_s)
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 raise RespError(f"cannot connect within {self._timeout_s:g} s") from exc
             try:
                 options = self._options
                 if options.get("password") is not None:
                     credentials = [options["username"]] if options.get("username") else []
-                    await self._send(protocol, hiredis.pack_command(("AUTH", *credentials, options["password"])))
+                    await self._send(protocol, _pack(("AUTH", *credentials, options["password"])))
                 if options.get("db"):
-                    await self._send(protocol, hiredis.pack_command(("SELECT", int(options["db"]))))
+                    await self._send(protocol, _pack(("SELECT", int(options["db"]))))
             except BaseException:
                 protocol.fail(RespError("handshake failed"))
                 raise

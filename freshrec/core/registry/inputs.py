@@ -45,6 +45,9 @@ def resolve_artifact(variant: str, spec: Any, bundle_dir: Path) -> ArtifactView:
     """
     if not isinstance(variant, str) or not _VARIANT.match(variant):
         raise InvalidInput(f"artifact variant {variant!r}: use a short lowercase name such as fp32, int8, fp16")
+    uri: str | Path
+    sha: str | None
+    size: int | None
     if isinstance(spec, ArtifactView):
         uri, sha, size = spec.uri, spec.sha256, spec.size
     elif isinstance(spec, Mapping):

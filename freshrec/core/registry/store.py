@@ -25,6 +25,7 @@ from freshrec.core.registry.reads import VERSION_LOADS, version_view
 from freshrec.core.registry.transaction import AliasChange, append_audit
 from freshrec.core.registry.views import AuditEntry, ServingState, State, VersionView
 
+
 def default_actor() -> str:
     try:
         return getpass.getuser()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from freshrec.core.errors import Conflict
@@ -65,12 +65,12 @@ class AliasChange:
         """The serialisation point: exactly one of two concurrent changes passes it."""
         if self._bumped:
             return
-        result = self.session.execute(
+        result = cast(CursorResult[Any], self.session.execute(  # DML yields a CursorResult; execute() is typed Result
             update(Model)
             .where(Model.id == self.model_id, Model.generation == self.generation)
             .values(generation=Model.generation + 1)
             .execution_options(synchronize_session=False)
-        )
+        ))
         if result.rowcount != 1:
             raise Conflict("the registry was changed concurrently by another writer; nothing was changed, retry")
         self.generation += 1
@@ -84,7 +84,7 @@ class AliasChange:
             current.weight if weight is None else weight,
             current.shadow if shadow is None else shadow,
         )
-        result = self.session.execute(
+        result = cast(CursorResult[Any], self.session.execute(
             update(Alias)
             .where(
                 Alias.model_id == self.model_id,
@@ -93,7 +93,7 @@ class AliasChange:
             )
             .values(version=new.version, weight=new.weight, shadow=new.shadow, updated_at=utcnow())
             .execution_options(synchronize_session=False)
-        )
+        ))
         if result.rowcount != 1:
             raise Conflict(f"alias {name} no longer points to {current.version}; nothing was changed, retry")
         self.aliases[name] = new
@@ -108,7 +108,7 @@ class AliasChange:
     def record(self, action: str, actor: str, reason: str | None, before: dict[str, Any], extra_after: dict[str, Any]) -> None:
         """Audit rows: one for the subject and one for every other version whose state moved."""
         after = self.snapshot() | extra_after
-        targets = [self.subject] if self.subject is not None else []
+        targets: list[int | None] = [self.subject] if self.subject is not None else []
         targets += [v for v in self.moved if v not in targets]
         for number in targets or [None]:
             states: dict[str, Any] = {}
@@ -126,12 +126,12 @@ def move_version_state(session: Session, version: int, new_state: State, **value
     """Check the transition, then ``UPDATE ... WHERE state = :old``; returns the old state."""
     old_state = session.execute(select(Version.state).where(Version.version == version)).scalar_one()
     check_transition(version, State(old_state), new_state)
-    result = session.execute(
+    result = cast(CursorResult[Any], session.execute(
         update(Version)
         .where(Version.version == version, Version.state == old_state)
         .values(state=new_state.value, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
-    )
+    ))
     if result.rowcount != 1:
         raise Conflict(f"version {version} changed state concurrently; nothing was changed, retry")
     return old_state

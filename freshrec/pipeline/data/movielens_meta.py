@@ -10,10 +10,9 @@ the release has (age, gender, occupation, zip_code). Sibling files by format:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa

@@ -32,7 +32,7 @@ ROW_GROUP_ROWS = 262_144
 def check_format(fmt: str) -> FileFormat:
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown file format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return fmt  # type: ignore[return-value]
+    return fmt
 
 
 @contextmanager

@@ -20,7 +20,8 @@ def time_calls(call: Callable[[], object], min_calls: int = 30, min_seconds: flo
     those pauses too). Compare variants on ``cpu_p50_ms`` on a busy box, on ``p50_ms`` on a quiet one."""
     for _ in range(warmup):
         call()
-    samples, cpu = [], []
+    samples: list[float] = []
+    cpu: list[float] = []
     started = time.perf_counter()
     while len(samples) < min_calls or time.perf_counter() - started < min_seconds:
         c0, t0 = time.thread_time_ns(), time.perf_counter()

@@ -19,6 +19,7 @@ from torch import nn
 
 from freshrec.core.errors import ArtifactIntegrityError
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
+from freshrec.pipeline.training.models import model_config
 
 OPSET = 20  # 20: GELU is one Gelu node (ORT CPU and CUDA kernels), not five elementwise nodes
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def example_inputs(n_items: int, batch: int = 2, history_len: int = 7, n_candida
 def export_onnx(model: nn.Module, path: Path) -> Path:
     """Export ``model`` (eval mode, on CPU) to ``path`` following the bundle signature; checks the file."""
     model = model.to("cpu").eval()
-    history, candidates = example_inputs(model.config.n_items)
+    history, candidates = example_inputs(model_config(model).n_items)
     batch = torch.export.Dim("batch")
     shapes = {
         "history": {0: batch, 1: torch.export.Dim("history_len")},
@@ -52,6 +53,7 @@ def export_onnx(model: nn.Module, path: Path) -> Path:
         opset_version=OPSET,
         verbose=False,
     )
+    assert program is not None  # the dynamo exporter always returns the program
     program.save(str(path))
     check_onnx(path)
     return path

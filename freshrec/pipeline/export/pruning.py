@@ -14,6 +14,7 @@ import copy
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from freshrec.core.artifacts import RunLayout
 from freshrec.pipeline.evaluation.evaluate import evaluate_graph
@@ -35,19 +36,26 @@ def magnitude_pruned(student: Student, share: float) -> Student:
     return pruned.eval()
 
 
+def _mlp_linears(student: Student) -> tuple[nn.Linear, nn.Linear]:
+    first, _, last = student.mlp
+    assert isinstance(first, nn.Linear) and isinstance(last, nn.Linear)  # Student's MLP is Linear, GELU, Linear
+    return first, last
+
+
 def structurally_pruned(student: Student, keep_dims: int) -> Student:
     cfg = student.config
     importance = student.item_in.weight.norm(dim=0) * student.item_out.norm(dim=1)
     keep = importance.argsort(descending=True)[:keep_dims].sort().values
     small = Student(StudentConfig(n_items=cfg.n_items, dim=keep_dims, hidden=cfg.hidden, pooling_power=cfg.pooling_power))
+    (small_in, small_out), (big_in, big_out) = _mlp_linears(small), _mlp_linears(student)
     with torch.no_grad():
         small.item_in.weight.copy_(student.item_in.weight[:, keep])
         small.item_out.copy_(student.item_out[keep])
         small.item_bias.copy_(student.item_bias)
-        small.mlp[0].weight.copy_(student.mlp[0].weight[:, keep])
-        small.mlp[0].bias.copy_(student.mlp[0].bias)
-        small.mlp[2].weight.copy_(student.mlp[2].weight[keep])
-        small.mlp[2].bias.copy_(student.mlp[2].bias[keep])
+        small_in.weight.copy_(big_in.weight[:, keep])
+        small_in.bias.copy_(big_in.bias)
+        small_out.weight.copy_(big_out.weight[keep])
+        small_out.bias.copy_(big_out.bias[keep])
     return small.eval()
 
 

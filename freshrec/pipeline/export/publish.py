@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ def model_facts(run_dir: Path, history_len: int) -> dict:
     paths = RunLayout(run_dir)
     data = prep.load(paths.training_set)
     categories = torch.from_numpy(data.categories)
-    facts = {}
+    facts: dict[str, Any] = {}
     for name in ("teacher", "student"):
         model, _ = load_checkpoint(paths.checkpoint(name), categories)
         facts[name] = {
@@ -149,7 +150,7 @@ def publish(
     verdict = read_artifact(RunLayout(run_dir).gates, GateVerdict).model_dump()
     facts = model_facts(run_dir, settings.data.online_history_length)
     refit, served = served_training(run_dir)
-    card = {
+    card: dict[str, Any] = {
         "model_name": settings.model_name,
         "run_id": run_dir.name,
         "metrics": served_metrics(evaluation, export, refitted=refit is not None),

@@ -38,8 +38,9 @@ from freshrec.pipeline.export.onnx_export import export_onnx, optimise_offline, 
 from freshrec.pipeline.export.pruning import evaluate_pruning, pruned_variant
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from freshrec.pipeline.training.dataset import pad_histories
+from freshrec.pipeline.training.models import Student, Teacher
 
 log = logging.getLogger(__name__)
 CALIBRATION_USERS = 256
@@ -104,7 +105,7 @@ def export_run(
         report["models"][name] = {"fp32": str(export_fp32(model, paths.onnx(name, "fp32")))}
     student_fp32 = paths.onnx("student", "fp32")
     if prune:
-        student, _ = load_checkpoint(paths.checkpoint("student"))
+        student, _ = load_model(paths.checkpoint("student"), Student)
         pruning = evaluate_pruning(run_dir, student, student_fp32, export_fp32, data.history_len, PRUNING_MAX_LOSS)
         if pruning["model"] is not None:  # the pruned student becomes the student
             save_checkpoint(pruning["model"], paths.checkpoint("student"))
@@ -204,8 +205,8 @@ def export_served(run_dir: Path) -> Path:
     n_items = data.vocab.n_items
     categories = torch.from_numpy(data.categories)
     set_aside_holdout_graphs(paths)
-    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
-    student, payload = load_checkpoint(paths.checkpoint("student"), categories)
+    teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, categories)
+    student, payload = load_model(paths.checkpoint("student"), Student, categories)
     pruned = (gated.get("pruning") or {}).get("kept")
     if pruned and payload.get("pruned") != pruned:
         student = pruned_variant(pruned, student)

@@ -8,11 +8,11 @@ landing of the ingestion log (``python -m freshrec.spark.landing_stream``) that 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
 import shutil
-import importlib.util
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
@@ -22,7 +22,6 @@ from freshrec.core.errors import ConfigError, FreshRecError, InvalidInput
 from freshrec.core.eventlog import SEGMENT_SUFFIX
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
-
 
 
 def features_application() -> str:
@@ -57,7 +56,7 @@ class FeaturesPlan:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeaturesPlan":
+    def from_dict(cls, data: dict) -> FeaturesPlan:
         return cls(**{k: data[k] for k in ("from_ds", "to_ds", "staging", "manual")})
 
 

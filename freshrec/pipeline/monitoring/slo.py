@@ -42,15 +42,13 @@ def series(rows: Sequence[Snapshot], variants: Sequence[str]) -> dict[str, list[
 
 def score_window(rows: Sequence[Snapshot], variant: str, start: dt.datetime) -> Histogram | None:
     """Increase of a variant's score histogram since `start`, summed over replicas."""
-    per_replica: dict[str, list[Snapshot]] = defaultdict(list)
+    per_replica: dict[str, list[Histogram]] = defaultdict(list)
     for row in rows:
-        if row.variant == variant and row.score_bounds is not None and row.taken_at >= start:
-            per_replica[row.replica].append(row)
+        if row.variant == variant and row.score_bounds is not None and row.score_cumulative is not None and row.taken_at >= start:
+            per_replica[row.replica].append(Histogram(row.score_bounds, row.score_cumulative))
     total: Histogram | None = None
-    for replica_rows in per_replica.values():
-        first, last = replica_rows[0], replica_rows[-1]
-        inc = histogram_increase(Histogram(first.score_bounds, first.score_cumulative),
-                                 Histogram(last.score_bounds, last.score_cumulative))
+    for histograms in per_replica.values():
+        inc = histogram_increase(histograms[0], histograms[-1])
         if inc is None or inc.count <= 0:
             continue
         if total is None:

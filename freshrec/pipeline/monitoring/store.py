@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, Float, Integer, MetaData, String, Table, Column, create_engine, delete, insert, select
+from sqlalchemy import JSON, Column, DateTime, Engine, Float, Integer, MetaData, String, Table, create_engine, delete, insert, select
 
 from freshrec.core.settings import Settings
 from freshrec.pipeline.monitoring.burn import CounterPoint

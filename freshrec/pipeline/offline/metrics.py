@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import numpy as np
 
 METRIC_NAMES = ("ndcg@10", "recall@10", "precision@10", "map@10", "hr@10", "coverage@10")
+ItemLists = Sequence[Sequence[int] | np.ndarray]  # one list (or int array) of item indices per user
 
 
 def per_user_metrics(
-    ranked: np.ndarray | Sequence[Sequence[int]],
-    relevant: Sequence[Sequence[int]],
+    ranked: np.ndarray | ItemLists,
+    relevant: ItemLists,
     k: int = 10,
 ) -> tuple[dict[str, np.ndarray], set[int]]:
     """Per-user metric arrays (users without relevant items skipped) and the set of recommended items."""
@@ -47,8 +48,8 @@ def per_user_metrics(
 
 
 def ranking_metrics(
-    ranked: np.ndarray | Sequence[Sequence[int]],
-    relevant: Sequence[Sequence[int]],
+    ranked: np.ndarray | ItemLists,
+    relevant: ItemLists,
     k: int = 10,
     n_items: int | None = None,
 ) -> dict[str, float]:

@@ -7,12 +7,13 @@ ranking code evaluates the teacher, the students and the exported int8 graph.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY
+from freshrec.pipeline.offline.metrics import ItemLists
 
 Scorer = Callable[[np.ndarray], np.ndarray]
 
@@ -20,7 +21,7 @@ Scorer = Callable[[np.ndarray], np.ndarray]
 def top_k(
     scorer: Scorer,
     histories: np.ndarray,
-    seen: Sequence[Sequence[int]],
+    seen: ItemLists,
     k: int = 10,
     batch_size: int = 256,
 ) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,7 +21,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from freshrec.core.errors import ArtifactIntegrityError
-from freshrec.pipeline.training.models import build_model, config_dict
+from freshrec.pipeline.training.models import Student, Teacher, build_model, config_dict
+
+M = TypeVar("M", Student, Teacher)
 
 
 def save_checkpoint(model: nn.Module, path: Path, extra: dict | None = None) -> Path:
@@ -49,20 +52,29 @@ def read_checkpoint(path: Path) -> dict:
     return {"config": config, "state": state, **extra}
 
 
-def load_checkpoint(path: Path, categories: torch.Tensor | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(path: Path, categories: torch.Tensor | None = None) -> tuple[Student | Teacher, dict]:
     payload = read_checkpoint(path)
     model = build_model(payload["config"], categories)
     model.load_state_dict(payload["state"])
     return model.eval(), payload
 
 
-def grow_into(old_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, list[int]]:
+def load_model(path: Path, kind: type[M], categories: torch.Tensor | None = None) -> tuple[M, dict]:
+    """The checkpoint's model, which must be a ``kind`` (a teacher where a student is expected is refused),
+    and its payload."""
+    model, payload = load_checkpoint(path, categories)
+    if not isinstance(model, kind):
+        raise ArtifactIntegrityError(f"{path} holds a {type(model).__name__}, not a {kind.__name__}")
+    return model, payload
+
+
+def grow_into(old_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, list[list[int]]]:
     """Copy ``old_state`` into ``model``; item-indexed dims may have grown (ids are stable, so old row i
     is new row i), new rows keep their fresh initialisation. Buffers (side features) stay as built.
 
     Returns the shape changes per tensor, for the lineage.
     """
-    grown: dict[str, list[int]] = {}
+    grown: dict[str, list[list[int]]] = {}
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, target in params.items():

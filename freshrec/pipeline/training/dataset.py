@@ -19,13 +19,14 @@ import pandas as pd
 import pyarrow.dataset as pads
 
 from freshrec.core.errors import DataValidationError, NotFound
-from freshrec.core.schemas import PAD_INDEX
+from freshrec.core.schemas import EVENT_WEIGHTS, PAD_INDEX
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "ts"]
+SIGNAL_COLUMNS = ["event_type", "value"]  # kept when present: how strong each interaction was
 
 
 def read_clean_events(clean_root: Path, days: list | None = None) -> pd.DataFrame:
-    """Read ``lake/clean/events/ds=D/`` Parquet into a frame with user_id, item_id (str), ts (UTC)."""
+    """Read ``lake/clean/events/ds=D/`` Parquet into a frame with user_id, item_id (str), ts (UTC), event_type, value."""
     if not clean_root.is_dir():
         raise NotFound(f"no clean events under {clean_root}; run the features stage first")
     parts = sorted(p for p in clean_root.iterdir() if p.is_dir() and p.name.startswith("ds="))
@@ -35,16 +36,18 @@ def read_clean_events(clean_root: Path, days: list | None = None) -> pd.DataFram
     files = [f for p in parts for f in sorted(p.rglob("*.parquet"))]
     if not files:
         raise NotFound(f"no clean event Parquet files under {clean_root}")
-    table = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=INTERACTION_COLUMNS)
+    table = pads.dataset([str(f) for f in files], format="parquet").to_table(columns=INTERACTION_COLUMNS + SIGNAL_COLUMNS)
     return normalise_interactions(table.to_pandas())
 
 
 def normalise_interactions(frame: pd.DataFrame) -> pd.DataFrame:
-    """Coerce ids to str and ts to UTC timestamps; drop rows with missing fields."""
+    """Coerce ids to str and ts to UTC timestamps; drop rows with missing fields. ``event_type`` and ``value``
+    are kept when the frame has both (the lake's clean events do; a bare ratings file need not)."""
     missing = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
     if missing:
         raise DataValidationError(f"interactions lack columns {missing}")
-    out = frame[INTERACTION_COLUMNS].dropna().copy()
+    columns = INTERACTION_COLUMNS + (SIGNAL_COLUMNS if set(SIGNAL_COLUMNS) <= set(frame.columns) else [])
+    out = frame[columns].dropna().copy()
     out["user_id"] = out["user_id"].astype(str)
     out["item_id"] = out["item_id"].astype(str)
     if pd.api.types.is_numeric_dtype(out["ts"]):
@@ -101,22 +104,42 @@ def user_histories(interactions: pd.DataFrame, vocab: Vocab) -> dict[str, np.nda
     return timed_histories(interactions, vocab)[0]
 
 
-def timed_histories(interactions: pd.DataFrame, vocab: Vocab) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def event_strength(interactions: pd.DataFrame) -> pd.Series:
+    """How strong each event is: a rating's stars, else the weight of its type (``EVENT_WEIGHTS``; 1 when unknown)."""
+    kind = interactions["event_type"].astype(str)
+    typed = kind.map(EVENT_WEIGHTS).fillna(1.0).astype(np.float64)
+    return typed.where(kind != "rating", interactions["value"].astype(np.float64))
+
+
+def timed_histories(
+    interactions: pd.DataFrame, vocab: Vocab
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(user_id -> distinct item indices in last-interaction order, user_id -> their last-interaction times
-    in epoch seconds, float64, aligned with the items). Given the training part of a temporal split, that is
-    the history as of the cut: each item's last interaction before it."""
+    in epoch seconds, user_id -> each item's signal), aligned with the items. Given the training part of a
+    temporal split, that is the history as of the cut: each item's last interaction before it.
+
+    The signal is log(1 + the summed strength of the user's events on the item): repeats and stronger event
+    types count more, with diminishing returns. Empty when the interactions carry no event types."""
     index = vocab.item_index()
-    frame = interactions.sort_values(["ts", "item_id"], kind="stable").drop_duplicates(["user_id", "item_id"], keep="last")
+    frame = interactions.sort_values(["ts", "item_id"], kind="stable")
+    has_signal = set(SIGNAL_COLUMNS) <= set(frame.columns)
+    if has_signal:
+        strength = event_strength(frame).groupby([frame["user_id"], frame["item_id"]]).transform("sum")
+        frame = frame.assign(signal=np.log1p(strength.clip(lower=0.0)))
+    frame = frame.drop_duplicates(["user_id", "item_id"], keep="last")
     codes = frame["item_id"].map(index)
     if codes.isna().any():
         raise DataValidationError("interactions contain items outside the vocabulary")
     seconds = frame["ts"].to_numpy(dtype="datetime64[us]").astype(np.int64) / 1e6
     frame = frame.assign(code=codes.astype(np.int64), seconds=seconds)
-    items, times = {}, {}
-    for user, group in frame.groupby("user_id", sort=True)[["code", "seconds"]]:
+    items, times, signals = {}, {}, {}
+    columns = ["code", "seconds", "signal"] if has_signal else ["code", "seconds"]
+    for user, group in frame.groupby("user_id", sort=True)[columns]:
         items[user] = group["code"].to_numpy()
         times[user] = group["seconds"].to_numpy()
-    return items, times
+        if has_signal:
+            signals[user] = group["signal"].to_numpy()
+    return items, times, signals
 
 
 def pad_histories(histories: list[np.ndarray], length: int) -> np.ndarray:

@@ -9,7 +9,9 @@ EASE reaches nDCG@10 0.485 and the session-aware one 0.497. Scoring is unchanged
 so serving never needs the timestamps; only the estimate of B uses them.
 
 gamma and lambda are chosen on the early-stopping validation split (``select_wide``): gamma = 0 is plain
-EASE, so data without session structure simply keeps it.
+EASE, so data without session structure simply keeps it. So is ``signal_weighting``: X holds each pair's
+signal (log of the summed event strength: repeats and purchases weigh more than one view) instead of 1 in the
+estimate of B; scoring stays the binary history x B. ``freshrec bench signals`` measures when that helps.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeGuard
 
 import numpy as np
 import scipy.sparse as sparse
@@ -36,16 +39,18 @@ class WideConfig:
     # cold user's closed-form scores are all ~0) in favour of popular items, too small to reorder the rest.
     # ML-100K: temporal holdout nDCG@10 0.16 -> 0.27 (cold users 0.02 -> 0.53), msr unchanged (0.4959 -> 0.4958).
     popularity_prior: float = 1e-3
+    signal_weighting: bool = False  # the Gram matrix from the per-pair signals instead of 0/1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def gram_matrix(histories: list[np.ndarray], n_rows: int) -> np.ndarray:
-    """X^T X for the binary user x item matrix (row/column 0 = padding, left empty)."""
+def gram_matrix(histories: list[np.ndarray], n_rows: int, values: list[np.ndarray] | None = None) -> np.ndarray:
+    """X^T X for the user x item matrix, binary or holding ``values`` (row/column 0 = padding, left empty)."""
     rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
     cols = np.concatenate(histories) if histories else np.zeros(0, dtype=np.int64)
-    x = sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(histories), n_rows))
+    data = np.concatenate(values).astype(np.float64) if values else np.ones(len(cols))
+    x = sparse.csr_matrix((data, (rows, cols)), shape=(len(histories), n_rows))
     return (x.T @ x).toarray()
 
 
@@ -93,13 +98,15 @@ def solve_ease(gram: np.ndarray, l2: float) -> np.ndarray:
 
 
 class WideGrams:
-    """The two Gram matrices of one set of histories, computed once and reused across configurations."""
+    """The Gram matrices of one set of histories (binary, session, signal-weighted), computed once and reused
+    across configurations. Times or signals that do not align with the histories leave their matrix out."""
 
-    def __init__(self, histories: list[np.ndarray], times: list[np.ndarray] | None, n_items: int, tau_s: float) -> None:
+    def __init__(self, histories: list[np.ndarray], times: list[np.ndarray] | None, n_items: int, tau_s: float,
+                 signals: list[np.ndarray] | None = None) -> None:
         self.n_rows = n_items + 1
         self.plain = gram_matrix(histories, self.n_rows)
-        usable = times is not None and len(times) == len(histories) and all(len(t) == len(h) for t, h in zip(times, histories))
-        self.session = session_gram(histories, times, self.n_rows, tau_s) if usable else None
+        self.session = session_gram(histories, times, self.n_rows, tau_s) if _aligned(times, histories) else None
+        self.weighted = gram_matrix(histories, self.n_rows, signals) if _aligned(signals, histories) else None
         self.tau_s = tau_s
 
     def popularity(self) -> np.ndarray:
@@ -107,10 +114,16 @@ class WideGrams:
         return np.log1p(np.diag(self.plain)).astype(np.float32)
 
     def weights(self, config: WideConfig) -> np.ndarray:
-        gram = self.plain
+        gram = self.weighted if config.signal_weighting and self.weighted is not None else self.plain
         if config.session_weight > 0 and self.session is not None:
-            gram = self.plain + config.session_weight * self.session
+            gram = gram + config.session_weight * self.session
         return solve_ease(gram, config.l2)
+
+
+def _aligned(per_item: list[np.ndarray] | None, histories: list[np.ndarray]) -> TypeGuard[list[np.ndarray]]:
+    if not per_item:
+        return False
+    return len(per_item) == len(histories) and all(len(v) == len(h) for v, h in zip(per_item, histories))
 
 
 def ease_weights(histories: list[np.ndarray], n_items: int, l2: float = 400.0,
@@ -122,14 +135,16 @@ def ease_weights(histories: list[np.ndarray], n_items: int, l2: float = 400.0,
     return grams.weights(WideConfig(l2=l2, session_weight=session_weight, session_tau_s=tau_s))
 
 
-def candidate_configs(default: WideConfig) -> list[WideConfig]:
-    """Plain EASE and the session-aware variant over a geometric range of regularisation. The session
-    term adds (1 + gamma) x the item counts to the diagonal, so its lambda grid is scaled alike."""
+def candidate_configs(default: WideConfig, signals: bool = False) -> list[WideConfig]:
+    """Plain EASE and the session-aware variant over a geometric range of regularisation, each binary and,
+    with ``signals``, signal-weighted. The session term adds (1 + gamma) x the item counts to the diagonal,
+    so its lambda grid is scaled alike."""
     configs = []
-    for gamma in (0.0, 2.0):
-        for l2 in (100.0, 200.0, 400.0, 800.0, 1600.0):
-            configs.append(WideConfig(l2=l2 * (1 + gamma / 2), session_weight=gamma, session_tau_s=default.session_tau_s,
-                                      popularity_prior=default.popularity_prior))
+    for weighted in (False, True) if signals else (False,):
+        for gamma in (0.0, 2.0):
+            for l2 in (100.0, 200.0, 400.0, 800.0, 1600.0):
+                configs.append(WideConfig(l2=l2 * (1 + gamma / 2), session_weight=gamma, session_tau_s=default.session_tau_s,
+                                          popularity_prior=default.popularity_prior, signal_weighting=weighted))
     return configs
 
 
@@ -140,7 +155,7 @@ def select_wide(grams: WideGrams, score: Callable[[np.ndarray], float], default:
         return default, [{"skipped": f"{grams.n_rows - 1} items > {GRID_MAX_ITEMS}: default configuration"}]
     trials = []
     best, best_score = default, -np.inf
-    for config in candidate_configs(default):
+    for config in candidate_configs(default, signals=grams.weighted is not None):
         if config.session_weight > 0 and grams.session is None:
             continue
         value = float(score(grams.weights(config)))

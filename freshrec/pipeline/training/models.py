@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from freshrec.core.errors import ArtifactIntegrityError
+
 NEG_INF = -1e9
 
 
@@ -65,13 +67,14 @@ class Student(nn.Module):
         self.config = config
         rows = config.n_items + 1
         self.item_in = nn.Embedding(rows, config.dim, padding_idx=0)
-        self.mlp = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.GELU(), nn.Linear(config.hidden, config.dim))
+        mlp_out = nn.Linear(config.hidden, config.dim)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.GELU(), mlp_out)
         self.item_out = nn.Parameter(torch.empty(config.dim, rows))
         self.item_bias = nn.Parameter(torch.zeros(rows))
         nn.init.normal_(self.item_in.weight, std=0.05)
         nn.init.normal_(self.item_out, std=0.05)
-        nn.init.zeros_(self.mlp[-1].weight)  # the residual MLP starts as the identity map
-        nn.init.zeros_(self.mlp[-1].bias)
+        nn.init.zeros_(mlp_out.weight)  # the residual MLP starts as the identity map
+        nn.init.zeros_(mlp_out.bias)
         with torch.no_grad():
             self.item_in.weight[0].zero_()
 
@@ -121,6 +124,8 @@ class Teacher(nn.Module):
     item-to-item matrix (an EASE-like linear autoencoder term) summed over the history.
     """
 
+    categories: torch.Tensor  # a registered buffer
+
     def __init__(self, config: TeacherConfig, categories: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
@@ -153,13 +158,19 @@ class Teacher(nn.Module):
         with torch.no_grad():
             self.item_in.weight[0].zero_()
 
+    def wide_layer(self) -> tuple[nn.Parameter, nn.Parameter]:
+        """(item x item matrix, its scale); a teacher built without a wide layer has none to give."""
+        if self.wide is None or self.wide_scale is None:
+            raise ArtifactIntegrityError("this teacher has no wide layer (config.wide is off)")
+        return self.wide, self.wide_scale
+
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
         items = self.item_in(history) + self.category_in(self.categories[history])
         pooled = self.norm(masked_weighted_sum(items, history))
         user = pooled + self.head(pooled)
         out_items = self.item_out + self.category_out(self.categories).T
         logits = user @ out_items + self.item_bias
-        if self.wide is not None:
+        if self.wide is not None and self.wide_scale is not None:  # both exist exactly when config.wide
             logits = logits + self.wide_scale * (multi_hot(history, logits.shape[1]) @ self.wide)
         return logits
 
@@ -167,8 +178,14 @@ class Teacher(nn.Module):
         return torch.gather(self.catalogue_logits(history), 1, candidates)
 
 
+def model_config(model: nn.Module) -> StudentConfig | TeacherConfig:
+    if not isinstance(model, (Student, Teacher)):
+        raise TypeError(f"not a Student or Teacher: {type(model).__name__}")
+    return model.config
+
+
 def config_dict(model: nn.Module) -> dict:
-    return {"kind": type(model).__name__.lower(), **asdict(model.config)}
+    return {"kind": type(model).__name__.lower(), **asdict(model_config(model))}
 
 
 def build_model(config: dict, categories: torch.Tensor | None = None) -> Student | Teacher:
@@ -178,7 +195,7 @@ def build_model(config: dict, categories: torch.Tensor | None = None) -> Student
         return Student(StudentConfig(**params))
     if config["kind"] == "teacher":
         return Teacher(TeacherConfig(**params), categories)
-    raise ValueError(f"unknown model kind {config['kind']!r}")
+    raise ArtifactIntegrityError(f"unknown model kind {config['kind']!r}")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -190,9 +207,9 @@ def flops_per_request(model: nn.Module, history_len: int, n_candidates: int) -> 
 
     Counted analytically from the architecture (the graph has no data-dependent branches).
     """
-    cfg = model.config
+    cfg = model_config(model)
     rows = cfg.n_items + 1
-    if isinstance(model, Student):
+    if isinstance(cfg, StudentConfig):
         macs = history_len * cfg.dim + 2 * cfg.dim * cfg.hidden + cfg.dim * rows
     else:
         macs = history_len * cfg.dim * (1 + cfg.n_categories)

@@ -53,6 +53,11 @@ class TrainingData:
     fit_times: list[np.ndarray] = field(default_factory=list)
     train_times: dict[str, np.ndarray] = field(default_factory=dict)
     full_times: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per-item signal (log of the summed event strength), aligned like the times; empty without event types.
+    # The wide layer may weight its Gram matrix with it when the validation split says that ranks better.
+    fit_signals: list[np.ndarray] = field(default_factory=list)
+    train_signals: dict[str, np.ndarray] = field(default_factory=dict)
+    full_signals: dict[str, np.ndarray] = field(default_factory=dict)
     parts: dict[str, dict] = field(default_factory=dict)  # "train" / "holdout" / "all": rows, pairs, users, dates
 
 
@@ -70,17 +75,17 @@ def validation_draws(users: list[str], items: list[str], seed: int) -> np.ndarra
 
 def split_validation(
     train: dict[str, np.ndarray], history_len: int, vocab: Vocab, seed: int, share: float = VALIDATION_SHARE,
-    times: dict[str, np.ndarray] | None = None,
-) -> tuple[list[np.ndarray], Validation, list[np.ndarray]]:
+    times: dict[str, np.ndarray] | None = None, signals: dict[str, np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], Validation, list[np.ndarray], list[np.ndarray]]:
     """Per user with >= 5 items, the items whose :func:`validation_draws` fall below ``share`` are held out
     for early stopping (at least one: the lowest draw).
 
-    Returns the kept histories, the validation set and the kept items' times (empty without ``times``)."""
+    Returns the kept histories, the validation set, and the kept items' times and signals (empty without them)."""
     users = [u for u, items in train.items() for _ in range(len(items))]
     codes = np.concatenate(list(train.values())) if train else np.zeros(0, dtype=np.int64)
     item_ids = [vocab.items[c - 1] for c in codes]
     draws = np.split(validation_draws(users, item_ids, seed), np.cumsum([len(h) for h in train.values()])[:-1]) if train else []
-    fit, fit_times, inputs, seen, targets = [], [], [], [], []
+    fit, fit_times, fit_signals, inputs, seen, targets = [], [], [], [], [], []
     for (user, items), draw in zip(train.items(), draws):
         held = np.zeros(len(items), dtype=bool)
         if len(items) >= 5:
@@ -91,11 +96,13 @@ def split_validation(
         fit.append(kept)
         if times is not None:
             fit_times.append(times[user][~held])
+        if signals:
+            fit_signals.append(signals[user][~held])
         if held.any():
             inputs.append(kept)
             seen.append(kept)
             targets.append(items[held])
-    return fit, Validation(pad_histories(inputs, history_len), seen, targets), fit_times
+    return fit, Validation(pad_histories(inputs, history_len), seen, targets), fit_times, fit_signals
 
 
 def eval_set(train: dict[str, np.ndarray], relevant: dict[str, np.ndarray], history_len: int) -> EvalSet:
@@ -124,11 +131,12 @@ def prepare(
     """``categories_for(vocab)`` returns the item side-feature table (I/O stays with the caller)."""
     vocab = build_vocab(interactions, parent_vocab)
     holdout = make_holdout(interactions, protocol, holdout_days, splitter, seed)
-    train, train_times = timed_histories(holdout.train, vocab)
+    train, train_times, train_signals = timed_histories(holdout.train, vocab)
     relevant = relevant_unseen(holdout.test, train, vocab.item_index())
-    fit, validation, fit_times = split_validation(train, history_len, vocab, seed, times=train_times)
+    fit, validation, fit_times, fit_signals = split_validation(train, history_len, vocab, seed, times=train_times,
+                                                                signals=train_signals)
     test = eval_set(train, relevant, history_len)
-    full, full_times = timed_histories(interactions, vocab)
+    full, full_times, full_signals = timed_histories(interactions, vocab)
     return TrainingData(
         protocol=protocol,
         cutoff=holdout.cutoff,
@@ -154,6 +162,9 @@ def prepare(
         fit_times=fit_times,
         train_times=train_times,
         full_times=full_times,
+        fit_signals=fit_signals,
+        train_signals=train_signals,
+        full_signals=full_signals,
         parts={
             "train": part_facts(holdout.train, train),
             "holdout": part_facts(holdout.test),
@@ -248,7 +259,7 @@ def save(data: TrainingData, path: Path) -> Path:
     meta = json.dumps({"format": FORMAT, "tree": tree}, default=_plain)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
-        np.savez(fh, meta=np.array(meta), **arrays)
+        np.savez(fh, meta=np.array(meta), **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds vs allow_pickle
     return path
 
 

@@ -43,11 +43,11 @@ def plan_run(settings: Settings, params: dict, dag_run_id: str, run_type: str = 
                             "(set force to retrain on the same data)"}
     run_dir = layout.models / run_id(dag_run_id)
     run_dir.mkdir(parents=True, exist_ok=False)
-    warm = champion is not None and params.get("warm_start", True)
+    parent = champion if params.get("warm_start", True) else None
     return {
         "run_dir": str(run_dir),
         "dag_run_id": dag_run_id,
         "champion_bundle": champion.bundle_dir if champion else None,
-        "parent_bundle": champion.bundle_dir if warm else None,
-        "parent_version": str(champion.version) if warm else None,
+        "parent_bundle": parent.bundle_dir if parent else None,
+        "parent_version": str(parent.version) if parent else None,
     }

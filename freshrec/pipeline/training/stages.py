@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from freshrec.core.settings import Settings
 from freshrec.pipeline.offline.metrics import ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, warm_started
+from freshrec.pipeline.training.checkpoint import M, load_model, read_checkpoint, save_checkpoint, warm_started
 from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
 from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_wide
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
@@ -37,11 +38,11 @@ from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resol
 
 log = logging.getLogger(__name__)
 
-TEACHER = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
-STUDENT = {"dim": 128, "hidden": 256}
+TEACHER: dict[str, Any] = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
+STUDENT: dict[str, Any] = {"dim": 128, "hidden": 256}
 # patience 2: the closed-form start is often the best epoch, and a teacher epoch is the costliest step
-TEACHER_FIT = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 2}
-STUDENT_FIT = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
+TEACHER_FIT: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 2}
+STUDENT_FIT: dict[str, Any] = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
 WIDE_DEFAULT = WideConfig()  # used as is when the catalogue is too large for the validation search
 WIDE_SELECTION_USERS = 2_000  # validation users the wide layer's configurations are compared on
 
@@ -111,18 +112,20 @@ def _wide_score(validation: Validation) -> Callable[[np.ndarray], float]:
     return score
 
 
-def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: list[np.ndarray], wide: WideConfig,
-                parent: dict | None, notes: dict, grams: WideGrams | None = None) -> Teacher:
+def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: list[np.ndarray] | None, wide: WideConfig,
+                parent: dict | None, notes: dict, grams: WideGrams | None = None,
+                signals: list[np.ndarray] | None = None) -> Teacher:
     """A teacher whose wide layer is the closed-form session-aware EASE of ``histories`` plus a popularity
     prior; the deep part warm-starts from ``parent`` when the architectures agree (a correction learnt on top)."""
     categories = torch.from_numpy(data.categories)
     model = Teacher(TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], **TEACHER), categories)
     _warm(model, parent, notes)
-    grams = grams or WideGrams(histories, times, data.vocab.n_items, wide.session_tau_s)
+    grams = grams or WideGrams(histories, times, data.vocab.n_items, wide.session_tau_s, signals)
+    matrix, scale = model.wide_layer()
     with torch.no_grad():
-        model.wide.copy_(torch.from_numpy(grams.weights(wide)))
+        matrix.copy_(torch.from_numpy(grams.weights(wide)))
         # the popularity prior is closed form too: recomputed from the phase's histories, warm or cold
-        model.item_bias.copy_(model.wide_scale * wide.popularity_prior * torch.from_numpy(grams.popularity()))
+        model.item_bias.copy_(scale * wide.popularity_prior * torch.from_numpy(grams.popularity()))
     return model
 
 
@@ -133,7 +136,8 @@ def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide
     if guide is None:  # the control never warm-starts: the champion's student learnt from a teacher
         notes["warm"] = False
     elif not _warm(model, parent, notes):
-        model.init_from_item_matrix(guide.wide.detach(), guide.wide_scale.item(), guide.item_bias.detach())
+        matrix, scale = guide.wide_layer()
+        model.init_from_item_matrix(matrix.detach(), scale.item(), guide.item_bias.detach())
         notes["init"] = "teacher item-item factorisation"
     return model
 
@@ -143,8 +147,8 @@ def _fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe
                      threads=settings.training.torch_threads, **recipe)
 
 
-def _early_stopping(model: nn.Module, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
-                    teacher: nn.Module | None = None) -> tuple[nn.Module, dict]:
+def _early_stopping(model: M, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
+                    teacher: Teacher | None = None) -> tuple[M, dict]:
     """Fit on the training part minus the validation split, keep the best validation epoch."""
     seed_everything(cfg.seed)
     result = fit(model, data.fit, data.validation, cfg, device, teacher, label=f"{label} (early stopping)")
@@ -158,7 +162,8 @@ def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle:
     form on the fitting histories; the deep part then trains on top (warm when possible)."""
     paths = RunLayout(run_dir)
     data = prep.load(paths.training_set)
-    grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s)
+    signals = data.fit_signals if settings.training.event_signals else None
+    grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s, signals or None)
     wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
     notes: dict = {}
     model = teacher_for(data, data.fit, data.fit_times, wide, _parent(parent_bundle, "teacher"), notes, grams)
@@ -177,7 +182,7 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
     """
     paths = RunLayout(run_dir)
     data = prep.load(paths.training_set)
-    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), torch.from_numpy(data.categories))
+    teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, torch.from_numpy(data.categories))
     device = resolve_device(settings.training.device)
     cfg = _fit_config(settings, data, epochs, STUDENT_FIT)
     parent = _parent(parent_bundle, "student")
@@ -212,7 +217,8 @@ def set_aside_holdout_checkpoints(paths: RunLayout) -> None:
 
 
 def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.ndarray], times: dict[str, np.ndarray],
-          summaries: dict[str, dict], parent_bundle: Path | None, label: str) -> tuple[dict[str, nn.Module], dict]:
+          summaries: dict[str, dict], parent_bundle: Path | None, label: str,
+          signals: dict[str, np.ndarray] | None = None) -> tuple[dict[str, Student | Teacher], dict]:
     """Teacher (same wide configuration) and distilled student trained again on ``histories``, for the
     early-stopping best epoch counts, warm from the parent's served weights as for any phase.
 
@@ -222,8 +228,10 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
         raise DataValidationError("no histories to refit on: the training set holds no interactions")
     rows = [histories[u] for u in users]
     row_times = [times[u] for u in users] if times else None
+    row_signals = [signals[u] for u in users] if signals else None
     device = resolve_device(settings.training.device)
-    models: dict[str, nn.Module] = {}
+    models: dict[str, Student | Teacher] = {}
+    teacher: Teacher | None = None
     record: dict = {}
     for name, recipe in (("teacher", TEACHER_FIT), ("student", STUDENT_FIT)):
         epochs = int(summaries[name]["best_epoch"])
@@ -233,11 +241,12 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
         seed_everything(cfg.seed)
         if name == "teacher":
             wide = WideConfig(**summaries["teacher"].get("wide", WIDE_DEFAULT.to_dict()))
-            model = teacher_for(data, rows, row_times, wide, parent, notes)
+            teacher = teacher_for(data, rows, row_times, wide, parent, notes, signals=row_signals)
+            model: Student | Teacher = teacher
             notes["wide"] = wide.to_dict()
         else:
-            model = student_for(data, parent, notes, models["teacher"])
-        result = fit(model, rows, None, cfg, device, models.get("teacher"), label=f"{name} ({label})")
+            model = student_for(data, parent, notes, teacher)
+        result = fit(model, rows, None, cfg, device, teacher if name == "student" else None, label=f"{name} ({label})")
         models[name] = model.cpu().eval()
         record[name] = {
             "epochs": epochs,
@@ -265,7 +274,7 @@ def refit_on_all(settings: Settings, run_dir: Path, parent_bundle: Path | None =
         raise ArtifactIntegrityError(f"{paths.training_set} holds no full histories; rebuild the datasets with this code version")
     set_aside_holdout_checkpoints(paths)
     models, record = refit(settings, data, data.full, data.full_times, read_training_summaries(run_dir), parent_bundle,
-                           "refit on all interactions")
+                           "refit on all interactions", data.full_signals)
     for name, model in models.items():
         save_checkpoint(model, paths.checkpoint(name))
     paths.stage("train")

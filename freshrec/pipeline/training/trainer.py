@@ -24,7 +24,7 @@ from tqdm import tqdm
 from freshrec.pipeline.offline.metrics import ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k, torch_scorer
 from freshrec.pipeline.training.dataset import pad_histories
-from freshrec.pipeline.training.models import NEG_INF
+from freshrec.pipeline.training.models import NEG_INF, Student, Teacher, model_config
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,12 @@ def validation_ndcg(model: nn.Module, validation: Validation, device: str) -> di
 
 
 def fit(
-    model: nn.Module,
+    model: Student | Teacher,
     histories: list[np.ndarray],
     validation: Validation | None,
     cfg: FitConfig,
     device: str = "cpu",
-    teacher: nn.Module | None = None,
+    teacher: Teacher | None = None,
     label: str = "train",
 ) -> FitResult:
     """Train ``model`` in place; keeps the weights of the best validation epoch (early stopping)."""
@@ -132,7 +132,7 @@ def fit(
     if teacher is not None:
         teacher.to(device).eval()
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    n_rows = model.config.n_items + 1
+    n_rows = model_config(model).n_items + 1
     users = [h for h in histories if len(h) > 0]
     result = FitResult(model=model)
     best_state, stale, started = None, 0, time.perf_counter()

@@ -62,10 +62,11 @@ class LoadResult:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight."""
 
+    transport: asyncio.Transport  # set by connection_made, before create_connection returns
+
     def __init__(self, on_response) -> None:
         self._on_response = on_response
         self._buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
         self.started_at = 0.0
         self.lost = asyncio.get_running_loop().create_future()
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -39,10 +40,10 @@ from freshrec.pipeline.export.stage import CALIBRATION_USERS, export_fp32
 from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.checkpoint import load_checkpoint
+from freshrec.pipeline.training.checkpoint import load_checkpoint, load_model
 from freshrec.pipeline.training.dataset import item_categories, normalise_interactions, pad_histories
 from freshrec.pipeline.training.ease import ease_weights
-from freshrec.pipeline.training.models import Student, StudentConfig, multi_hot
+from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, multi_hot
 from freshrec.pipeline.training.stages import STUDENT, STUDENT_FIT, read_training_summaries, refit, train_students, train_teacher
 from freshrec.pipeline.training.trainer import FitConfig, fit, resolve_device, seed_everything
 from freshrec.tools.bench.reports import save, scratch
@@ -50,6 +51,7 @@ from freshrec.tools.bench.reports import save, scratch
 PUBLISHED_NDCG = {"BiVAE": 0.4751, "BPR (Cornac)": 0.4420, "LightGCN": 0.4198, "NCF": 0.3961, "SAR": 0.3825}
 EASE_L2 = 400.0  # the plain EASE baseline of ANCHORS.md (lambda 300-500 on ML-100K)
 console = Console()
+T = TypeVar("T")
 
 
 def _closed_form_scorer(weights: np.ndarray) -> Scorer:
@@ -81,7 +83,7 @@ class Evaluation:
                 **paired_bootstrap(self.per_user[a], self.per_user[b])}
 
 
-def _timed(timings: dict, name: str, work: Callable[[], object]) -> object:
+def _timed(timings: dict[str, float], name: str, work: Callable[[], T]) -> T:
     started = time.perf_counter()
     result = work()
     timings[name] = round(time.perf_counter() - started, 2)
@@ -95,7 +97,7 @@ def _int8_trials(run_dir: Path, data: prep.TrainingData, evaluation: Evaluation,
     catalogue = np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (len(sample), n_items)).copy()
     reference = run_scores(session(fp32), sample, catalogue)
     fp32_cpu = onnx_latency(fp32, n_items, data.history_len, n_items)["cpu_p50_ms"]
-    trials = []
+    trials: list[dict[str, Any]] = []
     for recipe in RECIPES:
         graph = run_dir / f"student.int8.{recipe.name}.onnx"
         try:
@@ -121,7 +123,7 @@ def _int8_trials(run_dir: Path, data: prep.TrainingData, evaluation: Evaluation,
 def _distil_from_scratch(settings: Settings, data: prep.TrainingData, paths: RunLayout, categories: torch.Tensor) -> Student:
     """The ablation: the student from a random start, same recipe as the distilled one, learning from the
     gated teacher's scores (and the ground truth) only."""
-    teacher, _ = load_checkpoint(paths.checkpoint("teacher"), categories)
+    teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, categories)
     cfg = FitConfig(epochs=settings.training.student_epochs, history_len=data.history_len, seed=settings.training.seed,
                     threads=settings.training.torch_threads, **STUDENT_FIT)
     seed_everything(cfg.seed)
@@ -140,7 +142,8 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     run_dir = work / "run"
     paths = RunLayout(run_dir)
     prep.save(data, paths.training_set)
-    n_items, timings = data.vocab.n_items, {}
+    n_items = data.vocab.n_items
+    timings: dict[str, float] = {}
     evaluation = Evaluation(data.test, n_items)
     console.print(f"[bold]models bench[/] {ratings.name}: {data.counts}")
     train_histories = [h for h in data.train.values() if len(h)]
@@ -158,7 +161,7 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
 
     summaries = read_training_summaries(run_dir)
     models, record = _timed(timings, "refit_s", lambda: refit(settings, data, data.train, data.train_times, summaries,
-                                                              None, "refit on the training part"))
+                                                              None, "refit on the training part", data.train_signals))
     evaluation.add("teacher (final)", torch_scorer(models["teacher"]))
     evaluation.add("student (final)", torch_scorer(models["student"]))
     fp32 = export_fp32(models["student"], run_dir / "student.fp32.onnx")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -181,7 +181,7 @@ class TrainingHistories:
     popularity: np.ndarray  # float [n_items + 1], users per item
 
     @classmethod
-    def of(cls, events: pd.DataFrame) -> "TrainingHistories":
+    def of(cls, events: pd.DataFrame) -> TrainingHistories:
         pairs = events[["user_id", "item_id"]].astype(str).drop_duplicates()
         items = sorted(pairs["item_id"].unique())
         index = {item: i + 1 for i, item in enumerate(items)}
@@ -229,7 +229,7 @@ class ServedRecommender:
     def champion(self) -> dict:
         """The served champion's version and catalogue size (GET /v1/models)."""
         body = self.client.get("/v1/models").json()
-        champion = next((v for v in body.get("versions", []) if v.get("role") == "champion"), {})
+        champion: dict[str, Any] = next((v for v in body.get("versions", []) if v.get("role") == "champion"), {})
         return {"model_version": str(champion.get("version")), "n_items": champion.get("n_items")}
 
     def recommend(self, user_id: str, k: int) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.progress import Progress
@@ -48,7 +49,7 @@ def served_metrics(answers: dict[str, dict], held_out: dict[str, list[str]], k: 
     index: dict[str, int] = {}
     ranked = [[index.setdefault(item["item_id"], len(index)) for item in answers[u]["items"]] for u in users]
     relevant = [[index.setdefault(i, len(index)) for i in held_out[u]] for u in users]
-    metrics = ranking_metrics(ranked, relevant, k=k, n_items=n_items)
+    metrics: dict[str, Any] = ranking_metrics(ranked, relevant, k=k, n_items=n_items)
     metrics["model_versions"] = sorted({answers[u]["model_version"] for u in users})
     metrics["variants"] = sorted({answers[u]["variant"] for u in users})
     return metrics

@@ -19,6 +19,7 @@ join the report's. One JSON + PNG under FRESHREC_HOME/reports/bench/.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import secrets
 import subprocess
@@ -138,11 +139,11 @@ class BenchHome:
 
     def synthesize(self) -> None:
         cfg = self.config
-        world = dict(users=cfg.users, items=cfg.items, events_per_day=cfg.events_per_day, seed=cfg.seed,
-                     session_intent=cfg.session_intent, initial_share=cfg.initial_share, growth_days=cfg.growth_days,
-                     newcomer_boost=cfg.newcomer_boost)
         # One range (a world's day indices count from its start), then the held-out days leave the lake.
-        list(synthesize(SynthConfig(out=self.layout.raw_events, start=cfg.day(0), days=cfg.days, **world)))
+        list(synthesize(SynthConfig(out=self.layout.raw_events, start=cfg.day(0), days=cfg.days, users=cfg.users, items=cfg.items,
+                                    events_per_day=cfg.events_per_day, seed=cfg.seed, session_intent=cfg.session_intent,
+                                    initial_share=cfg.initial_share, growth_days=cfg.growth_days,
+                                    newcomer_boost=cfg.newcomer_boost)))
         self.heldout.mkdir(parents=True, exist_ok=True)
         for t in range(cfg.train_days, cfg.days):
             os.replace(self.layout.raw_events / ds_name(cfg.day(t)), self.heldout / ds_name(cfg.day(t)))
@@ -203,7 +204,7 @@ def measure_quality(bench: BenchHome, train: pd.DataFrame, held: pd.DataFrame, s
             with bench.serving(store[1], f"{run_tag}-{mode}") as url, httpx.Client(base_url=url, timeout=30) as client:
                 live = pq.ServedRecommender(client, post_events=post)
                 catalogue = live.champion()
-                ranks[mode] = pq.replay(plan, live, advance=lambda n, t=task: bar.advance(t, n))
+                ranks[mode] = pq.replay(plan, live, advance=functools.partial(bar.advance, task))
                 live.flush()
             seconds[mode] = round(time.perf_counter() - started, 1)
             served[mode] = {**catalogue, "events_accepted": live.accepted, "events_rejected": live.rejected,
@@ -214,7 +215,7 @@ def measure_quality(bench: BenchHome, train: pd.DataFrame, held: pd.DataFrame, s
         baselines = {"ease_realtime": (ease, True), "ease_static": (ease, False), "popularity": (None, True)}
         for mode, (weights, live_events) in baselines.items():
             task = bar.add_task(f"replay {mode}", total=len(plan.events))
-            ranks[mode] = pq.replay(plan, histories.recommender(weights, live_events), advance=lambda n, t=task: bar.advance(t, n))
+            ranks[mode] = pq.replay(plan, histories.recommender(weights, live_events), advance=functools.partial(bar.advance, task))
     known = plan.target_known_user
     return {
         "store": store[0],
@@ -270,9 +271,9 @@ def measure_ops(home: Path, stores: list[tuple[str, str | None]]) -> dict[str, d
     from freshrec.tools.bench import realtime_ops as ops
 
     return {name: {
-        "ingestion": _guarded(f"ingestion ({name})", lambda url=url: ops.measure_ingestion(home, url)),
-        "visibility": _guarded(f"visibility ({name})", lambda url=url: ops.measure_visibility(home, url)),
-        "recommend_latency": _guarded(f"recommend latency ({name})", lambda url=url: ops.measure_recommend_latency(home, url)),
+        "ingestion": _guarded(f"ingestion ({name})", functools.partial(ops.measure_ingestion, home, url)),
+        "visibility": _guarded(f"visibility ({name})", functools.partial(ops.measure_visibility, home, url)),
+        "recommend_latency": _guarded(f"recommend latency ({name})", functools.partial(ops.measure_recommend_latency, home, url)),
     } for name, url in stores}
 
 

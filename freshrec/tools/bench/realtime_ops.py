@@ -129,14 +129,20 @@ class _Process:
     """A subprocess in a session of its own, so ``kill`` takes its children (uvicorn's workers) with it."""
 
     def __init__(self, name: str, port: int, command: list[str], env: dict[str, str], log: Path,
-                 ready: Callable[["_Process"], None]) -> None:
+                 ready: Callable[[_Process], None]) -> None:
         self.name, self.port, self.command, self.env, self.log, self._ready = name, port, command, env, log, ready
         self.process: subprocess.Popen | None = None
+
+    @property
+    def popen(self) -> subprocess.Popen:
+        if self.process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self.process
 
     def tail(self) -> str:
         return f"{self.name}: {self.log.read_text(errors='replace')[-3000:]}" if self.log.exists() else self.name
 
-    def start(self) -> "_Process":
+    def start(self) -> _Process:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -145,14 +151,14 @@ class _Process:
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             stop(self.process)
 
-    def __enter__(self) -> "_Process":
+    def __enter__(self) -> _Process:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -163,7 +169,7 @@ def _serve(world: _World, env: dict[str, str], workers: int = 1) -> _Process:
     port = free_port()
     return _Process("serve", port, [sys.executable, "-m", "freshrec.cli", "serve", "--host", HOST, "--port", str(port),
                                     "--workers", str(workers)], env, world.home / f"serve-{port}.log",
-                    lambda p: wait_ready(p.process, f"http://{HOST}:{port}", 180, p.tail))
+                    lambda p: wait_ready(p.popen, f"http://{HOST}:{port}", 180, p.tail))
 
 
 def _metric(port: int, name: str) -> float:
@@ -404,7 +410,7 @@ def _redis(world: _World) -> _Process:
     def ready(p: _Process) -> None:
         deadline = time.monotonic() + 30
         while not redis_answers(port=port):
-            if p.process.poll() is not None or time.monotonic() > deadline:
+            if p.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not answer: {p.tail()}")
             time.sleep(0.05)
 

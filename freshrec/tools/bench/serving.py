@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from tqdm import tqdm
@@ -193,7 +194,7 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
     n_items = len(json.loads((bundle / "vocab.json").read_text())["items"])
     providers = ([[CUDA, CPU]] if cuda_device_count() > 0 else []) + [[CPU]]
     rng = np.random.default_rng(0)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant in variants:
         path = bundle / SCORING_FILES[variant]
         if not path.is_file():

@@ -219,7 +219,7 @@ def save_world(world: World, path: Path) -> Path:
     config = {f"config_{k}": np.asarray(v) for k, v in asdict(world.config).items()}
     partial = path.with_name(f".{path.name}.tmp")
     with open(partial, "wb") as fh:
-        np.savez_compressed(fh, **arrays, **config)
+        np.savez_compressed(fh, **(arrays | config))
     partial.replace(path)
     return path
 
