@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from freshrec.core.errors import DataValidationError, FreshRecError, GateFailed, InvalidInput, NotFound
+from freshrec.core.errors import DataValidationError, GateFailed, InvalidInput, NotFound, StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import get_settings
 
@@ -22,10 +22,6 @@ app = typer.Typer(no_args_is_help=True)
 out = Console()
 
 STAGES = ("features", "retrain", "release")
-
-
-class StageFailed(FreshRecError):
-    exit_code = 11
 
 
 def parse_stages(text: str | None) -> list[str]:

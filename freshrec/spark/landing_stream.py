@@ -44,6 +44,7 @@ from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
+from freshrec.core.errors import ArtifactIntegrityError, StageFailed
 from freshrec.core.eventlog import SEGMENT_SUFFIX, seal_orphans
 from freshrec.core.events import Watermark
 from freshrec.core.layout import Layout
@@ -130,11 +131,11 @@ class BatchLander:
         manifest = json.loads(path.read_text())
         if manifest.get("query_id") != query_id:
             # Batch ids restart with a new checkpoint: landing on would overwrite the earlier batch's files.
-            raise RuntimeError(f"{path} was written by another checkpoint (query {manifest.get('query_id')}, now "
+            raise ArtifactIntegrityError(f"{path} was written by another checkpoint (query {manifest.get('query_id')}, now "
                                f"{query_id}); move the old manifests aside before landing with a new checkpoint")
         unrouted = {row["day"] for row in positions} - set(manifest["routes"])
         if unrouted:
-            raise RuntimeError(f"replayed batch {batch_id} holds days {sorted(unrouted)} its manifest never routed")
+            raise ArtifactIntegrityError(f"replayed batch {batch_id} holds days {sorted(unrouted)} its manifest never routed")
         log.info("batch %d is a replay: landing it where its manifest says", batch_id)
         return manifest
 
@@ -148,7 +149,7 @@ class BatchLander:
         for day in manifest["days"]:
             parts = sorted((tmp / f"_target={day}").glob("part-*.parquet"))
             if len(parts) != 1:
-                raise RuntimeError(f"batch {batch_id}: expected one file for {day}, Spark wrote {len(parts)}")
+                raise StageFailed(f"batch {batch_id}: expected one file for {day}, Spark wrote {len(parts)}")
             final = self.layout.raw_partition(dt.date.fromisoformat(day)) / data_file_name(batch_id)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(parts[0], final)

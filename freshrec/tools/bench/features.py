@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 from rich.console import Console
 
+from freshrec.core.errors import StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
 from freshrec.pipeline.features.runs import spark_environment
@@ -72,7 +73,7 @@ def _run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]
     with PeakRss(proc.pid) as rss:
         out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err[-2000:]}")
+        raise StageFailed(f"{' '.join(cmd[:4])} failed: {err[-2000:]}")
     return time.perf_counter() - started, rss.peak, out
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from freshrec.core.errors import FreshRecError, NotFound
+from freshrec.core.errors import NotFound, StageFailed
 from freshrec.core.layout import Layout, ds_name
 from freshrec.core.settings import Settings
 from freshrec.tools.bench.processes import free_port, stop, wait_ready
@@ -38,10 +38,6 @@ from freshrec.tools.bench.processes import free_port, stop, wait_ready
 TARGET_S = 20 * 60
 START = dt.date(2026, 1, 1)
 out = Console()
-
-
-class StageFailed(FreshRecError):
-    exit_code = 11
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,10 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from freshrec.core.errors import InvalidInput
+from freshrec.core.errors import InvalidInput, StageFailed
 from freshrec.core.layout import Layout, ds_name
 from freshrec.core.settings import Settings
 from freshrec.tools.bench import prequential as pq
-from freshrec.tools.bench.freshness import StageFailed
 from freshrec.tools.bench.processes import drop_namespace, free_port, redis_answers, stop, wait_ready
 from freshrec.tools.bench.reports import save, scratch
 from freshrec.tools.data.synth import SynthConfig, synthesize

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from freshrec.core.errors import StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
 from freshrec.tools.bench.loadgen import closed_loop, encode_posts, open_loop
@@ -136,7 +137,7 @@ class _Process:
     @property
     def popen(self) -> subprocess.Popen:
         if self.process is None:
-            raise RuntimeError(f"{self.name} was not started")
+            raise StageFailed(f"{self.name} was not started")
         return self.process
 
     def tail(self) -> str:
@@ -236,7 +237,7 @@ def _visibility_try(a: int, b: int, user: str, poll_s: float) -> dict:
     recommend = {"user_id": user, "k": K, "exclude_seen": True}
     cold = _items(*_post(b, "/v1/recommend", recommend))
     if not cold:
-        raise RuntimeError(f"replica B gave no cold-start list for {user}")
+        raise StageFailed(f"replica B gave no cold-start list for {user}")
     sent = time.perf_counter()
     status, body = _post(a, "/v1/events", {"events": [_event(user, cold[0])]})
     acked = time.perf_counter()
@@ -284,7 +285,7 @@ def _post_live_tails(port: int, users: list[str], world: _World, per_user: int, 
         chunk = events[start:start + 1000]
         status, body = _post(port, "/v1/events", {"events": chunk})
         if status != 200 or body["accepted"] != len(chunk):
-            raise RuntimeError(f"live tails were not written ({status}: {body})")
+            raise StageFailed(f"live tails were not written ({status}: {body})")
 
 
 def _alternating_single_stream(ports: dict[str, int], requests: list[bytes], rounds: int, round_s: float) -> dict:
@@ -411,7 +412,7 @@ def _redis(world: _World) -> _Process:
         deadline = time.monotonic() + 30
         while not redis_answers(port=port):
             if p.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not answer: {p.tail()}")
+                raise StageFailed(f"redis-server did not answer: {p.tail()}")
             time.sleep(0.05)
 
     command = ["redis-server", "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)]
@@ -470,7 +471,7 @@ def measure_durability(home: Path, rate: float = 2000, kills: int = 5, *, batch:
                                  env=world.env, capture_output=True, text=True, timeout=900)
         if landing.returncode != 0:
             output = (landing.stdout + landing.stderr)[-3000:]
-            raise RuntimeError(f"landing_stream exited {landing.returncode}: {output}")
+            raise StageFailed(f"landing_stream exited {landing.returncode}: {output}")
         landed = {i: c for i, c in _landed_ids(world).items() if i and i.startswith(f"dur-{world.tag}-")}
     lost, doubled = len(ledger.acked - landed.keys()), sum(c > 1 for c in landed.values())
     down = ledger.by_phase("recommend").get("store_down", {})

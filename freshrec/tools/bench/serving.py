@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from freshrec.core.accel import cuda_device_count
-from freshrec.core.errors import NotFound
+from freshrec.core.errors import NotFound, StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
 from freshrec.tools.bench.loadgen import LoadResult, closed_loop, encode_posts, open_loop
@@ -134,7 +134,7 @@ def wrk_closed_loop(port: int, bodies: list[bytes], connections: int, duration_s
         )
     match = re.search(r"FRESHREC (.*)", out.stdout)
     if match is None:
-        raise RuntimeError(f"wrk output not understood: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        raise StageFailed(f"wrk output not understood: {out.stdout[-2000:]} {out.stderr[-2000:]}")
     fields = {k: int(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
     return {
         "mode": f"closed (wrk -t2 -c{connections})",
