@@ -54,7 +54,7 @@ console = Console()
 T = TypeVar("T")
 
 
-def _closed_form_scorer(weights: np.ndarray) -> Scorer:
+def closed_form_scorer(weights: np.ndarray) -> Scorer:
     return lambda batch: multi_hot(torch.from_numpy(batch), weights.shape[0]).numpy() @ weights
 
 
@@ -149,7 +149,7 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     train_histories = [h for h in data.train.values() if len(h)]
     evaluation.add("popularity", _popularity_scorer(train_histories, n_items + 1))
     ease = _timed(timings, "ease_s", lambda: ease_weights(train_histories, n_items, EASE_L2))
-    evaluation.add("EASE (lambda 400)", _closed_form_scorer(ease))
+    evaluation.add("EASE (lambda 400)", closed_form_scorer(ease))
 
     _timed(timings, "teacher_s", lambda: train_teacher(settings, run_dir, settings.training.teacher_epochs))
     _timed(timings, "students_s", lambda: train_students(settings, run_dir, settings.training.student_epochs))

@@ -19,7 +19,6 @@ JSON + PNG under reports/bench/signals.*.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,8 @@ from freshrec.pipeline.offline.ranking import top_k  # noqa: E402
 from freshrec.pipeline.training import prepare as prep  # noqa: E402
 from freshrec.pipeline.training.dataset import normalise_interactions  # noqa: E402
 from freshrec.pipeline.training.ease import WideConfig, WideGrams, candidate_configs  # noqa: E402
-from freshrec.pipeline.training.models import multi_hot  # noqa: E402
 from freshrec.pipeline.training.stages import WIDE_DEFAULT  # noqa: E402
+from freshrec.tools.bench.models import closed_form_scorer  # noqa: E402
 from freshrec.tools.bench.reports import save, scratch  # noqa: E402
 from freshrec.tools.data.synth import SynthConfig, synthesize  # noqa: E402
 
@@ -51,14 +50,8 @@ HOLDOUT_DAYS = 2
 VALIDATION_USERS = 2_000
 
 
-def _scorer(weights: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    return lambda batch: multi_hot(torch.from_numpy(batch), weights.shape[0]).numpy() @ weights
-
-
 def _ranked(weights: np.ndarray, histories: np.ndarray, seen: list) -> np.ndarray:
-    return top_k(_scorer(weights), histories, seen, k=10)
+    return top_k(closed_form_scorer(weights), histories, seen, k=10)
 
 
 def compare(data: prep.TrainingData) -> dict[str, Any]:
