@@ -66,6 +66,9 @@ _MIN_EPOCH_S, _MAX_EPOCH_S = -62_135_596_800, 253_402_300_800
 
 @dataclass(frozen=True)
 class EventRules:
+    """The settings the rules read (``data.*``): built once from settings by the ingestion API and, with the
+    same values, by the clean stage, so both judge an event alike."""
+
     rating_min: float
     rating_max: float
     future_tolerance_s: float
@@ -73,6 +76,10 @@ class EventRules:
     @classmethod
     def from_settings(cls, data) -> EventRules:  # data: freshrec.core.settings.DataSettings
         return cls(data.rating_min, data.rating_max, data.future_ts_tolerance_s)
+
+    def value_range(self, event_type: str) -> tuple[float, float]:
+        """The closed range a finite value of this (known) type must lie in: stars for a rating, else a weight."""
+        return (self.rating_min, self.rating_max) if event_type == "rating" else (0.0, math.inf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +103,10 @@ def _text(value: object) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value) if isinstance(value, float) else str(value)
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what no JSON body carries (an integer past 64 bits from a Python caller): judged as text
+        return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def parse_number(text: str | None) -> float | None:
@@ -164,10 +174,9 @@ def check_event(event: object, rules: EventRules, now_s: float) -> tuple[CleanEv
     number = parse_number(value)
     if number is None or not math.isfinite(number):
         return None, NON_NUMERIC_VALUE
-    if kind == "rating" and not rules.rating_min <= number <= rules.rating_max:
-        return None, RATING_OUT_OF_RANGE
-    if kind != "rating" and number < 0:
-        return None, NEGATIVE_WEIGHT
+    low, high = rules.value_range(kind)
+    if not low <= number <= high:
+        return None, RATING_OUT_OF_RANGE if kind == "rating" else NEGATIVE_WEIGHT
     when = now_s if ts is None else parse_ts(ts)
     if when is None or not math.isfinite(when):
         return None, UNPARSEABLE_TS

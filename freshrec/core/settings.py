@@ -3,7 +3,9 @@
 Precedence (highest first): explicit keyword arguments > ``FRESHREC_*`` environment variables >
 the optional TOML config file > defaults. The config file is ``$FRESHREC_CONFIG`` when set, else
 ``$FRESHREC_HOME/freshrec.toml`` when it exists. Nested groups use ``__`` in env names, e.g.
-``FRESHREC_SERVING__MAX_BATCH=64``. Unknown keys are errors (``extra="forbid"``).
+``FRESHREC_SERVING__MAX_BATCH=64``. Unknown keys are errors (``extra="forbid"``). Secrets (admin and ingest
+tokens, a registry URL with a password) come from the environment or from ``FRESHREC_<NAME>_FILE`` files of
+mode 0600, never from the config file (``freshrec.core.secret_files``).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from freshrec.core.errors import ConfigError
+from freshrec.core.secret_files import SecretFilesSource, SecretFreeTomlSource
 
 
 def _default_home() -> Path:
@@ -98,6 +101,8 @@ class ServingSettings(_Group):
     log_segment_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, description="an ingestion log segment is sealed at this size")
     log_segment_max_age_s: float = Field(default=60.0, gt=0, description="... or this long after it was opened (and at UTC midnight)")
     scoring_thread: bool = Field(default=False, description="score on a thread (overlaps HTTP parsing) instead of inline on the event loop")
+    max_queue_age_ms: float = Field(default=5.0, ge=0, description="shed new requests (503) while work waits longer than this "
+                                    "for the event loop (its lag, sustained over a window); 0 = off")
 
 
 class OnlineSettings(_Group):
@@ -188,10 +193,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, SecretFilesSource(settings_cls)]
         config_file = _config_file()
         if config_file is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            sources.append(SecretFreeTomlSource(settings_cls, toml_file=config_file))
         return tuple(sources)
 
     @property

@@ -12,11 +12,9 @@ import contextlib
 import gc
 import hmac
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -41,7 +39,7 @@ from freshrec.serving.ingest import Ingestor, parse_events_body
 from freshrec.serving.live import LiveState
 from freshrec.serving.metrics import CONTENT_TYPE, ServingMetrics
 from freshrec.serving.middleware import LABELS_KEY, HotEntry, HotPath, InFlightLimit, MetricsMiddleware
-from freshrec.serving.reconciler import Reconciler
+from freshrec.serving.reconciler import Reconciler, public_reason
 from freshrec.serving.registry_gateway import RegistryGateway, SqlRegistryGateway
 from freshrec.serving.routing import RoutingTable
 from freshrec.serving.service import RecommendationService, route_user
@@ -187,9 +185,6 @@ def _body_doc(model: type[BaseModel]) -> dict:
     """The OpenAPI requestBody of a route that parses its body itself."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+[^\s/:'\"]+")
 
 
 def _hoist_body_defs(spec: dict) -> dict:
@@ -353,7 +348,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
         described = runtime.reconciler.describe()
         # An open route: refusal reasons name files; only their run folder and name go out, not the host's layout.
         for failure in described["refused"]:
-            failure["reason"] = _ABSOLUTE_PATH.sub(lambda m: ".../" + "/".join(Path(m.group()).parts[-2:]), failure["reason"])
+            failure["reason"] = public_reason(failure["reason"], runtime.settings.home)
         described["online"] = runtime.live.describe()
         workers = runtime.siblings.generations(described["generation"])
         if len(workers) > 1:  # several workers behind this port: converged only when all of them are

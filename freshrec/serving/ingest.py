@@ -12,6 +12,7 @@ anything is logged, so a client's retry never makes a second copy.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,8 @@ from freshrec.core.events import EventRules, check_event
 from freshrec.core.online import LiveEvent, StoreUnavailable
 from freshrec.serving.live import LiveState
 from freshrec.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
 
 
 class BadRequest(FreshRecError):
@@ -98,7 +101,9 @@ class Ingestor:
             await asyncio.wrap_future(future)
         except Exception as exc:  # noqa: BLE001 - whatever the log thread hit, nothing was acknowledged
             self._metrics.log_errors.inc()
-            raise LogUnavailable(f"the ingestion log could not be written ({exc}); nothing was accepted") from exc
+            # The client hears only that it failed: an OSError's text names the segment's absolute path.
+            log.error("the ingestion log could not be written: %s", exc)
+            raise LogUnavailable("the ingestion log could not be written; nothing was accepted, retry later") from exc
         rows = [(e.user_id, LiveEvent(appended.writer, appended.first_seq + i, e.item_id, e.event_type, e.value, e.ts))
                 for i, e in enumerate(accepted)]
         visible = await self._live.append(rows)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 
 from freshrec.core.errors import FreshRecError
 from freshrec.core.layout import Layout
@@ -28,6 +30,23 @@ from freshrec.serving.versions import ServedVersion, VersionModel, load_model, r
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_AFTER_S = 60.0
+# An absolute path outside home, as exception texts quote it (no spaces: those under home are found first).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:'\"]+/)+[^\s/:'\"]+")
+
+
+def public_reason(reason: str, home: Path) -> str:
+    """A refusal reason fit for the open GET /v1/models: every file is shortened to ``.../<run>/<file>``.
+
+    Paths under home are matched by home's own text first, so a home with spaces in its name cannot leave a
+    tail of itself behind; any other absolute path is cut by shape."""
+    under_home = re.compile(re.escape(str(home)) + r"(?:/[^\s/:'\"]+)*")
+    reason = under_home.sub(lambda m: _shortened(m.group(), home), reason)
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + "/".join(Path(m.group()).parts[-2:]), reason)
+
+
+def _shortened(path: str, home: Path) -> str:
+    parts = Path(path).relative_to(home).parts
+    return "/".join(("...", *parts[-2:]))
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,24 @@ class LoadFailure:
     version: str
     reason: str
     at: float
+
+
+def _version(served: ServedVersion | DesiredVersion | None) -> str | None:
+    return served.version if served is not None else None
+
+
+def applied_generation(desired: DesiredState, current: RoutingTable, champion: ServedVersion | None,
+                       canary: ServedVersion | None) -> int:
+    """The registry generation this worker may claim to serve after a pass.
+
+    Workers report it in /v1/models and the release reads it as proof of what every worker serves, so it only
+    moves to the registry's generation once the versions that take traffic under it (champion and canary) are
+    the ones serving here; a version that failed to load holds it back at the last generation fully applied.
+    ``previous`` is a standby: a failure to load it is reported in ``missing`` but does not hold a step back.
+    """
+    if _version(champion) == _version(desired.champion) and _version(canary) == _version(desired.canary):
+        return desired.generation
+    return current.generation
 
 
 def _same_artifact(served: ServedVersion, want: DesiredVersion) -> bool:
@@ -161,7 +198,7 @@ class Reconciler:
             previous=previous,
             canary_weight=desired.canary_weight if canary is not None else 0.0,
             shadow=desired.shadow,
-            generation=desired.generation,
+            generation=applied_generation(desired, current, champion, canary),
             snapshot_name=self._snapshot.name,
             faults={v.version: dict(v.faults) for v in wanted},
         )
@@ -210,7 +247,8 @@ class Reconciler:
                 }
                 for role, s in table.loaded()
             ],
-            # generation says which registry state was *applied*; missing names what of it could not be loaded
+            # generation: the registry state whose champion and canary serve here (see applied_generation);
+            # missing names what of the registry's wanted versions could not be loaded
             "missing": self._missing,
             "refused": [{"version": f.version, "reason": f.reason, "at": f.at} for f in self.failures.values()],
         }

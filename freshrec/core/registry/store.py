@@ -237,7 +237,10 @@ class Registry:
     def rollback(
         self, actor: str | None = None, reason: str | None = None, *, expected_generation: int | None = None
     ) -> ServingState:
-        """Abort the active canary (rejected, weight 0); without one, champion <- previous."""
+        """Abort the active canary (rejected, weight 0); without one, champion <- previous, which is a
+        promotion of ``previous``: refused (Conflict) unless every file of it verifies."""
+        verified = self._verify_rollback_target()
+
         def change(session: Session, txn: AliasChange) -> None:
             canary, champion, previous = txn.alias("canary"), txn.alias("champion"), txn.alias("previous")
             if canary is not None:
@@ -247,6 +250,8 @@ class Registry:
                 return
             if previous is None:
                 raise Conflict("nothing to roll back: no active canary and no previous champion")
+            if previous != verified:
+                raise Conflict("the registry changed while the rollback target was being verified; retry")
             txn.subject = previous
             if champion is not None:
                 txn.move_state(champion, State.ARCHIVED, reasons=[reason or "rolled back"])
@@ -343,6 +348,16 @@ class Registry:
             if "locked" not in str(exc.orig):
                 raise
             raise Conflict("the registry database stayed locked by another writer; nothing was changed, retry") from exc
+
+    def _verify_rollback_target(self) -> int | None:
+        """The version a rollback would make champion (``previous`` when no canary is active), verified first;
+        None when the rollback only aborts a canary (nothing new takes traffic) or has no target."""
+        state = self.serving_state()
+        if state.canary is not None or state.previous is None:
+            return None
+        number = int(state.previous.version)
+        self._verify_before_serving(number, "roll back to")
+        return number
 
     def _verify_before_serving(self, number: int, action: str) -> None:
         """Serving must never be pointed at a version it cannot load: hash its files first (outside the

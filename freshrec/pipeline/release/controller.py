@@ -1,8 +1,9 @@
 """The canary controller: move traffic step by step, analyse every step, and finish the release.
 
 Weights go to the registry (the source of truth, audited); every replica is then told to reconcile and
-the controller waits until all of them report the new registry generation before it opens an analysis
-window, so a window never mixes two weights. Windows are the difference of two scrapes of every replica.
+the controller waits until every worker of every replica serves the new state (``convergence``) before it
+opens an analysis window, so a window never mixes two weights. A step, a promotion or a rollback that does
+not reach every worker in time fails. Windows are the difference of two scrapes of every replica.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from freshrec.pipeline.release.analysis import (
     analyse_window,
     decide,
 )
+from freshrec.pipeline.release.convergence import IntendedServing, confirm_served
 
 log = logging.getLogger(__name__)
 ACTOR = "release"
@@ -78,9 +80,9 @@ class CanaryController:
 
     # --- traffic -------------------------------------------------------------------------------
     def converge(self) -> None:
-        generation = self.registry.serving_state().generation
-        self.serving.reconcile_all()
-        self.serving.wait_converged(generation, self.plan.convergence_timeout_s)
+        """Return once every serving worker serves the registry's current state (raises otherwise)."""
+        intended = IntendedServing.from_state(self.registry.serving_state())
+        confirm_served(self.serving, intended, self.plan.convergence_timeout_s)
 
     def apply_weight(self, weight: float, *, shadow: bool = False) -> None:
         state = self.registry.serving_state()
@@ -158,37 +160,41 @@ class CanaryController:
             # RETRY: same weight, fresh window
 
     # --- finishing -----------------------------------------------------------------------------
-    def _converge_after_finish(self) -> bool:
-        """After promote/rollback the registry already holds the outcome and replicas reconcile on their
-        own poll, so an unreachable replica is reported, not fatal."""
+    def _record_outcome(self, verdict: str, reasons: list[str], evidence: dict[str, Any]) -> None:
+        """Record the verdict with whether every worker confirmed it, then fail unless they all did: the
+        registry already holds the outcome, but the step is not done while a worker serves something else."""
+        failure: FreshRecError | None = None
         try:
             self.converge()
-            return True
-        except FreshRecError as exc:
-            log.warning("replicas did not confirm the outcome yet (they reconcile on their next poll): %s",
-                        exc.message)
-            return False
+        except FreshRecError as exc:  # not served everywhere, or a replica that does not answer
+            failure = exc
+        self.registry.record_verdict(self.plan.version, {
+            "verdict": verdict, "reasons": reasons, "replicas_converged": failure is None,
+            **({"not_served": failure.details.get("replicas", failure.message)} if failure else {}), **evidence},
+            actor=ACTOR)
+        if failure is not None:
+            raise failure
 
     def promote(self, reasons: list[str], evidence: dict[str, Any]) -> None:
         version = self.plan.version
         if self.registry.get_version(version).state != State.CHAMPION:
             self.registry.promote(version, actor=ACTOR, reason="; ".join(reasons))
-        converged = self._converge_after_finish()
-        self.registry.record_verdict(version, {"verdict": "promoted", "reasons": reasons, "replicas_converged": converged,
-                                               **evidence}, actor=ACTOR)
+        self._record_outcome("promoted", reasons, evidence)
 
     def roll_back(self, reasons: list[str], evidence: dict[str, Any]) -> None:
         version = self.plan.version
         if self.registry.get_version(version).state != State.REJECTED:
             # reject() moves the canary to weight 0 and records why, in one audited transaction.
             self.registry.reject(version, reasons, evidence, actor=ACTOR)
-        converged = self._converge_after_finish()
-        self.registry.record_verdict(version, {"verdict": "rolled_back", "reasons": reasons,
-                                               "replicas_converged": converged, **evidence}, actor=ACTOR)
+        self._record_outcome("rolled_back", reasons, evidence)
 
     def abort(self, error: BaseException) -> None:
-        """Something broke mid-release: take the canary out of traffic before re-raising."""
+        """Something broke mid-release: take the canary out of traffic before the caller re-raises ``error``
+        (a rollback that does not reach every worker is logged here, not raised over the original error)."""
         message = error.message if isinstance(error, FreshRecError) else repr(error)
         state = self.registry.serving_state()
         if state.canary is not None and str(state.canary.version) == str(self.plan.version):
-            self.roll_back([f"release aborted: {message}"], {"error": message})
+            try:
+                self.roll_back([f"release aborted: {message}"], {"error": message})
+            except FreshRecError as exc:
+                log.error("the aborted canary %s is rejected in the registry, but: %s", self.plan.version, exc.message)
