@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from freshrec.core.errors import Conflict, FreshRecError, Unauthorized
+from freshrec.core.errors import FreshRecError, Unauthorized
 from freshrec.core.settings import Settings
 from freshrec.pipeline.monitoring.promtext import Scrape, parse_scrape
 
@@ -80,16 +78,3 @@ class ServingClient:
         """Ask every replica to load the registry's desired state now instead of at its next poll."""
         for replica in self.replicas:
             self.admin(replica, "/admin/reconcile")
-
-    def wait_converged(self, generation: int, timeout_s: float, *, poll_s: float = 0.2,
-                       sleep: Callable[[float], None] = time.sleep) -> dict[str, int]:
-        """Block until every replica reports `generation` (or newer) in /v1/models."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            seen = {replica: reported_generation(self.models(replica)) for replica in self.replicas}
-            if all(g >= generation for g in seen.values()):
-                return seen
-            if time.monotonic() >= deadline:
-                raise Conflict(f"replicas did not converge to registry generation {generation} within "
-                               f"{timeout_s:.0f} s: {seen}")
-            sleep(poll_s)
