@@ -121,6 +121,19 @@ def realtime(
     out.print({name: {"value": t["value"], "target": t["target"], "met": t["met"]} for name, t in data["targets"].items()})
 
 
+@app.command("peers")
+def peers(
+    rates: Annotated[str | None, typer.Option(help="open-loop request rates to sweep, e.g. 200,1000,3000")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds per measured point (default 5)")] = None,
+    only: Annotated[str | None, typer.Option("--peers", help="comma list of ray-serve,bentoml,litserve,kserve (default all)")] = None,
+) -> None:
+    """FreshRec vs Ray Serve, BentoML, LitServe and KServe serving the same int8 model and snapshot."""
+    chosen = [p.strip() for p in only.split(",") if p.strip()] if only else None
+    report = _run("peers", rates=_ints(rates), duration_s=duration, peers=chosen)
+    data = json.loads(report.read_text())
+    out.print({name: {"value": t["value"], "target": t["target"], "met": t["met"]} for name, t in data["targets"].items()})
+
+
 @app.command("all")
 def all_() -> None:
     """Every benchmark, one after another."""
