@@ -134,6 +134,21 @@ def peers(
     out.print({name: {"value": t["value"], "target": t["target"], "met": t["met"]} for name, t in data["targets"].items()})
 
 
+@app.command("faults")
+def faults(
+    scenarios: Annotated[str | None, typer.Option(help="comma list of worker_kill,kill_during_swap,registry_down,"
+                                                        "corrupt_artifact,disk_full,overload,concurrent_promotions (default all)")] = None,
+    quick: Annotated[bool, typer.Option(help="shorter phases (the CI form)")] = False,
+) -> None:
+    """Fault scenarios against real servers (kill -9, registry DB down, damaged ONNX, full disk, 5x overload,
+    racing promotions): counts and a pass/fail verdict for each."""
+    report = _run("faults", scenarios=scenarios, quick=quick)
+    data = json.loads(report.read_text())
+    out.print(data["verdicts"])
+    if not data["passed"]:
+        raise typer.Exit(1)
+
+
 @app.command("all")
 def all_() -> None:
     """Every benchmark, one after another."""

@@ -107,7 +107,7 @@ def test_snapshots_round_trip_through_the_database(tmp_path):
     assert store.prune_snapshots(engine, T + M) == 1
 
 
-def test_notifier_logs_and_posts_to_a_webhook(caplog):
+def test_notifier_logs_and_posts_to_a_webhook(caplog, monkeypatch):
     import http.server
     import json
     import threading
@@ -127,6 +127,9 @@ def test_notifier_logs_and_posts_to_a_webhook(caplog):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
+        # A library's dictConfig run by an earlier test of this worker (disable_existing_loggers) may have
+        # disabled the logger; this test is about the notifier, not about that test's logging setup.
+        monkeypatch.setattr(logging.getLogger("freshrec.alerts"), "disabled", False)
         notifier = build_notifier(f"http://127.0.0.1:{server.server_port}/hook")
         with caplog.at_level(logging.WARNING, logger="freshrec.alerts"):
             notifier.notify(Alert("page", "availability burning", "availability", {"burn": 20}))
