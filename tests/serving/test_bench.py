@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import pytest
@@ -26,6 +27,38 @@ def test_open_loop_sends_at_the_offered_rate(server, world: World) -> None:
 def test_closed_loop_single_stream(server, world: World) -> None:
     summary = asyncio.run(closed_loop("127.0.0.1", server.port, _requests(world), 1, 0.5)).summary()
     assert summary["requests"] > 10 and summary["non_2xx"] == 0
+
+
+def test_answers_are_told_apart_by_status_and_retry_after() -> None:
+    """Every other answer is a 503 with Retry-After (sent in two pieces); the result says which was which."""
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+               b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nContent-Length: 2\r\n\r\n{}"]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in itertools.count():
+            try:
+                await reader.readuntil(b"\r\n\r\n{}")
+            except asyncio.IncompleteReadError:  # the generator closed its connection
+                writer.close()
+                return
+            writer.write(answers[n % 2][:20])
+            await writer.drain()
+            writer.write(answers[n % 2][20:])
+
+    async def scenario() -> tuple:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        requests = encode_posts("127.0.0.1", "/x", [b"{}"])
+        async with server:
+            return (await open_loop("127.0.0.1", port, requests, rate=100, duration_s=0.4, connections=1),
+                    await closed_loop("127.0.0.1", port, requests, 1, 0.1))
+
+    opened, closed = asyncio.run(scenario())
+    for result in (opened, closed):
+        assert result.statuses[200] > 0 and result.statuses[503] > 0 and not result.unfinished
+        assert result.retry_after == {200: 0, 503: result.statuses[503]}
+        assert result.latencies_of(503).size == result.statuses[503]
+        assert result.latencies_of(200).size + result.latencies_of(503).size == result.latencies_ms.size
 
 
 @pytest.mark.slow

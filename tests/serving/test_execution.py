@@ -1,4 +1,4 @@
-"""ONNX Runtime execution: provider choice, the saved optimised model, signature and checksum checks."""
+"""ONNX Runtime execution: provider choice, sessions from verified bytes, signature and checksum checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 from freshrec.core.errors import ArtifactIntegrityError, ConfigError
 from freshrec.core.settings import ServingSettings
-from freshrec.serving.execution import CPU, choose_providers, cuda_device_count, warm_up
+from freshrec.serving.execution import CPU, CpuScorer, choose_providers, cpu_session, cuda_device_count, warm_up
 from freshrec.serving.gpu import bucket_sizes
 from freshrec.serving.scorers import build_scorer
 from tests.serving.builders import scoring_model
@@ -30,23 +30,28 @@ def test_providers_fall_back_to_cpu_without_a_gpu() -> None:
         choose_providers(["NoSuchExecutionProvider"])
 
 
-def test_optimised_model_is_saved_and_reused(tmp_path) -> None:
-    artifact = tmp_path / "student.fp32.onnx"
-    onnx.save(scoring_model(30, seed=3), artifact)
-    sha = _sha(artifact)
-    first = build_scorer(artifact, sha, ServingSettings(), [CPU], history_length=8, n_shared=30)
-    optimised = list(tmp_path.glob("student.fp32.*.cpu.opt.onnx"))
-    assert len(optimised) == 1 and optimised[0].with_name(optimised[0].name + ".sha256").is_file()
+def test_a_graph_replaced_in_place_is_served_as_the_new_graph_or_refused(tmp_path) -> None:
+    """Same path, new content (a re-published version, a swapped or damaged file): the session scores like
+    the bytes it verified, never like a copy derived from the old ones, and nothing is written beside it."""
+    artifact = tmp_path / "student.int8.onnx"
     history = np.array([[0, 0, 3, 7]], dtype=np.int64)
     candidates = np.arange(1, 31, dtype=np.int64)[None]
-    expected = first.score(history, candidates)
-    second = build_scorer(artifact, sha, ServingSettings(), [CPU], history_length=8, n_shared=30)
-    np.testing.assert_allclose(second.score(history, candidates), expected, rtol=1e-6)
-    # a damaged optimised copy is rebuilt from the verified artifact, never trusted
-    optimised[0].write_bytes(b"garbage")
-    third = build_scorer(artifact, sha, ServingSettings(), [CPU], history_length=8, n_shared=30)
-    np.testing.assert_allclose(third.score(history, candidates), expected, rtol=1e-6)
-    warm_up(third, candidates[0], history_length=8, max_batch=4)
+    scores = {}
+    for seed in (3, 4):
+        onnx.save(scoring_model(30, seed=seed), artifact)
+        scores[seed] = CpuScorer(cpu_session(artifact, _sha(artifact), ServingSettings())).score(history, candidates)
+    assert not np.allclose(scores[3], scores[4])
+    onnx.save(scoring_model(30, seed=3), artifact)
+    old_sha = _sha(artifact)
+    first = build_scorer(artifact, old_sha, ServingSettings(), [CPU], history_length=8, n_shared=30)
+    np.testing.assert_allclose(first.score(history, candidates), scores[3], rtol=1e-6)
+    onnx.save(scoring_model(30, seed=4), artifact)  # replaced in place
+    with pytest.raises(ArtifactIntegrityError, match="sha256"):
+        cpu_session(artifact, old_sha, ServingSettings())  # the registry still expects the old bytes
+    second = build_scorer(artifact, _sha(artifact), ServingSettings(), [CPU], history_length=8, n_shared=30)
+    np.testing.assert_allclose(second.score(history, candidates), scores[4], rtol=1e-6)
+    assert [p.name for p in tmp_path.iterdir()] == [artifact.name]
+    warm_up(second, candidates[0], history_length=8, max_batch=4)
 
 
 def test_checksum_mismatch_is_refused(tmp_path) -> None:

@@ -6,7 +6,8 @@ busy it waits in the generator and its latency counts from its scheduled time, s
 slow server is charged to the server (no coordinated omission) while the generator's own timer
 lateness (coarse timers on a shared box) is reported separately as ``send_lag``. Closed loop: each connection
 sends its next request as soon as the previous answer arrives (single-stream latency, max throughput).
-Requests are pre-encoded bytes and responses are parsed only as far as status and Content-Length.
+Requests are pre-encoded bytes and responses are parsed only as far as status, Content-Length and whether a
+Retry-After header came back (what an overload test checks of a 503).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+_RETRY_AFTER = re.compile(rb"(?i)\r\nretry-after:")
 
 
 def encode_posts(host: str, path: str, bodies: list[bytes]) -> list[bytes]:
@@ -39,6 +41,12 @@ class LoadResult:
     statuses: Counter = field(default_factory=Counter)
     unfinished: int = 0
     send_lag_ms: np.ndarray | None = None
+    codes: np.ndarray | None = None  # each answer's HTTP status, aligned with latencies_ms
+    retry_after: Counter = field(default_factory=Counter)  # per status, the answers that carried Retry-After
+
+    def latencies_of(self, status: int) -> np.ndarray:
+        """The latencies (ms) of the answers with this status."""
+        return self.latencies_ms[self.codes == status] if self.codes is not None else np.empty(0)
 
     def summary(self) -> dict:
         lat = self.latencies_ms
@@ -94,8 +102,9 @@ class _Connection(asyncio.Protocol):
             if len(buffer) < total:
                 return
             status = int(buffer[9:12])
+            retry_after = _RETRY_AFTER.search(buffer, 0, end + 2) is not None
             del buffer[:total]
-            self._on_response(self, status)
+            self._on_response(self, status, retry_after)
 
 
 async def _connect(host: str, port: int, n: int, on_response) -> list[_Connection]:
@@ -108,17 +117,21 @@ async def open_loop(host: str, port: int, requests: list[bytes], rate: float, du
                     connections: int = 64, drain_timeout_s: float = 10.0) -> LoadResult:
     total = max(1, int(rate * duration_s))
     latencies = np.empty(total, dtype=np.float64)
+    codes = np.zeros(total, dtype=np.int16)
     send_lag = np.zeros(total, dtype=np.float64)
     statuses: Counter = Counter()
+    retry_after: Counter = Counter()
     done = 0
     idle: deque[_Connection] = deque()
     backlog: deque[tuple[float, bytes]] = deque()
     finished = asyncio.get_running_loop().create_future()
 
-    def on_response(conn: _Connection, status: int) -> None:
+    def on_response(conn: _Connection, status: int, has_retry_after: bool) -> None:
         nonlocal done
         latencies[done] = (time.perf_counter() - conn.started_at) * 1000
+        codes[done] = status
         statuses[status] += 1
+        retry_after[status] += has_retry_after
         done += 1
         if done == total and not finished.done():
             finished.set_result(None)
@@ -155,22 +168,27 @@ async def open_loop(host: str, port: int, requests: list[bytes], rate: float, du
         pass
     for conn in conns:
         conn.transport.close()
-    return LoadResult("open", rate, duration_s, latencies[:done].copy(), statuses, total - done, send_lag)
+    return LoadResult("open", rate, duration_s, latencies[:done].copy(), statuses, total - done, send_lag,
+                      codes[:done].copy(), retry_after)
 
 
 async def closed_loop(host: str, port: int, requests: list[bytes], connections: int, duration_s: float) -> LoadResult:
     latencies: list[float] = []
+    codes: list[int] = []
     statuses: Counter = Counter()
+    retry_after: Counter = Counter()
     sent = 0
     active = connections
     stop_at = time.perf_counter() + duration_s  # re-set once connected
     finished = asyncio.get_running_loop().create_future()
 
-    def on_response(conn: _Connection, status: int) -> None:
+    def on_response(conn: _Connection, status: int, has_retry_after: bool) -> None:
         nonlocal sent, active
         now = time.perf_counter()
         latencies.append((now - conn.started_at) * 1000)
+        codes.append(status)
         statuses[status] += 1
+        retry_after[status] += has_retry_after
         if now < stop_at:
             sent += 1
             conn.send(requests[sent % len(requests)], now)
@@ -189,4 +207,5 @@ async def closed_loop(host: str, port: int, requests: list[bytes], connections: 
     elapsed = time.perf_counter() - start
     for conn in conns:
         conn.transport.close()
-    return LoadResult("closed", None, elapsed, np.asarray(latencies), statuses)
+    return LoadResult("closed", None, elapsed, np.asarray(latencies), statuses,
+                      codes=np.asarray(codes, dtype=np.int16), retry_after=retry_after)

@@ -13,7 +13,6 @@ stacks never touch the main venv's pins.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import signal
@@ -37,7 +36,7 @@ from freshrec.core.settings import Settings
 from freshrec.tools.bench import reports
 from freshrec.tools.bench.peer_apps import configs
 from freshrec.tools.bench.processes import free_port, wait_ready
-from freshrec.tools.bench.serving import PATH, ServerSpec, _served_state, measure_server, request_bodies, running_server
+from freshrec.tools.bench.serving import PATH, REQUEST, ServerSpec, _served_state, measure_server, request_bodies, running_server
 
 DEFAULT_RATES = [50, 100, 200, 400, 700, 1000, 1500, 2000, 3000, 4000, 6000]
 COLD_USER = "freshrec-bench-unknown-user"  # checks the cold-start path too
@@ -270,18 +269,8 @@ def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 
                 progress.update()
     reference = FRESHREC_SERVERS[0].name
     report = {
-        "benchmark": "peers",
-        "at": dt.datetime.now(dt.UTC).isoformat(),
-        "model_version": version,
-        "bundle": str(bundle),
-        "snapshot": snapshot.name,
-        "users": len(load.bodies),
-        "request": {"path": PATH, "k": 10, "exclude_seen": True},
-        "slo_p99_ms": load.slo_ms,
-        "duration_s_per_point": duration_s,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        **reports.served_header("peers", (bundle, snapshot, version), len(load.bodies), REQUEST, load.slo_ms,
+                                duration_s, load_before),
         "peer_versions": _installed_versions(bin_),
         "configs": {**{s.name: {"command": f"freshrec serve --workers {s.workers}", "artifact": s.artifact,
                                 "cache_ttl_s": 0} for s in FRESHREC_SERVERS},
@@ -331,9 +320,4 @@ def plot(report: dict, path: Path) -> Path:
     for ax in axes[1:]:
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=0.3)
-    fig.suptitle(f"FreshRec vs peers, int8 student v{report['model_version']}, {report['cpu_count']} CPUs, "
-                 f"load avg before {report['load_average_before'][0]:.1f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return reports.save_served_figure(fig, path, "FreshRec vs peers, int8 student", report)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import os
 import random
@@ -33,11 +32,13 @@ from freshrec.core.accel import cuda_device_count
 from freshrec.core.errors import NotFound, StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
+from freshrec.tools.bench import reports
 from freshrec.tools.bench.loadgen import LoadResult, closed_loop, encode_posts, open_loop
 from freshrec.tools.bench.processes import free_port, stop, wait_ready
 
 DEFAULT_RATES = [25, 50, 100, 250, 500, 1000, 2000, 3000, 4000, 6000]  # low rates for the torch baseline
 PATH = "/v1/recommend"
+REQUEST = {"path": PATH, "k": 10, "exclude_seen": True}  # what request_bodies asks, as the reports state it
 
 
 @dataclass(frozen=True)
@@ -203,31 +204,28 @@ def scoring_throughput(bundle: Path, variants: tuple[str, ...] = ("int8", "fp32"
             if variant == "fp16" and chain[0] == CPU:
                 continue  # fp16 is the GPU format; ORT's CPU EP runs most fp16 ops by casting back
             settings = ServingSettings(max_batch=max(batches), cuda_graphs=chain[0] == CUDA)
-            with tempfile.TemporaryDirectory() as tmp:  # the CPU path saves its optimised graph beside the artifact
-                copy = Path(tmp) / path.name
-                shutil.copyfile(path, copy)
-                try:
-                    scorer = build_scorer(copy, sha256_of(copy), settings, chain, history_length, n_items)
-                except Exception as exc:  # noqa: BLE001 - one variant the provider refuses must not sink the report
-                    rows.append({"variant": variant, "provider": chain[0], "error": str(exc)})
-                    continue
-                if scorer.provider != chain[0]:
-                    continue  # the CUDA EP is compiled in but did not take the session
-                catalogue = np.arange(1, n_items + 1, dtype=np.int64)
-                for batch in batches:
-                    history = rng.integers(1, n_items + 1, size=(batch, history_length), dtype=np.int64)
-                    candidates = np.ascontiguousarray(np.broadcast_to(catalogue, (batch, n_items)))
-                    for _ in range(5):
-                        scorer.score(history, candidates)
-                    calls, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < seconds:
-                        scorer.score(history, candidates)
-                        calls += 1
-                    elapsed = time.perf_counter() - start
-                    rows.append({"variant": variant, "provider": scorer.provider, "batch": batch,
-                                 "cuda_graphs": bool(getattr(scorer, "graphs", False)),
-                                 "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
-                                 "items_scored_per_s": batch * n_items * calls / elapsed})
+            try:
+                scorer = build_scorer(path, sha256_of(path), settings, chain, history_length, n_items)
+            except Exception as exc:  # noqa: BLE001 - one variant the provider refuses must not sink the report
+                rows.append({"variant": variant, "provider": chain[0], "error": str(exc)})
+                continue
+            if scorer.provider != chain[0]:
+                continue  # the CUDA EP is compiled in but did not take the session
+            catalogue = np.arange(1, n_items + 1, dtype=np.int64)
+            for batch in batches:
+                history = rng.integers(1, n_items + 1, size=(batch, history_length), dtype=np.int64)
+                candidates = np.ascontiguousarray(np.broadcast_to(catalogue, (batch, n_items)))
+                for _ in range(5):
+                    scorer.score(history, candidates)
+                calls, start = 0, time.perf_counter()
+                while time.perf_counter() - start < seconds:
+                    scorer.score(history, candidates)
+                    calls += 1
+                elapsed = time.perf_counter() - start
+                rows.append({"variant": variant, "provider": scorer.provider, "batch": batch,
+                             "cuda_graphs": bool(getattr(scorer, "graphs", False)),
+                             "ms_per_call": 1000 * elapsed / calls, "requests_per_s": batch * calls / elapsed,
+                             "items_scored_per_s": batch * n_items * calls / elapsed})
     return rows
 
 
@@ -264,29 +262,14 @@ def run(settings: Settings, rates: list[int] | None = None, duration_s: float = 
             with running_server(spec, settings, bundle, snapshot) as port:
                 results[spec.name] = measure_server(port, bodies, rates, duration_s, slo_ms, connections, progress)
     report = {
-        "benchmark": "serving",
-        "at": dt.datetime.now(dt.UTC).isoformat(),
-        "model_version": version,
-        "bundle": str(bundle),
-        "snapshot": snapshot.name,
-        "users": len(bodies),
-        "request": {"path": PATH, "k": 10, "exclude_seen": True},
-        "slo_p99_ms": slo_ms,
-        "duration_s_per_point": duration_s,
-        "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
+        **reports.served_header("serving", (bundle, snapshot, version), len(bodies), REQUEST, slo_ms, duration_s,
+                                load_before),
         "servers": results,
         "scoring_without_http": (scoring := scoring_throughput(bundle)),
         "gpu_speedup_scoring": gpu_speedups(scoring),
         "speedup_vs_torch_eager": _speedups(results),
     }
-    out_dir = Layout(settings.home).reports / "bench"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "serving.json"
-    path.write_text(json.dumps(report, indent=2))
-    plot(report, out_dir / "serving.png")
-    return path
+    return reports.save(settings, "serving", report, plot)
 
 
 def _speedups(results: dict[str, dict]) -> dict:
@@ -329,9 +312,4 @@ def plot(report: dict, path: Path) -> Path:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("latency (ms)")
     axes[1].legend(fontsize=8)
-    fig.suptitle(f"FreshRec serving, model v{report['model_version']}, {report['cpu_count']} CPUs, "
-                 f"load avg before {report['load_average_before'][0]:.1f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return reports.save_served_figure(fig, path, "FreshRec serving", report)
