@@ -6,16 +6,18 @@ import asyncio
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from freshrec.core.errors import NotFound
 from freshrec.core.layout import Layout
 from freshrec.core.settings import get_settings
+
+if TYPE_CHECKING:
+    from freshrec.tools.simulation.simulator import SimulationReport
 
 out = Console()
 
@@ -33,8 +35,11 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed (users and clicks)")] = 0,
     max_in_flight: Annotated[int, typer.Option(min=1, help="outstanding requests before arrivals are shed")] = 256,
     url: Annotated[str | None, typer.Option(help="serving URL (default: FRESHREC_SERVING_URL)")] = None,
+    report_every: Annotated[float, typer.Option(min=0, help="seconds between progress lines (req/s, CTR so far, "
+                                                "errors); 0: none")] = 10.0,
 ) -> None:
-    """Send synthetic users' requests and clicks; print CTR per variant (JSON + PNG under reports/)."""
+    """Send synthetic users' requests and clicks; print a progress line every --report-every seconds and CTR per
+    variant at the end (JSON + PNG under reports/)."""
     from freshrec.tools.data.synth import load_world
     from freshrec.tools.simulation.report import write_report
     from freshrec.tools.simulation.simulator import SimulationConfig, Simulator
@@ -52,10 +57,12 @@ def simulate(
         sim_day = raw_days[-1] + dt.timedelta(days=1) if raw_days else world.config.start_date
     config = SimulationConfig(url=(url or settings.serving_url).rstrip("/"), rate=rate, duration_s=duration,
                               day=sim_day, k=k, seed=seed, max_in_flight=max_in_flight)
-    with Progress(console=out, transient=True) as progress:
-        bar = progress.add_task(f"simulating {rate:g} req/s for {duration:g} s", total=round(rate * duration))
-        simulator = Simulator(world, config, progress=lambda i: progress.update(bar, completed=i))
-        report = asyncio.run(simulator.run())
+    # Plain lines, flushed: `make up` runs the simulator in the background into a log file.
+    print(f"simulate: {rate:g} req/s for {duration:g} s against {config.url}, day {sim_day}", flush=True)
+    simulator = Simulator(world, config, progress=_print_status if report_every > 0 else None,
+                          progress_every_s=report_every or 10.0)
+    report = asyncio.run(simulator.run())
+    _print_status(report, report.elapsed_s, "done: ")
     summary = report.to_dict()
     summary["day"] = sim_day.isoformat()
     json_path = write_report(summary, layout.reports / "simulate")
@@ -71,3 +78,7 @@ def simulate(
     out.print(f"sent {report.sent}/{report.planned}, shed {report.shed}, failed {dict(report.failed)}; "
               f"report {json_path}")
     out.print_json(json.dumps({k: summary[k] for k in ("sent", "shed", "failed", "achieved_rate")}))
+
+
+def _print_status(report: SimulationReport, elapsed_s: float, prefix: str = "") -> None:
+    print(f"simulate: {prefix}{report.status_line(elapsed_s)}", flush=True)

@@ -36,6 +36,7 @@ class Layout:
     lake/raw/events/_meta/       item and user metadata (genres, demographics) when imported
     models/                      one folder per trained run (ONNX, vocab, model card, reports)
     reports/                     evaluation and benchmark reports (JSON + PNG), GX Data Docs
+    reports/release_status.json  the release controller's progress (canary weight, checks, verdict so far)
     airflow/                     the local Airflow home (SQLite, logs)
     logs/, run/                  local stack logs and PID files
     registry.db                  default SQLite registry
@@ -103,6 +104,10 @@ class Layout:
     @property
     def reports(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def release_status(self) -> Path:
+        return self.reports / "release_status.json"
 
     @property
     def data_docs(self) -> Path:

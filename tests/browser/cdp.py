@@ -146,7 +146,8 @@ class Browser:
         port = self._devtools_port(timeout=60)
         targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
         page = next(t for t in targets if t["type"] == "page")
-        self._ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30)
+        # Entered as a context manager (websockets deprecates a bare connect()); closed in __exit__.
+        self._ws = connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=30).__enter__()
         tab = Page(self._ws)
         tab.send("Page.enable")
         tab.send("Runtime.enable")

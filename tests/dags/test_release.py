@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from freshrec.core.registry import State
+from freshrec.core.release_status import read_release_status
 from tests.release.stack import Load, release_world, serving  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
@@ -34,6 +35,11 @@ def test_release_dag_promotes_a_healthy_canary(airflow_db, release_world, servin
     assert body["preflight"]["offline_latency"]["p99_ms"] > 0
     assert [a["weight"] for a in body["analyses"] if a["outcome"] == "pass"] == [50, 100]
     assert load.failures == []
+    # What the /canary page shows: the release tasks recorded every window and the outcome.
+    status = read_release_status(world.home)
+    [recorded] = status.history
+    assert status.current is None and (recorded.version, recorded.state) == (version, "promoted")
+    assert [(w.weight, w.outcome) for w in recorded.windows if w.outcome == "pass"] == [(50, "pass"), (100, "pass")]
 
 
 def test_release_cli_rolls_back_a_slow_canary(airflow_db, release_world, serving):

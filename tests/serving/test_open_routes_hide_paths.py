@@ -18,7 +18,8 @@ from tests.serving.builders import served_variant
 from tests.serving.conftest import RunningServer, World, admin_headers
 
 ABSOLUTE = re.compile(r"(?<![\w.$])/(?:tmp|home|root|usr|var|work|etc|opt|srv)/")
-OPEN_GETS = ("/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/no-such-route")
+OPEN_GETS = ("/v1/models", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/redoc", "/no-such-route",
+             "/canary", "/v1/canary")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from freshrec.core.errors import InvalidInput
 from freshrec.pipeline.monitoring.promtext import parse_scrape
 from freshrec.tools.data.world import WorldConfig, make_world, save_world
-from freshrec.tools.simulation.simulator import SimulationConfig, Simulator, first_click
+from freshrec.tools.simulation.simulator import SimulationConfig, SimulationReport, Simulator, first_click
 from tests.release.stack import N_ITEMS, N_USERS, release_world, serving  # noqa: F401 (fixtures)
 
 
@@ -33,6 +33,16 @@ def test_config_is_bounded():
         SimulationConfig(url="http://x", rate=0, duration_s=1, day=0)
     with pytest.raises(InvalidInput):
         SimulationConfig(url="http://x", rate=1e6, duration_s=100, day=0)
+
+
+def test_status_line_shows_pace_click_rate_and_errors():
+    report = SimulationReport(planned=100, sent=50, shed=2)
+    report.variants["champion"].requests, report.variants["champion"].clicks = 40, 4
+    report.variants["canary"].requests, report.variants["canary"].clicks = 8, 2
+    report.failed["503"] += 2
+    assert report.status_line(10.0) == ("10 s: 5.0 req/s, 48 answered, CTR 0.1250 (canary 0.2500 of 8, champion 0.1000 "
+                                        "of 40), errors 2 (503 x2), shed 2")
+    assert SimulationReport(planned=1).status_line(0.0) == "0 s: 0.0 req/s, 0 answered, CTR -, errors 0, shed 0"
 
 
 @pytest.fixture
@@ -65,8 +75,14 @@ def test_simulate_cli_writes_a_report(release_world, serving, truth):
     _, truth_path = truth
     cli = str(Path(sys.executable).with_name("freshrec"))
     proc = subprocess.run([cli, "simulate", "--rate", "40", "--duration", "1", "--truth", str(truth_path),
-                           "--day", "2026-01-10"], env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+                           "--day", "2026-01-10", "--report-every", "0.4"],
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # One line per period and one at the end: what `make up`'s simulator log shows while a canary runs.
+    status = [line for line in proc.stdout.splitlines() if line.startswith("simulate: ") and "req/s, " in line]
+    assert 2 <= len(status) <= 5, proc.stdout
+    assert status[-1].startswith("simulate: done: ") and " 40 answered, CTR 0." in status[-1], status[-1]
+    assert "(champion 0." in status[-1] and ", errors 0, shed 0" in status[-1], status[-1]
     reports = sorted((release_world.home / "reports" / "simulate").glob("*.json"))
     assert reports and reports[-1].with_suffix(".png").is_file()
     body = json.loads(reports[-1].read_text())

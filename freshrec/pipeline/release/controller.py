@@ -29,6 +29,7 @@ from freshrec.pipeline.release.analysis import (
     decide,
 )
 from freshrec.pipeline.release.convergence import IntendedServing, confirm_served
+from freshrec.pipeline.release.progress import ReleaseProgress
 
 log = logging.getLogger(__name__)
 ACTOR = "release"
@@ -74,8 +75,9 @@ class CanaryResult:
 
 class CanaryController:
     def __init__(self, registry: Registry, serving: ServingClient, plan: ReleasePlan, *,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, progress: ReleaseProgress | None = None) -> None:
         self.registry, self.serving, self.plan, self.sleep = registry, serving, plan, sleep
+        self.progress = progress  # where people watching the release see it (None: nowhere)
         self._champion_p99_ms: float | None = None  # the latest champion p99 with enough traffic
 
     # --- traffic -------------------------------------------------------------------------------
@@ -95,6 +97,8 @@ class CanaryController:
         else:
             self.registry.set_canary_weight(weight, actor=ACTOR, reason=reason, shadow=shadow)
         self.converge()
+        if self.progress is not None:
+            self.progress.weight(weight, shadow=shadow)
         log.info("version %s serves %g%% of traffic%s", version, weight, " (shadow)" if shadow else "")
 
     # --- analysis ------------------------------------------------------------------------------
@@ -120,6 +124,8 @@ class CanaryController:
         analysis = analyse_shadow(window(baseline, after, "shadow"), window(baseline, after, "champion"),
                                   self.plan.policy)
         self._remember_champion(analysis)
+        if self.progress is not None:
+            self.progress.window(analysis, None, 0, phase="shadow")
         return analysis
 
     def run(self) -> CanaryResult:
@@ -146,6 +152,8 @@ class CanaryController:
                                           last_step=index == len(steps) - 1,
                                           require_approval=self.plan.require_approval)
                 analyses.append({**analysis.to_dict(), "action": str(action)})
+                if self.progress is not None:
+                    self.progress.window(analysis, str(action), progress.failures)
                 log.info("step %g%%: %s -> %s %s", weight, analysis.outcome, action, analysis.reasons)
                 if action is not Action.EXTEND:
                     break  # an extension keeps the same baseline, so the window keeps growing
@@ -172,6 +180,8 @@ class CanaryController:
             "verdict": verdict, "reasons": reasons, "replicas_converged": failure is None,
             **({"not_served": failure.details.get("replicas", failure.message)} if failure else {}), **evidence},
             actor=ACTOR)
+        if self.progress is not None:
+            self.progress.finished(verdict, reasons)
         if failure is not None:
             raise failure
 

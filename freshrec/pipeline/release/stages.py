@@ -14,10 +14,12 @@ from typing import Any
 from freshrec.core.errors import ArtifactIntegrityError, GateFailed, InvalidInput, ReleaseRolledBack
 from freshrec.core.registry import Registry, State, open_registry
 from freshrec.core.settings import Settings
+from freshrec.pipeline.export.edge import export_after_promotion
 from freshrec.pipeline.monitoring.serving_api import ServingClient
 from freshrec.pipeline.release.analysis import CanaryPolicy
 from freshrec.pipeline.release.controller import ACTOR, CanaryController, ReleasePlan, parse_steps
 from freshrec.pipeline.release.preflight import run_preflight
+from freshrec.pipeline.release.progress import ReleaseProgress
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def controller_for(settings: Settings, params: Mapping[str, Any]) -> Iterator[Ca
     registry = open_registry(settings)
     try:
         with ServingClient(settings) as serving:
-            yield CanaryController(registry, serving, plan)
+            yield CanaryController(registry, serving, plan, progress=ReleaseProgress(settings.home, plan.version, plan.steps))
     finally:
         registry.close()
 
@@ -73,6 +75,7 @@ def preflight(settings: Settings, params: Mapping[str, Any]) -> dict[str, Any]:
             registry.reject(plan.version, [f"preflight: {exc.message}"], evidence, actor=ACTOR)
             registry.record_verdict(plan.version, {"verdict": "rejected", "reasons": [exc.message], **evidence},
                                     actor=ACTOR)
+            ReleaseProgress(settings.home, plan.version, plan.steps).finished("rejected", [f"preflight: {exc.message}"])
             raise
     finally:
         registry.close()
@@ -127,6 +130,7 @@ def promote(settings: Settings, params: Mapping[str, Any], preflight_evidence: d
         reasons.append(f"approved by {approval.get('responded_by_user')}")
     with controller_for(settings, params) as controller:
         controller.promote(reasons, _evidence(preflight_evidence, canary_result, approval))
+        export_after_promotion(settings, controller.plan.version)  # edge clients follow the new champion
         return controller.plan.version
 
 

@@ -12,6 +12,7 @@ finds the limit reached is counted as shed, not queued.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections import defaultdict
@@ -85,6 +86,20 @@ class SimulationReport:
             "variants": {v: {**s.summary(), "versions": sorted(self.versions[v])} for v, s in self.variants.items()},
         }
 
+    def status_line(self, elapsed_s: float) -> str:
+        """One line for a log: pace, click-through rate so far (overall and per variant), errors."""
+        answered = sum(s.requests for s in self.variants.values())
+        clicks = sum(s.clicks for s in self.variants.values())
+        rate = self.sent / elapsed_s if elapsed_s > 0 else 0.0
+        ctr = f"{clicks / answered:.4f}" if answered else "-"
+        arms = ", ".join(f"{v} {s.clicks / s.requests:.4f} of {s.requests}"
+                         for v, s in sorted(self.variants.items()) if s.requests)
+        errors = sum(self.failed.values())
+        detail = ", ".join(f"{k} x{n}" for k, n in sorted(self.failed.items()))
+        return (f"{elapsed_s:.0f} s: {rate:.1f} req/s, {answered} answered, CTR {ctr}" + (f" ({arms})" if arms else "")
+                + f", errors {errors}" + (f" ({detail})" if detail else "") + f", shed {self.shed}"
+                + (f", feedback failed {self.feedback_failed}" if self.feedback_failed else ""))
+
 
 def first_click(probabilities: np.ndarray, uniforms: np.ndarray) -> int | None:
     """Cascade model: index of the first item clicked, scanning top-down, or None."""
@@ -93,9 +108,11 @@ def first_click(probabilities: np.ndarray, uniforms: np.ndarray) -> int | None:
 
 
 class Simulator:
+    """``progress(report, elapsed_s)`` is called every ``progress_every_s`` while traffic runs."""
+
     def __init__(self, truth: GroundTruth, config: SimulationConfig, *,
-                 progress: Callable[[int], None] | None = None) -> None:
-        self.truth, self.config, self.progress = truth, config, progress
+                 progress: Callable[[SimulationReport, float], None] | None = None, progress_every_s: float = 10.0) -> None:
+        self.truth, self.config, self.progress, self.progress_every_s = truth, config, progress, progress_every_s
         self.rng = np.random.default_rng(config.seed)
         self.report = SimulationReport(planned=int(round(config.rate * config.duration_s)))
 
@@ -135,6 +152,12 @@ class Simulator:
         except httpx.HTTPError:
             report.feedback_failed += 1
 
+    async def _report_progress(self, progress: Callable[[SimulationReport, float], None], start: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.progress_every_s)
+            progress(self.report, loop.time() - start)
+
     async def run(self) -> SimulationReport:
         cfg, report = self.config, self.report
         users = self.truth.sample_users(report.planned, cfg.day, self.rng)
@@ -144,6 +167,7 @@ class Simulator:
         loop = asyncio.get_running_loop()
         async with httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits) as http:
             start = loop.time()
+            reporter = loop.create_task(self._report_progress(self.progress, start)) if self.progress else None
             for i in range(report.planned):
                 delay = start + i / cfg.rate - loop.time()
                 if delay > 0:
@@ -155,9 +179,11 @@ class Simulator:
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 report.sent += 1
-                if self.progress and i % 100 == 0:
-                    self.progress(i)
             if in_flight:
                 await asyncio.wait(in_flight, timeout=cfg.timeout_s * 2)
             report.elapsed_s = loop.time() - start
+            if reporter is not None:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
         return report
