@@ -33,7 +33,7 @@ from freshrec.core.events import EventRules
 from freshrec.core.layout import Layout
 from freshrec.core.online import open_store
 from freshrec.core.settings import Settings, get_settings
-from freshrec.serving import contract
+from freshrec.serving import canary_page, contract
 from freshrec.serving.cache import ResultCache
 from freshrec.serving.ingest import Ingestor, parse_events_body
 from freshrec.serving.live import LiveState
@@ -93,6 +93,7 @@ class ServingRuntime:
 
     def _swapped(self, table: RoutingTable) -> None:
         self.cache.clear()
+        self.service.forget()
         self.siblings.record(table.generation)
         # The loaded tables hold millions of long-lived objects (per-user arrays); left to the cyclic
         # GC they make every full collection a multi-millisecond pause, i.e. p99 spikes. Collect once
@@ -268,7 +269,8 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     async def _recommend(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.RecommendRequest)
         table, routed = _route(runtime, scope, body.user_id)
-        return 200, await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen)
+        return 200, await runtime.service.recommend(table, routed, body.user_id, body.k, body.exclude_seen,
+                                                    body.explain)
 
     async def _score(runtime: ServingRuntime, scope: Scope, raw: bytes) -> tuple[int, bytes]:
         body = _parse_body(raw, contract.ScoreRequest)
@@ -341,6 +343,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
     hot_entries.update({"/v1/recommend": _direct(_recommend), "/v1/score": _direct(_score),
                         "/v1/feedback": _direct(_feedback), "/v1/events": _direct(_events)})
     app.include_router(hot)
+    app.include_router(canary_page.router)  # GET /canary and /v1/canary: the release as it happens
 
     @app.get("/v1/models", tags=["v1"])
     async def models(request: Request) -> Response:

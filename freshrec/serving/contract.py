@@ -15,16 +15,34 @@ UserId = Field(min_length=1, max_length=256, description="the caller's user id; 
 
 
 class RecommendRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "42", "k": 10, "exclude_seen": True}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "42", "k": 10, "exclude_seen": True},
+                                                              {"user_id": "42", "k": 5, "explain": True}]})
     user_id: StrictStr = UserId
     k: StrictInt = Field(10, ge=1, le=1000, description="how many items to return")
     exclude_seen: StrictBool = Field(True, description="drop items the user already interacted with")
+    explain: StrictBool = Field(False, description="add each item's `contributors`: the history items that raised "
+                                "its score most. Costs one extra model call of history length + 1 rows; not cached")
+
+
+class Contributor(BaseModel):
+    item_id: str = Field(description="an item of the user's history")
+    contribution: float = Field(description="how much this history item raises the recommended item's score: the "
+                                "served model re-scores the full history and, in the same call, the history "
+                                "without this item; this is the difference (same scale as `score`, so `score - "
+                                "contribution` is the score without it, up to int8 rounding; negative when the "
+                                "item pulls it down)")
 
 
 class ScoredItem(BaseModel):
     item_id: str
-    score: float = Field(description="the model's score; in a cold_start answer, the item's share of the "
-                                     "snapshot's interactions (0..1)")
+    score: float = Field(description="the probability (0..1) that this item is the user's next interaction, on "
+                         "one scale for every reason: personalised, the model's softmax share over its candidate "
+                         "set (the catalogue, or the serving.max_candidates most popular items); cold_start and "
+                         "fallback, the item's share of the snapshot's interactions. /v1/score returns the "
+                         "model's raw scores instead; both rank the same")
+    contributors: list[Contributor] | None = Field(
+        None, description="only with \"explain\": true: up to 3 history items with the largest contributions, "
+                          "largest first; empty in a cold_start or fallback answer")
 
 
 class RecommendResponse(BaseModel):
@@ -32,9 +50,14 @@ class RecommendResponse(BaseModel):
     items: list[ScoredItem]
     model_version: str
     variant: Literal["champion", "canary"]
-    reason: Literal["personalised", "cold_start"] = Field(
+    reason: Literal["personalised", "cold_start", "fallback"] = Field(
         description="personalised: the model scored the user's history (snapshot and live events); cold_start: "
-                    "no history the model knows, so the most popular items")
+                    "a user nobody has seen (no snapshot row, no live events), so the most popular items; "
+                    "fallback: a known user none of whose items the model knows (e.g. only items newer than "
+                    "the model), so the most popular items they have not seen")
+    snapshot_only: bool = Field(
+        description="true when the online store did not answer: the list comes from the daily snapshot alone and "
+                    "misses the user's events since (a new user's may then read cold_start); false otherwise")
 
 
 class ScoreRequest(BaseModel):

@@ -58,6 +58,48 @@ def merge_live(snapshot_history: np.ndarray | None, live: Sequence[LiveEvent], w
                        unknown)
 
 
+MEMO_SIZE = 8192  # users whose merged state is kept (a few KB each: history, seen items and positions)
+
+
+class MergeMemo:
+    """The merged state of a user's recent requests, reused while neither the tail nor the served version changed.
+
+    A user's tail only grows at its end (appends) and shrinks from its start (a length cap, expiry, the trim
+    of entries a snapshot covers, which never restores an entry), and every entry's (writer, seq) is unique.
+    So two reads with the same length, first and last entry hold the same entries, and the merge of the
+    first read is the merge of the second: a user paging or refreshing between two events costs a dict
+    lookup instead of the merge. The owner (the served version) is compared by identity, and
+    :meth:`clear` runs on every routing-table swap so no entry outlives, or keeps alive, what it merged.
+    """
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self._size = size
+        self._entries: dict[tuple, tuple[object, object]] = {}
+
+    @staticmethod
+    def key(user_id: str, tail: Sequence[LiveEvent], flavour: object) -> tuple:
+        first, last = tail[0], tail[-1]
+        return user_id, flavour, len(tail), first.writer, first.seq, last.writer, last.seq
+
+    def get(self, owner: object, key: tuple) -> object | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not owner:
+            return None
+        return entry[1]
+
+    def put(self, owner: object, key: tuple, value: object) -> None:
+        entries = self._entries
+        if len(entries) >= self._size and key not in entries:
+            del entries[next(iter(entries))]  # the oldest entry (dicts keep insertion order)
+        entries[key] = (owner, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class LiveState:
     """The store as the request path sees it. ``enabled`` False (settings.online.enabled) turns live
     state off entirely: no reads, no writes (events are still logged)."""

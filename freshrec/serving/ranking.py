@@ -49,3 +49,14 @@ def padded_candidates(rows: list[np.ndarray], pad: int = 0) -> np.ndarray:
     for i, row in enumerate(rows):
         out[i, : row.size] = row
     return out
+
+
+def softmax_shares(scores: np.ndarray, picked: np.ndarray) -> np.ndarray:
+    """The share of each ``picked`` score in the softmax over its whole row: exp(p) / sum(exp(row)).
+
+    The model is trained with a softmax over the catalogue, so this is its probability that the user's next
+    interaction is that item. ``scores`` is a row [C] or rows [n, C]; ``picked`` holds values taken from it
+    ([k], or [n, k]), e.g. the scores :func:`top_k` returns.
+    """
+    top = scores.max(axis=-1, keepdims=True)
+    return np.exp(picked - top) / np.exp(scores - top).sum(axis=-1, keepdims=True)

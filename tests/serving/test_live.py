@@ -7,7 +7,7 @@ import pytest
 
 from freshrec.core.events import Watermark
 from freshrec.core.online import LiveEvent
-from freshrec.serving.live import merge_live
+from freshrec.serving.live import MergeMemo, merge_live
 
 INDEX = {f"i{n}": n for n in range(1, 60)}
 
@@ -37,3 +37,24 @@ def test_many_live_items_merge_like_few(n_live: int) -> None:
     merged = merge_live(np.array([10, 1, 11]), tail, Watermark(), INDEX, history_length=100)
     assert merged.history.tolist() == [1] + list(range(10, 10 + n_live))
     assert merged.history.dtype == np.int64 and merged.live_items.dtype == np.int64
+
+
+def test_merge_memo_hits_only_the_same_tail_of_the_same_owner() -> None:
+    memo = MergeMemo(size=2)
+    owner, other = object(), object()
+    tail = [ev("i1", 1, seq=1), ev("i2", 2, seq=2)]
+    key = MergeMemo.key("u", tail, True)
+    memo.put(owner, key, "merged")
+    assert memo.get(owner, MergeMemo.key("u", list(tail), True)) == "merged"
+    assert memo.get(other, key) is None  # another served version (after a swap) never reuses it
+    assert memo.get(owner, MergeMemo.key("u", tail, False)) is None  # exclude_seen changes the state
+    grown = [*tail, ev("i3", 3, seq=3)]  # an acknowledged event: a new last entry, a new key
+    assert memo.get(owner, MergeMemo.key("u", grown, True)) is None
+    trimmed = tail[1:]  # the head left (cap, expiry or a snapshot's trim): the length and first entry change
+    assert memo.get(owner, MergeMemo.key("u", trimmed, True)) is None
+    assert memo.get(owner, MergeMemo.key("v", tail, True)) is None
+    memo.put(owner, MergeMemo.key("v", tail, True), "v")
+    memo.put(owner, MergeMemo.key("w", tail, True), "w")  # bounded: the oldest entry leaves
+    assert len(memo) == 2 and memo.get(owner, key) is None
+    memo.clear()
+    assert len(memo) == 0

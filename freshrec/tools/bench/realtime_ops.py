@@ -307,22 +307,29 @@ def measure_recommend_latency(home: Path, store_url: str | None, *, users: int =
         queried = [str(u) for u in rng.choice(world.users, size=min(users, len(world.users)), replace=False)]
         bodies = [orjson.dumps({"user_id": u, "k": K, "exclude_seen": True}) for u in queried]
         uncached = {"FRESHREC_SERVING__CACHE_TTL_S": "0"}
+        off_env = world.server_env(store_url, "latency", **uncached, FRESHREC_ONLINE__ENABLED="false")
+        # A second live-off server is the control: the p99 ratio of two identical servers is this box's noise
+        # floor for the on/off ratio (a shared 2-core box moves p99 by tens of percent on its own).
         with _serve(world, world.server_env(store_url, "latency", **uncached)) as on, \
-                _serve(world, world.server_env(store_url, "latency", **uncached, FRESHREC_ONLINE__ENABLED="false")) as off:
+                _serve(world, off_env) as off, _serve(world, off_env) as control:
             _post_live_tails(on.port, queried, world, events_per_user, rng)
             servers = {"on": on, "off": off}
-            single = _alternating_single_stream({name: s.port for name, s in servers.items()},
+            single = _alternating_single_stream({"on": on.port, "off": off.port, "off_control": control.port},
                                                 encode_posts(HOST, "/v1/recommend", bodies), rounds, round_s)
             tails = _metric(on.port, "freshrec_live_tail_events_sum"), _metric(on.port, "freshrec_live_tail_events_count")
             with tqdm(total=0, disable=True) as progress:
                 sweeps = {name: measure_server(server.port, bodies, rates or RECOMMEND_RATES, duration_s,
                                                RECOMMEND_P99_MS, 64, progress) for name, server in servers.items()}
     ratio = single["on"]["p99_ms"] / single["off"]["p99_ms"] if single["off"].get("p99_ms") else None
+    noise = single["off_control"]["p99_ms"] / single["off"]["p99_ms"] if single["off"].get("p99_ms") else None
+    p50_ratio = single["on"]["p50_ms"] / single["off"]["p50_ms"] if single["off"].get("p50_ms") else None
     return {
         "store": store_url or "embedded", "workers": 1, "cache": "off", "users": len(queried),
         "live_events_per_user": events_per_user,
         "mean_live_tail_per_request": round(tails[0] / tails[1], 2) if tails[1] else 0,
         "single_stream": single, "single_stream_rounds": {"rounds": rounds, "round_s": round_s},
+        "p50_live_over_off": round(p50_ratio, 4) if p50_ratio else None,
+        "p99_control_over_off": round(noise, 4) if noise else None,
         "max_rate_within_slo": {name: s["max_rate_within_slo"] for name, s in sweeps.items()},
         "sweeps": {name: {"closed_loop": s["closed_loop"], "open_loop": s["open_loop"]} for name, s in sweeps.items()},
         "slo_p99_ms": RECOMMEND_P99_MS, "load_average": os.getloadavg(),

@@ -18,7 +18,7 @@ import numpy as np
 from freshrec.core.settings import ServingSettings
 from freshrec.serving.contract import RecommendRequest
 from freshrec.serving.execution import CpuScorer, cpu_session, sha256_of
-from freshrec.serving.ranking import right_aligned, top_k
+from freshrec.serving.ranking import right_aligned, softmax_shares, top_k
 from freshrec.serving.snapshot import bind_snapshot, read_snapshot
 
 INT8_ARTIFACT = "student.int8.onnx"
@@ -51,7 +51,8 @@ class Recommender:
             for scores, (i, row) in zip(self.scorer.score(history, self._candidates_for(len(warm))), warm):
                 request = requests[i]
                 positions, best = top_k(scores, request.k, self.seen_positions[row] if request.exclude_seen else None)
-                personalised[i] = self._body(request, self.candidates[positions], best, "personalised")
+                shares = softmax_shares(scores, best)
+                personalised[i] = self._body(request, self.candidates[positions], shares, "personalised")
         return [personalised.get(i) or self._cold_start(request, row) for i, (request, row) in enumerate(zip(requests, rows))]
 
     def _candidates_for(self, batch: int) -> np.ndarray:
@@ -69,7 +70,7 @@ class Recommender:
             window = min(popular.size, request.k + seen.size)
             keep = ~np.isin(popular[:window], seen)
             popular, shares = popular[:window][keep], shares[:window][keep]
-        return self._body(request, popular[: request.k], shares[: request.k], "cold_start")
+        return self._body(request, popular[: request.k], shares[: request.k], "cold_start" if row is None else "fallback")
 
     def _body(self, request: RecommendRequest, items: np.ndarray, scores: np.ndarray, reason: str) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class Recommender:
             "model_version": self.model_version,
             "variant": "champion",
             "reason": reason,
+            "snapshot_only": False,
         }
 
 
