@@ -4,6 +4,7 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EDGE_STAMP := edge/node_modules/.package-lock.json
 export FRESHREC_HOME ?= $(CURDIR)/.freshrec
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -19,7 +20,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-install: $(STAMP) sysdeps
+install: $(STAMP) sysdeps $(EDGE_STAMP)
+
+# The edge client's onnxruntime-web from npm, exactly as edge/package-lock.json pins it (redone when it changes).
+$(EDGE_STAMP): edge/package-lock.json | sysdeps
+	cd edge && npm ci --no-audit --no-fund --ignore-scripts
 
 # Debian packages the product and its tests use, installed only when missing.
 sysdeps:

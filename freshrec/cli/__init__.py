@@ -25,6 +25,7 @@ _GROUPS = [
     ("freshrec.cli.registry", "registry", "Inspect and move model versions and aliases."),
     ("freshrec.cli.bench", "bench", "Benchmarks (JSON + PNG under FRESHREC_HOME/reports)."),
     ("freshrec.cli.release", "release", "Canary releases."),
+    ("freshrec.cli.export", "export", "Bundles for other runtimes: the edge bundle for browsers and devices."),
 ]
 # (module, command name): single commands
 _COMMANDS = [

@@ -43,6 +43,15 @@ def export(candidates: Annotated[str | None, typer.Option(help="candidates per c
     _run("export", candidates=_ints(candidates))
 
 
+@app.command("edge")
+def edge(
+    histories: Annotated[int | None, typer.Option(help="snapshot histories compared with /v1/recommend")] = None,
+    offline_events: Annotated[int | None, typer.Option(help="events recorded offline, then sent once online")] = None,
+) -> None:
+    """The champion's edge bundle in headless chromium vs the server: parity, scoring p50, size, offline queue."""
+    _run("edge", histories=histories, offline_events=offline_events)
+
+
 @app.command("models")
 def models(
     ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],

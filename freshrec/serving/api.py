@@ -35,6 +35,7 @@ from freshrec.core.online import open_store
 from freshrec.core.settings import Settings, get_settings
 from freshrec.serving import canary_page, contract
 from freshrec.serving.cache import ResultCache
+from freshrec.serving.edge import router as edge_router
 from freshrec.serving.ingest import Ingestor, parse_events_body
 from freshrec.serving.live import LiveState
 from freshrec.serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -344,6 +345,7 @@ def create_app(settings: Settings | None = None, gateway: RegistryGateway | None
                         "/v1/feedback": _direct(_feedback), "/v1/events": _direct(_events)})
     app.include_router(hot)
     app.include_router(canary_page.router)  # GET /canary and /v1/canary: the release as it happens
+    app.include_router(edge_router)  # edge bundles and the demo page
 
     @app.get("/v1/models", tags=["v1"])
     async def models(request: Request) -> Response:

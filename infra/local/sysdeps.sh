@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null || need+=(chromium)
+# The edge client's onnxruntime-web comes from npm (make install runs npm ci in edge/).
+command -v npm >/dev/null || need+=(nodejs npm)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v wrk >/dev/null || need+=(wrk)
 # The online store of `make up` and the real-time benchmarks (redis-tools comes with it).

@@ -207,6 +207,7 @@ if [ "$UP_BOOTSTRAP" = 1 ]; then
   step "first champion"
   # Runs before Airflow starts: the in-process pipeline and the scheduler share one SQLite file.
   bootstrap_champion
+  freshrec export edge >/dev/null || echo "warning: the champion's edge bundle was not exported (freshrec export edge)" >&2
 fi
 
 step "Airflow (standalone) on $AIRFLOW_URL"
@@ -250,11 +251,13 @@ EOF
 if [ "$UP_SERVING" = 1 ]; then
   cat <<EOF
   Serving        $SERVING_URL   (OpenAPI $SERVING_URL/docs, metrics $SERVING_URL/metrics)
+  Canary         $SERVING_URL/canary   (weight, checks, verdict so far; JSON at /v1/canary)
+  Edge demo      $SERVING_URL/edge/   (the champion scored in the browser; manifest at /v1/edge/manifest)
   Online store   ${FRESHREC_ONLINE__STORE_URL:-embedded (SQLite under $FRESHREC_HOME)}
 EOF
 fi
 cat <<EOF
   Airflow CLI    bash infra/local/airflow.sh <command>   (the stack's AIRFLOW_HOME and settings)
-  Logs           $LOG_DIR
+  Logs           $LOG_DIR$( [ "$SIMULATE" = 1 ] && [ -f "$TRUTH" ] && printf '   (simulator req/s and CTR every 10 s: simulator.log)')
   Stop           make down        Status: make status
 EOF

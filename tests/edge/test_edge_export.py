@@ -1,0 +1,60 @@
+"""The edge bundle's export: checksums, trimming, immutability per version, the smallest graph with parity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+
+from tests.serving.builders import scoring_model
+from tests.serving.conftest import World
+
+
+def test_bundle_files_match_the_manifest_and_trimming_is_reported(world: World, champion: str) -> None:
+    from freshrec.pipeline.export.edge import export_edge, published_manifest
+
+    assert published_manifest(world.settings) is None
+    manifest = export_edge(world.settings)
+    folder = world.settings.home / "edge" / champion
+    for name, meta in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"] and len(data) == meta["bytes"]
+    assert published_manifest(world.settings) == manifest
+    popular = json.loads((folder / "popular.json").read_text())
+    assert popular["items"][0] == 1 and abs(sum(popular["scores"]) - 1) < 1e-5  # share of interactions, i1 first
+
+    trimmed = export_edge(world.settings, champion, world.home / "small", max_items=10)
+    assert trimmed["trimmed"] == {"max_items": 10, "candidates": 10, "catalogue": len(world.items)}
+    assert json.loads((world.home / "small" / "candidates.json").read_text())["items"] == list(range(1, 11))
+
+
+def test_a_smaller_graph_is_kept_only_with_parity() -> None:
+    from freshrec.pipeline.export.edge_graph import agreement, shrink, smallest_with_parity
+
+    served = scoring_model(800, dim=16, seed=3).SerializeToString()
+    rng = np.random.default_rng(0)
+    histories = [rng.integers(1, 801, size=int(rng.integers(1, 20))).tolist() for _ in range(200)]
+    candidates = np.arange(1, 801, dtype=np.int64)
+    name, graph, trials = smallest_with_parity(served, histories, candidates)
+    assert [t["variant"] for t in trials] == ["served", "tables_fp16", "tables_int8"]
+    assert sum(t["kept"] for t in trials) == 1 and len(graph) <= len(served)
+    if name != "served":
+        scores = agreement(served, graph, histories, candidates)
+        assert scores["top10_identical"] >= 0.99 and scores["rank1_identical"] == 1.0
+    small = shrink(served, "tables_int8")
+    assert small is not None and len(small) < len(served) / 2
+    onnx.checker.check_model(onnx.load_from_string(small))
+    # A model without a large gathered fp32 table is left as it is.
+    assert shrink(scoring_model(20, seed=1).SerializeToString(), "tables_fp16") is None
+
+
+def test_the_release_hook_exports_once_and_never_fails_the_release(world: World, champion: str, caplog) -> None:
+    from freshrec.pipeline.export.edge import export_after_promotion
+
+    first = export_after_promotion(world.settings, champion)
+    assert first is not None and first["model_version"] == champion
+    assert export_after_promotion(world.settings, champion) == first  # immutable per version: not rewritten
+    assert export_after_promotion(world.settings, "999") is None
+    assert "not exported" in caplog.text
