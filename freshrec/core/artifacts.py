@@ -9,6 +9,8 @@ A run folder ``models/<run id>/`` is the bundle the registry points at: the serv
     work/evaluate/evaluation.json      EvalReport: holdout metrics of the torch models and the champion
     work/export/export.json            ExportReport: graphs, quantisation, latency (+ parity.json: ParityReport,
                                        served_export.json: ServedExportReport after the refit)
+    work/export/student.safetensors    the pruned student when export kept a pruned variant (the weights of the
+                                       student graphs); absent: the graphs are training's ``student.safetensors``
     work/gates/gates.json              GateVerdict: passed or not, and why
 
 A stage reads the artifacts it declares and writes its own folder; the JSON ones are pydantic models, so a
@@ -54,6 +56,15 @@ class RunLayout:
     def checkpoint(self, name: str) -> Path:
         # teacher and student stay in the bundle (the next run warm-starts from them); others are scratch
         return self.root / f"{name}{CHECKPOINT_SUFFIX}" if name in SERVED_MODELS else self.work / "train" / f"{name}{CHECKPOINT_SUFFIX}"
+
+    def export_checkpoint(self, name: str) -> Path:
+        """The export stage's own checkpoint of a model it changed (a pruned student); training's stays as trained."""
+        return self.work / "export" / f"{name}{CHECKPOINT_SUFFIX}"
+
+    def served_checkpoint(self, name: str) -> Path:
+        """The weights of ``name``'s exported graphs: export's checkpoint when it changed the model, else training's."""
+        exported = self.export_checkpoint(name)
+        return exported if exported.is_file() else self.checkpoint(name)
 
     def eval_checkpoint(self, name: str) -> Path:
         """The holdout-trained (gated) checkpoint once the served one was refitted on all interactions."""

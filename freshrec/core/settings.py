@@ -43,7 +43,6 @@ class DataSettings(_Group):
     future_ts_tolerance_s: int = Field(default=3600, ge=0, description="events further in the future than this are quarantined")
     rating_min: float = 0.5
     rating_max: float = 5.0
-    history_length: int = Field(default=50, ge=1, description="items kept in the ordered per-user history feature")
     online_history_length: int = Field(default=256, ge=1, description="history items per user in the online snapshot (model input)")
     volume_ratio_min: float = Field(default=0.2, ge=0, description="raw volume vs trailing average, lower bound")
     volume_ratio_max: float = Field(default=5.0, ge=0, description="raw volume vs trailing average, upper bound")

@@ -23,9 +23,9 @@ from freshrec.core.schemas import EVENT_TYPES
 
 EPOCH = dt.date(1970, 1, 1)
 SECONDS_PER_DAY = 86_400
-# Look-back of the windowed features, in days: users 1/7/30-day counts, items also the 30 days before the last 30
-# (trend_30d). A day's state carries the per-day counts of this many days.
-USER_WINDOW_DAYS, ITEM_WINDOW_DAYS = 30, 60
+# Look-back of the windowed features, in days: users 1/7/30-day counts, items 1/7/30-day popularity (trend_7d
+# compares the last 7 days with the 7 before). A day's state carries the per-day counts of this many days.
+USER_WINDOW_DAYS, ITEM_WINDOW_DAYS = 30, 30
 STATE_PREFIX = "_s_"  # internal grid columns: what the state needs, never published
 
 
@@ -54,10 +54,6 @@ def _window_sum(col: str | Column, w: WindowSpec, lo: int, hi: int = 0) -> Colum
 
 def _ds_col() -> Column:
     return F.date_add(F.lit(EPOCH.isoformat()).cast("date"), F.col("d").cast("int")).cast("string")
-
-
-def _tail(values: Column, n: int) -> Column:
-    return F.slice(values, F.greatest(F.size(values) - n + 1, F.lit(1)), n)
 
 
 @dataclass(frozen=True)
@@ -107,8 +103,7 @@ def published(grid: DataFrame, first: dt.date) -> DataFrame:
     return grid.where(F.col("_s_d") >= day_index(first)).select(*[c for c in grid.columns if not c.startswith(STATE_PREFIX)])
 
 
-def user_features(events: DataFrame, first: dt.date, last: dt.date, history_length: int,
-                  carried: Carried | None = None) -> DataFrame:
+def user_features(events: DataFrame, first: dt.date, last: dt.date, carried: Carried | None = None) -> DataFrame:
     """One row per (user, day) for every day of the grid (``published`` keeps [first, last]) and every user active
     on or before it, plus the internal ``_s_`` columns ``user_state`` reads. Without ``carried`` ``events`` are all
     the known events; with it, the events the carried state has not seen."""
@@ -121,13 +116,7 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
         F.sum(F.when(is_rating, F.col("value"))).alias("rating_sum"),
         F.sum(F.when(is_rating, 1).otherwise(0)).alias("rating_n"),
         F.max("ts").alias("last_ts"),
-        F.sort_array(F.collect_list(F.struct("ts", "item_id"))).alias("day_items"),
     )
-    # The last `history_length` (ts, item) up to each active day: at most that many active days are needed, and
-    # at most that many items of each (its tail). The timestamps stay so a carried history can be merged in order.
-    daily = daily.withColumn("day_items", _tail(F.col("day_items"), history_length))
-    w_hist = Window.partitionBy("user_id").orderBy("d").rowsBetween(-(history_length - 1), 0)
-    daily = daily.withColumn("_hist", _tail(F.flatten(F.collect_list(F.col("day_items")).over(w_hist)), history_length))
     # Three consumers (base, first day, grid): without the cache each would aggregate the events again.
     daily = daily.persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -138,7 +127,6 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
         F.sum("rating_sum").alias("base_rating_sum"),
         F.sum("rating_n").alias("base_rating_n"),
         F.max("last_ts").alias("base_last_ts"),
-        F.max_by("_hist", "d").alias("base_hist"),
     )
     grid = _grid(_first_days(daily, "user_id", carried), "user_id", grid_start, b)
     g = grid.join(daily.where(F.col("d") >= grid_start), ["user_id", "d"], "left").join(base, "user_id", "left")
@@ -156,22 +144,16 @@ def user_features(events: DataFrame, first: dt.date, last: dt.date, history_leng
     rating_sum = _all_time("rating_sum", "base_rating_sum", carried, "rating_sum", run, "double")
     rating_n = _all_time("rating_n", "base_rating_n", carried, "rating_n", run)
     last_ts = F.greatest(F.max("last_ts").over(run), F.col("base_last_ts"), _carried(carried, "last_ts", "timestamp"))
-    hist = F.coalesce(F.last("_hist", ignorenulls=True).over(run), F.col("base_hist"))
-    if carried is not None:  # the last N of both, in (ts, item) order: the carried tail and the new events' tail
-        old = F.col("c_hist")
-        hist = F.when(old.isNull(), hist).when(hist.isNull(), old).otherwise(_tail(F.sort_array(F.concat(old, hist)), history_length))
     cols += [
         F.when(rating_n > 0, rating_sum / rating_n).alias("mean_rating"),
-        rating_n.cast("long").alias("n_ratings_all"),
-        last_ts.alias("last_event_ts"),
-        F.transform(hist, lambda x: x["item_id"]).alias("last_items"),
         F.col("first_d").alias("_s_first_d"),
         rating_sum.alias("_s_rating_sum"),
-        hist.alias("_s_hist"),
+        rating_n.cast("long").alias("_s_rating_n"),
+        last_ts.alias("_s_last_ts"),
     ]
     out = g.select(*cols)
     end_of_day = (F.col("d") + 1) * SECONDS_PER_DAY
-    out = out.withColumn("recency_days", (end_of_day - F.unix_micros("last_event_ts") / 1_000_000) / SECONDS_PER_DAY)
+    out = out.withColumn("recency_days", (end_of_day - F.unix_micros("_s_last_ts") / 1_000_000) / SECONDS_PER_DAY)
     return out.withColumn("ds", _ds_col()).withColumnRenamed("d", "_s_d").withColumnRenamed("n_events_all", "n_events")
 
 
@@ -181,7 +163,7 @@ def user_state(grid: DataFrame, last: dt.date) -> Carried:
     totals = grid.where(F.col("_s_d") == b).select(
         "user_id", F.col("_s_first_d").alias("first_d"), *[F.col(f"n_{t}_all") for t in EVENT_TYPES],
         F.col("n_events").alias("n_events_all"), F.col("_s_rating_sum").alias("rating_sum"),
-        F.col("n_ratings_all").alias("rating_n"), F.col("last_event_ts").alias("last_ts"), F.col("_s_hist").alias("hist"),
+        F.col("_s_rating_n").alias("rating_n"), F.col("_s_last_ts").alias("last_ts"),
     )
     active = sum((F.col(f"n_{t}_1d") for t in EVENT_TYPES), F.lit(0)) > 0
     days = grid.where((F.col("_s_d") >= b - USER_WINDOW_DAYS + 1) & active).select(
@@ -189,10 +171,9 @@ def user_state(grid: DataFrame, last: dt.date) -> Carried:
     return Carried(totals, days)
 
 
-def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: DataFrame | None,
-                  carried: Carried | None = None) -> DataFrame:
-    """One row per (item, day) of the grid: popularity windows, 7d/30d trend, mean rating, age, category, plus
-    the internal ``_s_`` columns (see ``user_features``)."""
+def item_features(events: DataFrame, first: dt.date, last: dt.date, carried: Carried | None = None) -> DataFrame:
+    """One row per (item, day) of the grid: popularity windows, 7-day trend, mean rating, age, plus the internal
+    ``_s_`` columns (see ``user_features``)."""
     a, b = day_index(first), day_index(last)
     ev = with_day_index(events).where(F.col("d") <= b)
     is_rating = F.col("event_type") == "rating"
@@ -213,28 +194,24 @@ def item_features(events: DataFrame, first: dt.date, last: dt.date, items_meta: 
     run = w.rowsBetween(Window.unboundedPreceding, 0)
     known = F.coalesce(F.col("n"), F.lit(0)) + F.coalesce(_carried(carried, "n", "long"), F.lit(0))
     pop_7d, pop_prev_7d = _window_sum(known, w, -6), _window_sum(known, w, -13, -7)
-    pop_30d, pop_prev_30d = _window_sum(known, w, -29), _window_sum(known, w, -59, -30)
+    pop_30d = _window_sum(known, w, -29)
     rating_sum = _all_time("rating_sum", "base_rating_sum", carried, "rating_sum", run, "double")
     rating_n = _all_time("rating_n", "base_rating_n", carried, "rating_n", run)
     pop_all = _all_time("n", "base_n", carried, "n_all", run)
     out = g.select(
         "item_id",
         "d",
-        known.cast("long").alias("pop_1d"),
         pop_7d.alias("pop_7d"),
         pop_30d.alias("pop_30d"),
         pop_all.cast("long").alias("pop_all"),
         ((pop_7d + 1) / (pop_prev_7d + 1)).alias("trend_7d"),
-        ((pop_30d + 1) / (pop_prev_30d + 1)).alias("trend_30d"),
         F.when(rating_n > 0, rating_sum / rating_n).alias("mean_rating"),
-        rating_n.cast("long").alias("n_ratings_all"),
         (F.col("d") - F.col("first_d")).cast("int").alias("age_days"),
+        known.cast("long").alias("_s_n"),
         F.col("first_d").alias("_s_first_d"),
         rating_sum.alias("_s_rating_sum"),
+        rating_n.cast("long").alias("_s_rating_n"),
     )
-    if items_meta is not None:
-        first_category = F.try_element_at(F.col("categories"), F.lit(1)).alias("category")
-        out = out.join(items_meta.select("item_id", first_category), "item_id", "left")
     return out.withColumn("ds", _ds_col()).withColumnRenamed("d", "_s_d")
 
 
@@ -242,7 +219,7 @@ def item_state(grid: DataFrame, last: dt.date) -> Carried:
     b = day_index(last)
     totals = grid.where(F.col("_s_d") == b).select(
         "item_id", F.col("_s_first_d").alias("first_d"), F.col("pop_all").alias("n_all"),
-        F.col("_s_rating_sum").alias("rating_sum"), F.col("n_ratings_all").alias("rating_n"))
-    days = grid.where((F.col("_s_d") >= b - ITEM_WINDOW_DAYS + 1) & (F.col("pop_1d") > 0)).select(
-        "item_id", F.col("_s_d").alias("d"), F.col("pop_1d").alias("n"))
+        F.col("_s_rating_sum").alias("rating_sum"), F.col("_s_rating_n").alias("rating_n"))
+    days = grid.where((F.col("_s_d") >= b - ITEM_WINDOW_DAYS + 1) & (F.col("_s_n") > 0)).select(
+        "item_id", F.col("_s_d").alias("d"), F.col("_s_n").alias("n"))
     return Carried(totals, days)

@@ -94,16 +94,6 @@ def history_events(history: DataFrame | None, partitions: int) -> DataFrame | No
     return history.repartition(partitions, "user_id").select(*EVENT_COLUMNS, d.alias("d"), day_string(d).alias("ds"))
 
 
-def read_items_meta(spark: SparkSession, layout: Layout) -> DataFrame | None:
-    path = layout.meta / "items.parquet"
-    if not path.exists():
-        return None
-    meta = spark.read.parquet(str(path))
-    if "categories" not in meta.columns:
-        return None
-    return meta.select(F.col("item_id").cast("string").alias("item_id"), F.col("categories").cast("array<string>"))
-
-
 def cpu_clock(spark: SparkSession) -> Callable[[], float]:
     """CPU seconds (user + system) used so far by the JVM and this driver process: on a shared machine the
     wall clock also counts other people's work, CPU time much less (local mode runs everything in the JVM)."""
@@ -139,7 +129,7 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     days = day_range(first, last)
     run: dict[str, Any] = {"run_id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}",
            "days": [d.isoformat() for d in days], "code_version": st.code_version()}
-    key = state_key(settings, layout)
+    key = state_key(settings)
     state, reason = load_state(spark, layout, first, key) if incremental else (None, "full run requested")
     run["mode"] = {"incremental": state is not None, "reason": reason}
     log.info("%s run: %s", "incremental" if state is not None else "full", reason)
@@ -198,10 +188,9 @@ def run_features(spark: SparkSession, settings: Settings, first: dt.date, last: 
     run["landed_days"] = sorted(d for d in run["days"] if (layout.raw_partition(dt.date.fromisoformat(d))).is_dir())
     lap("clean")
 
-    user_grid = user_features(events, first, last, settings.data.history_length, state.users if state else None)
+    user_grid = user_features(events, first, last, state.users if state else None)
     user_grid = user_grid.persist(StorageLevel.MEMORY_AND_DISK)
-    items_meta = read_items_meta(spark, layout)
-    item_grid = item_features(events, first, last, items_meta, state.items if state else None)
+    item_grid = item_features(events, first, last, state.items if state else None)
     item_grid = item_grid.persist(StorageLevel.MEMORY_AND_DISK)
     items = published(item_grid, first)
     st.write_partitioned(published(user_grid, first), staging / "tables" / "users", "ds")

@@ -4,7 +4,7 @@ day's published partition (``features/ds=D/_state/``, published atomically with 
 state(D) covers every event landed on or before D with an event day on or before D, exactly the events a full
 run ending on D sees for that day. The next run [D+1, ...] adds the events it did not cover (the new landings,
 plus the rare ones landed by D with a later event day) instead of reading all history. It is used only when it
-was written by the same code and settings, for the same item metadata, and every published manifest up to D is
+was written by the same code and settings and every published manifest up to D is
 unchanged since (a rerun of an older day with the same inputs reproduces its manifest and keeps the later states
 usable; one with other inputs makes them fall back to a full run). Otherwise the run is a full one, as before.
 """
@@ -26,7 +26,7 @@ from freshrec.spark.feature_tables import Carried
 
 STATE_DIR = "_state"
 META_FILE = "_state.json"
-FORMAT = 2  # 2: no category counts (the snapshot lost its category affinity)
+FORMAT = 3  # 2: no category counts (the snapshot lost its category affinity); 3: no user history, 30 item days
 TABLES = ("users", "user_days", "items", "item_days", "touch")
 
 
@@ -37,12 +37,10 @@ class State:
     touch: DataFrame  # see online_snapshot.touches
 
 
-def state_key(settings: Settings, layout: Layout) -> dict:
-    """What a usable state must have been written with."""
-    meta = layout.meta / "items.parquet"
-    return {"format": FORMAT, "code_version": st.code_version(), "history_length": settings.data.history_length,
-            "online_history_length": settings.data.online_history_length,
-            "items_meta": hashlib.sha256(meta.read_bytes()).hexdigest() if meta.is_file() else None}
+def state_key(settings: Settings) -> dict:
+    """What a usable state must have been written with (the features use no item metadata since they dropped the
+    items' category, so its digest is no longer part of the key)."""
+    return {"format": FORMAT, "code_version": st.code_version(), "online_history_length": settings.data.online_history_length}
 
 
 def published_manifests(layout: Layout, upto: dt.date) -> dict[str, dict]:

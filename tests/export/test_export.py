@@ -32,7 +32,7 @@ def _model(run: Path, name: str):
     from freshrec.pipeline.training.checkpoint import load_checkpoint
 
     data = prep.load(RunLayout(run).training_set)
-    return load_checkpoint(RunLayout(run).checkpoint(name), torch.from_numpy(data.categories))[0], data
+    return load_checkpoint(RunLayout(run).served_checkpoint(name), torch.from_numpy(data.categories))[0], data
 
 
 @pytest.mark.parametrize("name", ["student", "teacher"])
@@ -68,6 +68,41 @@ def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path
     report = json.loads(RunLayout(exported_run).export_report.read_text())
     assert {t["recipe"]["name"] for t in report["int8_trials"]} == {r.name for r in FAST_RECIPES}
     assert report["int8"]["recipe"]["name"] in {r.name for r in FAST_RECIPES}
+
+
+def test_a_kept_pruned_student_is_exports_own_checkpoint(exported_run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export never writes into training's folder: a kept pruned student is saved as export's checkpoint (the
+    weights of the student graphs, checksummed in the bundle) and training's student stays as trained."""
+    from freshrec.core.registry import sha256_file
+    from freshrec.pipeline.export import stage
+    from freshrec.pipeline.export.bundle import file_facts
+    from freshrec.pipeline.export.pruning import pruned_variant
+    from freshrec.pipeline.training.checkpoint import read_checkpoint
+
+    shutil.copytree(exported_run.parents[1], tmp_path / "home")
+    run = tmp_path / "home" / "models" / exported_run.name
+    paths = RunLayout(run)
+    trained = sha256_file(paths.checkpoint("student"))
+    assert paths.served_checkpoint("student") == paths.checkpoint("student")  # nothing pruned on the tiny holdout
+
+    def keep_structured(run_dir, student, baseline, export, history_len, max_loss):
+        return {"kept": "structured_half_dims", "model": pruned_variant("structured_half_dims", student), "trials": []}
+
+    monkeypatch.setattr(stage, "evaluate_pruning", keep_structured)
+    stage.export_run(run, int8_max_loss=0.01, recipes=FAST_RECIPES[:1], fp16=False)
+    stage.check_parity(run)
+    assert sha256_file(paths.checkpoint("student")) == trained
+    assert paths.served_checkpoint("student") == paths.export_checkpoint("student") == run / "work" / "export" / "student.safetensors"
+    exported = read_checkpoint(paths.export_checkpoint("student"))
+    assert exported["pruned"] == "structured_half_dims"
+    assert exported["config"]["dim"] == read_checkpoint(paths.checkpoint("student"))["config"]["dim"] // 2
+    assert json.loads(paths.parity.read_text())["student"]["max_abs_diff"] < 1e-4  # the graph's weights are export's
+    assert "work/export/student.safetensors" in file_facts(run)
+
+    monkeypatch.setattr(stage, "evaluate_pruning", lambda *args: {"kept": None, "model": None, "trials": []})
+    stage.export_run(run, int8_max_loss=0.01, recipes=FAST_RECIPES[:1], fp16=False)  # a retry that keeps nothing
+    assert not paths.export_checkpoint("student").exists() and paths.served_checkpoint("student") == paths.checkpoint("student")
 
 
 def _trial(name: str, ndcg: float, cpu_ms: float, size: int) -> dict:
@@ -169,7 +204,7 @@ def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(se
     gated = json.loads(RunLayout(run).export_report.read_text())
     assert served["int8"]["recipe"] == gated["int8"]["recipe"]
     assert served["parity"]["student"]["max_abs_diff"] < 1e-4 and served["parity"]["teacher"]["max_abs_diff"] < 1e-3
-    model, data = _model(run, "student")  # student.pt is now the refit
+    model, data = _model(run, "student")  # student.safetensors is now the refit
     history = data.test.histories[:4]
     candidates = np.tile(np.arange(1, data.vocab.n_items + 1, dtype=np.int64), (len(history), 1))
     with torch.no_grad():

@@ -10,7 +10,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -62,13 +61,6 @@ def _land(home: Path, i: int) -> None:
     if i >= 40:  # sparse late life: a late event of a day that left the 30-day window of the carried state
         rows += [e("u4", "i5", "rating", 4.0, _iso(day(i - 35), 12))]
     rawdata.write_parquet(home, day(i), rows)
-
-
-def _meta(home: Path) -> None:
-    path = Layout(home).meta / "items.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    categories = [[f"c{j % 3}"] + ([f"c{(j + 1) % 3}"] if j % 2 else []) for j in range(8)]
-    pq.write_table(pa.table({"item_id": [f"i{j}" for j in range(8)], "categories": categories}), path)
 
 
 def _stage(spark, settings, first: dt.date, last: dt.date, incremental: bool = True) -> tuple[Path, dict]:
@@ -130,7 +122,6 @@ def _daily_matches_full(spark, settings, i: int, expect_incremental: bool) -> di
 def test_day_by_day_matches_full_recompute_and_bootstrap(spark, settings, tmp_path):
     for i in range(6):
         _land(settings.home, i)
-    _meta(settings.home)
     runs = [_daily_matches_full(spark, settings, i, expect_incremental=i > 0) for i in range(6)]
     assert "no state" in runs[0]["mode"]["reason"]
     days = [day(i) for i in range(6)]
@@ -167,7 +158,6 @@ def test_day_by_day_matches_full_recompute_and_bootstrap(spark, settings, tmp_pa
 def test_reruns_backfills_and_fallbacks(spark, settings):
     for i in range(5):
         _land(settings.home, i)
-    _meta(settings.home)
     staging, _ = _stage(spark, settings, day(0), day(2))
     publish_run(Layout(settings.home), staging)
     _daily_matches_full(spark, settings, 3, expect_incremental=True)
@@ -202,11 +192,10 @@ def test_reruns_backfills_and_fallbacks(spark, settings):
 
 
 def test_windows_slide_past_the_carried_days(spark, settings):
-    """Sparse deliveries over 75 days: the 7/30/60-day windows of one incremental range run and of the daily run
+    """Sparse deliveries over 75 days: the 7/14/30-day windows of one incremental range run and of the daily run
     after it lose the carried days exactly as a full recompute does; very late events land outside the window."""
     for i in (0, 1, 2, 3, 20, 44, 61, 70, 75):
         _land(settings.home, i)
-    _meta(settings.home)
     staging, _ = _stage(spark, settings, day(0), day(2))
     publish_run(Layout(settings.home), staging)
     days = [day(i) for i in range(3, 75)]

@@ -4,6 +4,8 @@ A bundle is ``models/<run id>/``: student.fp32/int8/fp16.onnx, teacher.fp32.onnx
 model_card.json, the checkpoints (safetensors) the next run warm-starts from, and SHA256SUMS. When the served
 models were refitted on all interactions, the holdout-trained (gated) int8 student and checkpoints are
 there too (student.eval.int8.onnx, teacher.eval.safetensors, student.eval.safetensors): checksummed, never served.
+When export kept a pruned student, its weights (export's ``work/export/student.safetensors``, the torch twin of the
+student graphs) are checksummed too; the root ``student.safetensors`` stays training's, the warm-start source.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from freshrec.core.schemas import BUNDLE_CARD, BUNDLE_VOCAB, SHA256SUMS
 # registry variant -> file in the bundle
 VARIANT_FILES = {"fp32": "student.fp32.onnx", "int8": "student.int8.onnx", "fp16": "student.fp16.onnx", "teacher": "teacher.fp32.onnx"}
 EVAL_FILES = ("student.eval.int8.onnx", f"student.eval{CHECKPOINT_SUFFIX}", f"teacher.eval{CHECKPOINT_SUFFIX}")
-BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, f"student{CHECKPOINT_SUFFIX}", f"teacher{CHECKPOINT_SUFFIX}", *EVAL_FILES)
+EXPORT_FILES = (RunLayout(Path()).export_checkpoint("student").as_posix(),)  # present only when a pruned student was kept
+BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, f"student{CHECKPOINT_SUFFIX}", f"teacher{CHECKPOINT_SUFFIX}", *EVAL_FILES,
+                *EXPORT_FILES)
 
 
 def bundle_artifacts(run_dir: Path) -> dict[str, Path]:

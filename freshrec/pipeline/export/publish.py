@@ -91,7 +91,7 @@ def model_facts(run_dir: Path, history_len: int) -> dict:
     categories = torch.from_numpy(data.categories)
     facts: dict[str, Any] = {}
     for name in ("teacher", "student"):
-        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        model, _ = load_checkpoint(paths.served_checkpoint(name), categories)
         facts[name] = {
             "config": model.config.__dict__,
             "params": count_parameters(model),

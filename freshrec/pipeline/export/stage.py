@@ -1,7 +1,8 @@
 """Export and quantise a run's models, choose the int8 recipe by measurement, check parity.
 
-Pruned students (``freshrec.pipeline.export.pruning``) are measured first and replace the student only when
-they are as good and measurably faster.
+Pruned students (``freshrec.pipeline.export.pruning``) are measured first and replace the exported student
+only when they are as good and measurably faster; the pruned weights are export's own checkpoint
+(``work/export/student.safetensors``), training's checkpoint stays as trained.
 
 fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
 ``quantize.RECIPES`` is built and measured against fp32 on the fidelity set (``evaluate.fidelity_set``:
@@ -104,11 +105,12 @@ def export_run(
         model, _ = load_checkpoint(paths.checkpoint(name), categories)
         report["models"][name] = {"fp32": str(export_fp32(model, paths.onnx(name, "fp32")))}
     student_fp32 = paths.onnx("student", "fp32")
+    paths.export_checkpoint("student").unlink(missing_ok=True)  # a retried export decides again
     if prune:
         student, _ = load_model(paths.checkpoint("student"), Student)
         pruning = evaluate_pruning(run_dir, student, student_fp32, export_fp32, data.history_len, PRUNING_MAX_LOSS)
-        if pruning["model"] is not None:  # the pruned student becomes the student
-            save_checkpoint(pruning["model"], paths.checkpoint("student"))
+        if pruning["model"] is not None:  # the pruned student becomes the exported student (training's stays as trained)
+            save_checkpoint(pruning["model"], paths.export_checkpoint("student"), {"pruned": pruning["kept"]})
             export_fp32(pruning["model"], student_fp32)
         report["pruning"] = {k: v for k, v in pruning.items() if k != "model"}
     fp32_quality = evaluate_graph(run_dir, student_fp32)
@@ -171,7 +173,7 @@ def check_parity(run_dir: Path) -> Path:
     sample = _parity_histories(data)
     result = {}
     for name in ("teacher", "student"):
-        model, _ = load_checkpoint(paths.checkpoint(name), categories)
+        model, _ = load_checkpoint(paths.served_checkpoint(name), categories)
         result[name] = torch_parity(model, paths.onnx(name, "fp32"), sample, data.vocab.n_items)
     return write_artifact(paths.parity, ParityReport.model_validate(result))
 
@@ -206,11 +208,12 @@ def export_served(run_dir: Path) -> Path:
     categories = torch.from_numpy(data.categories)
     set_aside_holdout_graphs(paths)
     teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, categories)
-    student, payload = load_model(paths.checkpoint("student"), Student, categories)
+    student, _ = load_model(paths.checkpoint("student"), Student, categories)
     pruned = (gated.get("pruning") or {}).get("kept")
-    if pruned and payload.get("pruned") != pruned:
+    paths.export_checkpoint("student").unlink(missing_ok=True)  # the gated student's; the refit replaces it
+    if pruned:  # training's refitted student stays as trained; the pruned one is export's
         student = pruned_variant(pruned, student)
-        save_checkpoint(student, paths.checkpoint("student"), {"pruned": pruned})
+        save_checkpoint(student, paths.export_checkpoint("student"), {"pruned": pruned})
     models = {"teacher": teacher, "student": student}
     for name, model in models.items():
         export_fp32(model, paths.onnx(name, "fp32"))

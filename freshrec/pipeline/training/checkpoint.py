@@ -6,7 +6,9 @@ Where checkpoints sit in a run folder is ``freshrec.core.artifacts.RunLayout``.
 
 With ``training.refit_on_all``, ``teacher.safetensors`` / ``student.safetensors`` and the ``*.onnx`` variants are
 the served models (refitted on every interaction once the gates passed), and the gated, holdout-trained ones
-stay beside them as ``<name>.eval.safetensors`` and ``student.eval.int8.onnx``.
+stay beside them as ``<name>.eval.safetensors`` and ``student.eval.int8.onnx``. These are training's checkpoints,
+as trained; when export keeps a pruned student, the student graphs' weights are export's own checkpoint
+(``RunLayout.served_checkpoint``).
 """
 
 from __future__ import annotations

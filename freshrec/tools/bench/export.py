@@ -60,8 +60,8 @@ def _best(rounds: list[dict]) -> dict:
 
 def measure(bundle: Path, candidates: list[int], history_len: int) -> dict:
     n_items = Vocab.load(bundle / BUNDLE_VOCAB).n_items
-    teacher, _ = load_checkpoint(RunLayout(bundle).checkpoint("teacher"))
-    student, _ = load_checkpoint(RunLayout(bundle).checkpoint("student"))
+    teacher, _ = load_checkpoint(RunLayout(bundle).served_checkpoint("teacher"))
+    student, _ = load_checkpoint(RunLayout(bundle).served_checkpoint("student"))
     rows: list[dict] = []
     for c in candidates:
         calls = {name: (lambda b, f=file, c=c, **kw: onnx_latency(bundle / f, n_items, history_len, c, batch=b, **kw))

@@ -148,14 +148,12 @@ def _duckdb(settings: Settings, home: Path, staging: Path) -> dict:
     last = START + dt.timedelta(days=DAYS - 1)
     script = (
         "import datetime as dt, json, time, duckdb\n"
-        "import pyarrow.parquet as pq\n"
         "from freshrec.tools.data.features_oracle import compute_features\n"
         "events = duckdb.sql(\"SELECT * EXCLUDE (landed) FROM "
         f"read_parquet('{staging}/clean/*/*/*.parquet', hive_partitioning=true)\").fetch_arrow_table()\n"
-        f"meta = pq.read_table('{Layout(home).meta / 'items.parquet'}', columns=['item_id', 'categories'])\n"
         "t, c = time.perf_counter(), time.process_time()\n"
         f"o = compute_features(events, dt.date.fromisoformat('{START}'), dt.date.fromisoformat('{last}'), "
-        f"{settings.data.history_length}, {settings.data.online_history_length}, items_meta=meta)\n"
+        f"{settings.data.online_history_length})\n"
         "print(json.dumps({'features_s': time.perf_counter() - t, 'cpu_s': time.process_time() - c, "
         "'users': len(o.users), 'items': len(o.items)}))\n"
     )

@@ -28,7 +28,7 @@ class RecommendRequest(BaseModel):
 def create_app(bundle_dir: Path, snapshot_dir: Path, threads: int, device: str = "cpu") -> FastAPI:
     """``device`` "cuda" puts the model and every tensor on the GPU (what a user with a GPU would do)."""
     torch.set_num_threads(threads)
-    model, _ = load_checkpoint(RunLayout(bundle_dir).checkpoint("teacher"))
+    model, _ = load_checkpoint(RunLayout(bundle_dir).served_checkpoint("teacher"))
     model.eval().to(device)
     items = json.loads((bundle_dir / "vocab.json").read_text())["items"]
     index = {item: i + 1 for i, item in enumerate(items)}

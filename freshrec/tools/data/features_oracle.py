@@ -3,8 +3,7 @@ its benchmark baseline. Same definitions as ``freshrec.spark.feature_tables``, w
 (a dense per-key day grid from first activity, window frames over the day index).
 
 Input: clean events (user_id, item_id, event_type, value, ts timestamp, ds 'YYYY-MM-DD') as any relation
-DuckDB can scan (an Arrow table, a pandas frame, or a Parquet glob); optionally the item metadata
-(item_id, categories list) for the items' category.
+DuckDB can scan (an Arrow table, a pandas frame, or a Parquet glob).
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def _day(day: dt.date) -> int:
     return (day - EPOCH).days
 
 
-def _user_sql(a: int, b: int, history_length: int) -> str:
+def _user_sql(a: int, b: int) -> str:
     per_type = ",\n".join(f"SUM(CASE WHEN event_type = '{t}' THEN 1 ELSE 0 END) AS n_{t}" for t in EVENT_TYPES)
     windows = []
     for t in (*EVENT_TYPES, "events"):
@@ -49,33 +48,23 @@ def _user_sql(a: int, b: int, history_length: int) -> str:
         SELECT user_id, d, {per_type}, COUNT(*) AS n_events,
                SUM(CASE WHEN event_type = 'rating' THEN value END) AS rating_sum,
                SUM(CASE WHEN event_type = 'rating' THEN 1 ELSE 0 END) AS rating_n,
-               MAX(ts) AS last_ts,
-               list(item_id ORDER BY ts, item_id) AS day_items
+               MAX(ts) AS last_ts
         FROM ev WHERE d <= {b} GROUP BY user_id, d),
-    hist AS (
-        SELECT user_id, d, flatten(list(day_items) OVER (PARTITION BY user_id ORDER BY d
-                                                        ROWS BETWEEN {history_length - 1} PRECEDING AND CURRENT ROW)) AS flat
-        FROM daily),
     firsts AS (SELECT user_id, MIN(d) AS first_d FROM daily GROUP BY user_id),
     grid AS (SELECT f.user_id, CAST(r.range AS INTEGER) AS d FROM firsts f, range(f.first_d, {b} + 1) r),
-    g AS (SELECT grid.user_id, grid.d, daily.* EXCLUDE (user_id, d), hist.flat
-          FROM grid LEFT JOIN daily USING (user_id, d) LEFT JOIN hist USING (user_id, d))
+    g AS (SELECT grid.user_id, grid.d, daily.* EXCLUDE (user_id, d) FROM grid LEFT JOIN daily USING (user_id, d))
     SELECT g.user_id, g.d, {", ".join(windows)},
            SUM(rating_sum) OVER run / NULLIF(SUM(rating_n) OVER run, 0) AS mean_rating,
-           CAST(COALESCE(SUM(rating_n) OVER run, 0) AS BIGINT) AS n_ratings_all,
-           MAX(last_ts) OVER run AS last_event_ts,
-           last_value(flat IGNORE NULLS) OVER run AS flat
+           MAX(last_ts) OVER run AS last_event_ts
     FROM g
     WINDOW run AS (PARTITION BY g.user_id ORDER BY g.d ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
     """
 
 
-def _finish_users(con: duckdb.DuckDBPyConnection, a: int, history_length: int) -> pd.DataFrame:
+def _finish_users(con: duckdb.DuckDBPyConnection, a: int) -> pd.DataFrame:
     return con.execute(f"""
-        SELECT * EXCLUDE (d, flat, last_event_ts),
-               last_event_ts,
+        SELECT * EXCLUDE (d, last_event_ts),
                ((d + 1) * 86400 - epoch(last_event_ts)) / 86400.0 AS recency_days,
-               flat[greatest(len(flat) - {history_length} + 1, 1):] AS last_items,
                strftime(DATE '1970-01-01' + d, '%Y-%m-%d') AS ds
         FROM users_all WHERE d >= {a} ORDER BY ds, user_id
     """).df()
@@ -97,15 +86,12 @@ def _item_sql(a: int, b: int) -> str:
     g AS (SELECT grid.*, daily.n, daily.rating_sum, daily.rating_n FROM grid LEFT JOIN daily USING (item_id, d)),
     w AS (
         SELECT g.item_id, g.d, g.first_d,
-               {frame(0, 0)} AS pop_1d, {frame(6, 0)} AS pop_7d, {frame(29, 0)} AS pop_30d,
-               {frame(13, 7)} AS prev_7d, {frame(59, 30)} AS prev_30d,
+               {frame(6, 0)} AS pop_7d, {frame(29, 0)} AS pop_30d, {frame(13, 7)} AS prev_7d,
                CAST(COALESCE(SUM(n) OVER run, 0) AS BIGINT) AS pop_all,
-               SUM(rating_sum) OVER run / NULLIF(SUM(rating_n) OVER run, 0) AS mean_rating,
-               CAST(COALESCE(SUM(rating_n) OVER run, 0) AS BIGINT) AS n_ratings_all
+               SUM(rating_sum) OVER run / NULLIF(SUM(rating_n) OVER run, 0) AS mean_rating
         FROM g WINDOW run AS (PARTITION BY g.item_id ORDER BY g.d ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))
-    SELECT item_id, pop_1d, pop_7d, pop_30d, pop_all,
-           (pop_7d + 1.0) / (prev_7d + 1.0) AS trend_7d, (pop_30d + 1.0) / (prev_30d + 1.0) AS trend_30d,
-           mean_rating, n_ratings_all, CAST(d - first_d AS INTEGER) AS age_days,
+    SELECT item_id, pop_7d, pop_30d, pop_all, (pop_7d + 1.0) / (prev_7d + 1.0) AS trend_7d,
+           mean_rating, CAST(d - first_d AS INTEGER) AS age_days,
            strftime(DATE '1970-01-01' + d, '%Y-%m-%d') AS ds
     FROM w WHERE d >= {a} ORDER BY ds, item_id
     """
@@ -122,8 +108,8 @@ def _sequence_sql(last: int, history_length: int) -> str:
     """
 
 
-def compute_features(events, first: dt.date, last: dt.date, history_length: int, online_history_length: int,
-                     threads: int | None = None, items_meta=None) -> OracleTables:
+def compute_features(events, first: dt.date, last: dt.date, online_history_length: int,
+                     threads: int | None = None) -> OracleTables:
     """User and item feature tables for every day in [first, last], plus the online sequences as of ``last``."""
     con = duckdb.connect()
     if threads:
@@ -132,13 +118,9 @@ def compute_features(events, first: dt.date, last: dt.date, history_length: int,
     # Materialised once: the input may be a one-shot Arrow reader, and every table scans it.
     con.execute("CREATE TEMP TABLE events AS SELECT * FROM events_input")
     a, b = _day(first), _day(last)
-    con.execute(f"CREATE TEMP TABLE users_all AS {_user_sql(a, b, history_length)}")
-    users = _finish_users(con, a, history_length)
+    con.execute(f"CREATE TEMP TABLE users_all AS {_user_sql(a, b)}")
+    users = _finish_users(con, a)
     items = con.execute(_item_sql(a, b)).df()
-    if items_meta is not None:  # the item's first category, as the Spark job takes it
-        con.register("items_meta", items_meta)
-        firsts = con.execute("SELECT CAST(item_id AS VARCHAR) AS item_id, categories[1] AS category FROM items_meta").df()
-        items = items.merge(firsts, on="item_id", how="left")
     sequences = con.execute(_sequence_sql(b, online_history_length)).df()
     con.close()
     return OracleTables(users=users, items=items, sequences=sequences)
