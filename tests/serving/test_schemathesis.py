@@ -6,6 +6,8 @@ this pytest version); a few hundred examples in all keeps it bounded.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 import schemathesis
@@ -17,6 +19,14 @@ from tests.serving.conftest import admin_headers
 
 pytestmark = pytest.mark.slow
 EXAMPLES_PER_OPERATION = 30
+SHED_RETRIES = 10
+
+
+def _shed(response) -> bool:
+    """A 503 of queue-age load shedding (serving.max_queue_age_ms) with its Retry-After: documented behaviour
+    on a busy box, which a client retries; any other 5xx, or shedding that never clears, still fails."""
+    return (response.status_code == 503 and "retry-after" in response.headers
+            and b"requests are waiting too long" in response.content)
 
 
 def test_no_server_errors(server) -> None:
@@ -31,7 +41,12 @@ def test_no_server_errors(server) -> None:
         def fuzz(case) -> None:
             # Admin routes are fuzzed with the token too, so registry refusals are exercised (4xx, not 5xx).
             headers = admin_headers() if operation.path.startswith("/admin/") else None  # noqa: B023 - runs now
-            case.call_and_validate(headers=headers, checks=[not_a_server_error])
+            for _ in range(SHED_RETRIES):
+                response = case.call(headers=headers)
+                if not _shed(response):
+                    break
+                time.sleep(0.2)
+            case.validate_response(response, checks=[not_a_server_error], headers=headers)
 
         fuzz()
     sent = sum(
