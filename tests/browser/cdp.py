@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
+from freshrec.tools.bench.edge_browser import stop_chromium
+
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -165,13 +167,4 @@ class Browser:
         raise CDPError(f"chromium did not open DevTools within {timeout}s")
 
     def __exit__(self, *exc: object) -> None:
-        if self._ws is not None:
-            self._ws.close()
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        stop_chromium(self._ws, self.process, self.profile)

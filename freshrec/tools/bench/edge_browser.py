@@ -88,13 +88,18 @@ class Chromium:
         self.send("Network.emulateNetworkConditions", offline=offline, latency=0, downloadThroughput=-1, uploadThroughput=-1)
 
     def __exit__(self, *exc: object) -> None:
-        if self._ws is not None:
-            self._ws.close()
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        stop_chromium(self._ws, self.process, self.profile)
+
+
+def stop_chromium(ws: ClientConnection | None, process: subprocess.Popen | None, profile: Path) -> None:
+    """Close the DevTools socket, end chromium (killed after 15 s) and delete its throwaway profile."""
+    if ws is not None:
+        ws.close()
+    if process is not None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(profile, ignore_errors=True)
