@@ -116,6 +116,10 @@ class OnlineSettings(_Group):
     tail_ttl_s: float = Field(default=14 * 86400, gt=0, description="a user's live tail expires this long after their last event")
     trim_grace_s: float = Field(default=300.0, ge=0, description="entries a new snapshot covers are trimmed this long after it went live")
     timeout_ms: float = Field(default=50.0, gt=0, description="a store call slower than this fails (recommend then serves the snapshot)")
+    client_cache_events: int = Field(default=200_000, ge=0, description="Redis only: live events each worker keeps cached "
+                                     "(tails Redis has not invalidated; read-your-writes kept, see tail_cache.py); 0 = off")
+    client_cache_max_age_s: float = Field(default=5.0, gt=0, description="Redis only: a cached tail is read again after this "
+                                          "long even without an invalidation")
 
 
 class ReleaseSettings(_Group):

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
@@ -109,10 +110,10 @@ class Ingestor:
         visible = await self._live.append(rows)
         if visible and self._live.enabled:
             self._metrics.visible_seconds.observe(time.perf_counter() - received)
-        unknown = 0
-        for event in accepted:
-            self._accepted[event.event_type].inc()
-            unknown += not known_item(event.item_id)
+        by_type = Counter(e.event_type for e in accepted)
+        for kind, count in by_type.items():
+            self._accepted[kind].inc(count)
+        unknown = sum(not known_item(e.item_id) for e in accepted)
         if unknown:
             self._metrics.unknown_items.inc(unknown)
         return {"accepted": len(accepted), "rejected": rejected, "visible": visible}

@@ -138,7 +138,8 @@ class LiveState:
         _, watermark = self._current_watermark()
         return {"enabled": self.enabled, "backend": self.store.backend if self.store else None, "up": not self.down,
                 "deferred_events": len(self._deferred), "snapshot_as_of": watermark.as_of,
-                "snapshot_log_positions": len(watermark.writers)}
+                "snapshot_log_positions": len(watermark.writers),
+                "tail_cache": self.store.cache_stats() if self.store else None}
 
     async def tail(self, user_id: str) -> list[LiveEvent] | None:
         """The user's live tail; None when the store is down (the caller serves the snapshot alone)."""

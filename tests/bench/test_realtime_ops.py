@@ -46,14 +46,21 @@ def test_visibility_across_replicas_is_immediate(world: World, champion: str, st
     assert result["event_to_visible"]["n"] == 6 and 0 < result["event_to_visible"]["p50_ms"]
 
 
-def test_recommend_latency_live_on_and_off(world: World, champion: str) -> None:
-    result = ops.measure_recommend_latency(world.home, None, users=20, rounds=2, round_s=0.3, duration_s=0.5,
-                                           rates=[50, 100])
+@pytest.mark.parametrize("store", ["embedded", "redis"])
+def test_recommend_latency_live_on_and_off(world: World, champion: str, store: str) -> None:
+    result = ops.measure_recommend_latency(world.home, REDIS_URL if store == "redis" else None, users=20, rounds=2,
+                                           round_s=0.3, duration_s=0.5, rates=[50, 100])
     _targets_shape(result, {"p99_live_over_off"})
     assert result["mean_live_tail_per_request"] > 0, "the live-state server must have merged live tails"
     for name in ("on", "off"):
         assert result["single_stream"][name]["n"] > 10
         assert [r["offered_rate"] for r in result["sweeps"][name]["open_loop"]][0] == 50
+    if store == "redis":  # the same users asked again with unchanged tails: the worker's tail cache answers
+        assert result["tail_cache"]["active"] and result["tail_cache"]["hits"] > 0, result["tail_cache"]
+        assert result["single_stream"]["on_tail_cache_off"]["n"] > 10
+        assert result["p99_live_tail_cache_off_over_off"] > 0
+    else:
+        assert result["tail_cache"] is None and "on_tail_cache_off" not in result["single_stream"]
 
 
 def test_durability_loses_and_doubles_nothing(world: World, champion: str) -> None:

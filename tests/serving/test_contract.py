@@ -107,7 +107,7 @@ def test_ops_routes(server, champion: str) -> None:
     models = httpx.get(f"{server.url}/v1/models").json()
     assert [(v["role"], v["version"], v["artifact"]) for v in models["versions"]] == [("champion", champion, served_variant()[0])]
     assert models["online"] == {"enabled": True, "backend": "embedded", "up": True, "deferred_events": 0,
-                                "snapshot_as_of": None, "snapshot_log_positions": 0}
+                                "snapshot_as_of": None, "snapshot_log_positions": 0, "tail_cache": None}
     assert httpx.get(f"{server.url}/docs").status_code == 200
     assert "/v1/recommend" in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 

@@ -20,7 +20,8 @@ def open_store(settings: Settings) -> OnlineStore:
     if online.store_url:
         from freshrec.core.online.redis_store import RedisStore
 
-        return RedisStore(online.store_url, online.namespace, online.tail_length, online.tail_ttl_s, online.timeout_ms / 1000)
+        return RedisStore(online.store_url, online.namespace, online.tail_length, online.tail_ttl_s, online.timeout_ms / 1000,
+                          cache_events=online.client_cache_events, cache_max_age_s=online.client_cache_max_age_s)
     from freshrec.core.online.embedded import EmbeddedStore
 
     return EmbeddedStore(Layout(settings.home).online_store, online.namespace, online.tail_length, online.tail_ttl_s,

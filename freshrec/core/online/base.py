@@ -67,3 +67,7 @@ class OnlineStore(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    def cache_stats(self) -> dict | None:
+        """What a client-side cache of tails saved (hits, misses, entries), None where there is none."""
+        return None

@@ -1,16 +1,22 @@
 """The Redis online store: one list per user (``<ns>:tail:<user_id>``) of encoded live events.
 
-An append of any number of users is one pipelined round trip (RPUSH + LTRIM + PEXPIRE per user); a read
-is one LRANGE on a lean connection of its own (freshrec.core.online.resp: half redis-py's CPU per command),
-where the reads of concurrent requests pipeline. Trimming after a snapshot runs a server-side script per
-key, so an entry appended while the trim runs is never lost. Production runs Redis with AOF (``appendfsync everysec``) behind Sentinel or
-Cluster (infra/README.md); a tail lost with a Redis node only costs freshness, the log keeps the events.
+An append of any number of users is one pipelined round trip (RPUSH + LTRIM + PEXPIRE per user, packed by
+hiredis and written at once); a read is one LRANGE. Both run on lean connections of their own
+(freshrec.core.online.resp: half redis-py's CPU per command), where concurrent requests pipeline. Trimming
+after a snapshot runs a server-side script per key, so an entry appended while the trim runs is never lost.
+Tails read are cached in the worker until Redis says they changed (freshrec.core.online.tail_cache: CLIENT
+TRACKING, plus host epochs for read-your-writes), so a user's repeated requests between two of their events
+cost no round trip. Production runs Redis with AOF (``appendfsync everysec``) behind Sentinel or Cluster
+(infra/README.md); a tail lost with a Redis node only costs freshness, the log keeps the events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
@@ -18,7 +24,11 @@ from redis.exceptions import RedisError
 
 from freshrec.core.events import Watermark
 from freshrec.core.online.base import LiveEvent, OnlineStore, StoreUnavailable, decode_entries
-from freshrec.core.online.resp import RespConnection, RespError
+from freshrec.core.online.resp import RespConnection, RespError, Send
+from freshrec.core.online.tail_cache import HostEpochs, TailCache, epochs_path
+
+log = logging.getLogger(__name__)
+INVALIDATIONS = "__redis__:invalidate"
 
 # KEYS[1] the tail; ARGV[1] {writer: seq} as JSON, ARGV[2] until_ts. Entries are [writer, seq, item, type, value, ts].
 _TRIM = """
@@ -50,17 +60,33 @@ WRITE_TIMEOUT_S = 1.0
 class RedisStore(OnlineStore):
     backend = "redis"
 
-    def __init__(self, url: str, namespace: str, tail_length: int, ttl_s: float, timeout_s: float) -> None:
+    def __init__(self, url: str, namespace: str, tail_length: int, ttl_s: float, timeout_s: float, *,
+                 cache_events: int = 0, cache_max_age_s: float = 5.0, epochs: Path | None = None) -> None:
         self._prefix = f"{namespace}:tail:"
         self._claims = f"{namespace}:claim:"
         self._tail_length = tail_length
         self._ttl_ms = int(ttl_s * 1000)
         # Request-path calls fail fast (recommend falls back to the snapshot); maintenance may take longer.
-        write_timeout = max(timeout_s, WRITE_TIMEOUT_S)
-        self._client = aioredis.Redis.from_url(url, socket_timeout=write_timeout, socket_connect_timeout=timeout_s,
-                                               retry_on_timeout=False, health_check_interval=0)
-        # Reads: one lean pipelined connection (freshrec.core.online.resp), one round trip per request.
-        self._reader = RespConnection(url, timeout_s)
+        # Appends: a pipeline packed by hiredis and sent as one write on a lean connection of their own (a
+        # 100-event batch is 300 commands: redis-py's per-command machinery cost more than Redis's work).
+        self._writer = RespConnection(url, max(timeout_s, WRITE_TIMEOUT_S))
+        # Reads: one lean pipelined connection (freshrec.core.online.resp), one round trip per request; with
+        # the client-side cache on, a second connection receives the invalidations of what the first read.
+        self._epochs: HostEpochs | None = None
+        self._cache: TailCache | None = None
+        self._subscriber: RespConnection | None = None
+        self._subscriber_id: int | None = None
+        self._redirecting: asyncio.Task | None = None
+        if cache_events > 0:
+            self._epochs = HostEpochs(epochs or epochs_path(url))
+            self._cache = TailCache(cache_events, cache_max_age_s, self._epochs)
+            # The subscriber sends nothing on the request path: it gets a maintenance-sized timeout.
+            self._subscriber = RespConnection(url, max(timeout_s, WRITE_TIMEOUT_S), on_connect=self._subscribe,
+                                              on_push=self._invalidated, on_lost=self._subscriber_lost)
+
+            self._reader = RespConnection(url, timeout_s, on_connect=self._track, on_lost=self._reader_lost)
+        else:
+            self._reader = RespConnection(url, timeout_s)
         self._slow = aioredis.Redis.from_url(url, socket_timeout=MAINTENANCE_TIMEOUT_S,
                                              socket_connect_timeout=MAINTENANCE_TIMEOUT_S)
         self._trim = self._slow.register_script(_TRIM)
@@ -71,21 +97,92 @@ class RedisStore(OnlineStore):
         except (TimeoutError, RedisError, RespError, OSError) as exc:
             raise StoreUnavailable(f"redis online store: {type(exc).__name__}: {exc}") from exc
 
+    # -- client-side cache plumbing (see freshrec.core.online.tail_cache) --
+    async def _subscribe(self, send: Send) -> None:
+        self._subscriber_id = int(await send("CLIENT", "ID"))
+        await send("SUBSCRIBE", INVALIDATIONS)
+
+    async def _track(self, send: Send) -> None:
+        """A new read connection: tracking on, redirected to the subscriber, then the (empty) cache is live."""
+        if self._cache is None or self._subscriber is None:
+            return
+        await self._subscriber.connect()  # learns its client id
+        try:
+            await send("CLIENT", "TRACKING", "ON", "REDIRECT", self._subscriber_id)
+        except RespError as exc:  # e.g. an ACL without CLIENT: serve uncached rather than not at all
+            log.warning("redis client-side caching unavailable (%s); every tail read goes to redis", exc)
+            self._cache = None
+            self._subscriber.close()
+            return
+        self._cache.reset(active=True)
+
+    def _invalidated(self, message: list) -> None:
+        if self._cache is not None and message[1] == INVALIDATIONS.encode():
+            self._cache.invalidate(message[2])
+
+    def _reader_lost(self) -> None:
+        if self._cache is not None:
+            self._cache.reset(active=False)  # Redis dropped this connection's tracking with it
+
+    def _subscriber_lost(self) -> None:
+        if self._cache is not None:
+            self._cache.reset(active=False)  # invalidations go nowhere until tracking points at a new subscriber
+
+    async def _redirect(self) -> None:
+        """Tracking on the live read connection, pointed at a (new) subscriber; then the cache is live again."""
+        if self._cache is None or self._subscriber is None:
+            return
+        try:
+            await self._reader.connect()
+            await self._subscriber.connect()
+            if self._subscriber_id is not None:
+                await self._reader.execute("CLIENT", "TRACKING", "ON", "REDIRECT", self._subscriber_id)
+                self._cache.reset(active=True)
+        except RespError as exc:
+            log.debug("tail cache stays off for now: %s", exc)  # the next read tries again
+        finally:
+            self._redirecting = None
+
+    @property
+    def cache(self) -> TailCache | None:
+        return self._cache
+
+    def cache_stats(self) -> dict | None:
+        cache = self._cache
+        if cache is None:
+            return None
+        return {"active": cache.active, "hits": cache.hits, "misses": cache.misses, "entries": len(cache)}
+
     async def append(self, rows: Sequence[tuple[str, LiveEvent]]) -> None:
         by_user: dict[str, list[bytes]] = defaultdict(list)
         for user, event in rows:
             by_user[user].append(event.encode())
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[tuple] = []
         for user, entries in by_user.items():
             key = self._prefix + user
-            pipe.rpush(key, *entries)
-            pipe.ltrim(key, -self._tail_length, -1)
-            pipe.pexpire(key, self._ttl_ms)
-        await self._call(pipe.execute())
+            commands += [("RPUSH", key, *entries), ("LTRIM", key, -self._tail_length, -1), ("PEXPIRE", key, self._ttl_ms)]
+        await self._call(self._writer.pipeline(commands))
+        if self._epochs is not None:  # after Redis has them, before the caller acknowledges anyone
+            self._epochs.bump([(self._prefix + user).encode() for user in by_user])
 
     async def tail(self, user_id: str) -> list[LiveEvent]:
-        return decode_entries(await self._call(self._reader.execute(b"LRANGE", self._prefix + user_id,
-                                                                    -self._tail_length, -1)))
+        key = (self._prefix + user_id).encode()
+        cache = self._cache
+        if cache is None:
+            return decode_entries(await self._call(self._reader.execute(b"LRANGE", key, -self._tail_length, -1)))
+        bucket = self._epochs.bucket(key)  # type: ignore[union-attr]
+        if (cached := cache.get(key, bucket)) is not None:
+            return cached
+        if not cache.active and self._redirecting is None and self._reader.connected:
+            self._redirecting = asyncio.create_task(self._redirect())
+        ticket = cache.ticket(key, bucket)
+        tail = None
+        try:
+            tail = decode_entries(await self._call(self._reader.execute(b"LRANGE", key, -self._tail_length, -1)))
+            return tail
+        finally:
+            if ticket is not None:
+                cache.settle(ticket, tail)
 
     async def trim(self, watermark: Watermark) -> int:
         if not watermark.writers:
@@ -100,9 +197,15 @@ class RedisStore(OnlineStore):
         return bool(await self._call(self._slow.set(self._claims + name, b"1", nx=True, px=int(ttl_s * 1000))))
 
     async def ping(self) -> None:
-        await self._call(self._client.ping())
+        await self._call(self._writer.execute("PING"))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        self._writer.close()
         self._reader.close()
+        if self._subscriber is not None:
+            self._subscriber.close()
+        if self._redirecting is not None:
+            self._redirecting.cancel()
+        if self._epochs is not None:
+            self._epochs.close()
         await self._slow.aclose()

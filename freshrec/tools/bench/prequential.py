@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +18,7 @@ from freshrec.core.errors import FreshRecError
 from freshrec.pipeline.training.ease import ease_weights
 
 K = 10
+RETRY_FOR_S = 30.0  # how long a refused (503) batch of the replay is retried before the bench fails
 PROTOCOL = (
     "The replay is the held-out days' raw events sorted by time (ties keep file order), restricted to whole users "
     "drawn at random until the event cap: each user's recommendations depend only on the model and that user's own "
@@ -225,6 +227,8 @@ class ServedRecommender:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.model_versions: set[str] = set()
+        self.refused_then_retried = 0  # /v1/events 503 + Retry-After (nothing logged), sent again as a producer would
+        self.snapshot_only = 0  # recommendations served while the store did not answer (live events not merged)
 
     def champion(self) -> dict:
         """The served champion's version and catalogue size (GET /v1/models)."""
@@ -239,6 +243,7 @@ class ServedRecommender:
             raise ReplayFailed(f"/v1/recommend answered {response.status_code}: {response.text[:300]}")
         body = response.json()
         self.model_versions.add(str(body.get("model_version")))
+        self.snapshot_only += bool(body.get("snapshot_only"))
         return [entry["item_id"] for entry in body["items"]]
 
     def observe(self, event: dict) -> None:
@@ -251,6 +256,11 @@ class ServedRecommender:
         if not self.pending:
             return
         response = self.client.post("/v1/events", json={"events": self.pending})
+        deadline = time.monotonic() + RETRY_FOR_S
+        while response.status_code == 503 and "retry-after" in response.headers and time.monotonic() < deadline:
+            self.refused_then_retried += 1
+            time.sleep(min(float(response.headers["retry-after"]), 1.0))
+            response = self.client.post("/v1/events", json={"events": self.pending})
         if response.status_code != 200:
             raise ReplayFailed(f"/v1/events answered {response.status_code}: {response.text[:300]}")
         body = response.json()

@@ -310,26 +310,41 @@ def measure_recommend_latency(home: Path, store_url: str | None, *, users: int =
         off_env = world.server_env(store_url, "latency", **uncached, FRESHREC_ONLINE__ENABLED="false")
         # A second live-off server is the control: the p99 ratio of two identical servers is this box's noise
         # floor for the on/off ratio (a shared 2-core box moves p99 by tens of percent on its own).
-        with _serve(world, world.server_env(store_url, "latency", **uncached)) as on, \
-                _serve(world, off_env) as off, _serve(world, off_env) as control:
+        # With Redis, a third live-on server runs with the client-side tail cache off: every request then
+        # reads its tail from Redis (the figure a deployment whose users never repeat a request would see).
+        no_tail_cache = {"FRESHREC_ONLINE__CLIENT_CACHE_EVENTS": "0"}
+        with contextlib.ExitStack() as stack:
+            on = stack.enter_context(_serve(world, world.server_env(store_url, "latency", **uncached)))
+            off = stack.enter_context(_serve(world, off_env))
+            control = stack.enter_context(_serve(world, off_env))
+            ports = {"on": on.port, "off": off.port, "off_control": control.port}
+            if store_url:
+                ports["on_tail_cache_off"] = stack.enter_context(
+                    _serve(world, world.server_env(store_url, "latency", **uncached, **no_tail_cache))).port
             _post_live_tails(on.port, queried, world, events_per_user, rng)
             servers = {"on": on, "off": off}
-            single = _alternating_single_stream({"on": on.port, "off": off.port, "off_control": control.port},
-                                                encode_posts(HOST, "/v1/recommend", bodies), rounds, round_s)
+            single = _alternating_single_stream(ports, encode_posts(HOST, "/v1/recommend", bodies), rounds, round_s)
             tails = _metric(on.port, "freshrec_live_tail_events_sum"), _metric(on.port, "freshrec_live_tail_events_count")
+            tail_cache = httpx.get(f"http://{HOST}:{on.port}/v1/models", timeout=10).json()["online"].get("tail_cache")
             with tqdm(total=0, disable=True) as progress:
                 sweeps = {name: measure_server(server.port, bodies, rates or RECOMMEND_RATES, duration_s,
                                                RECOMMEND_P99_MS, 64, progress) for name, server in servers.items()}
     ratio = single["on"]["p99_ms"] / single["off"]["p99_ms"] if single["off"].get("p99_ms") else None
+    ratio_no_tail_cache = (single["on_tail_cache_off"]["p99_ms"] / single["off"]["p99_ms"]
+                           if "on_tail_cache_off" in single and single["off"].get("p99_ms") else None)
     noise = single["off_control"]["p99_ms"] / single["off"]["p99_ms"] if single["off"].get("p99_ms") else None
     p50_ratio = single["on"]["p50_ms"] / single["off"]["p50_ms"] if single["off"].get("p50_ms") else None
     return {
         "store": store_url or "embedded", "workers": 1, "cache": "off", "users": len(queried),
         "live_events_per_user": events_per_user,
         "mean_live_tail_per_request": round(tails[0] / tails[1], 2) if tails[1] else 0,
+        # Redis: the worker's client-side tail cache during the single-stream rounds (each user is asked again
+        # while their tail is unchanged, as a user paging or refreshing would); None for the embedded store.
+        "tail_cache": tail_cache,
         "single_stream": single, "single_stream_rounds": {"rounds": rounds, "round_s": round_s},
         "p50_live_over_off": round(p50_ratio, 4) if p50_ratio else None,
         "p99_control_over_off": round(noise, 4) if noise else None,
+        "p99_live_tail_cache_off_over_off": round(ratio_no_tail_cache, 4) if ratio_no_tail_cache else None,
         "max_rate_within_slo": {name: s["max_rate_within_slo"] for name, s in sweeps.items()},
         "sweeps": {name: {"closed_loop": s["closed_loop"], "open_loop": s["open_loop"]} for name, s in sweeps.items()},
         "slo_p99_ms": RECOMMEND_P99_MS, "load_average": os.getloadavg(),
