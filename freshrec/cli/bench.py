@@ -55,7 +55,8 @@ def edge(
 @app.command("models")
 def models(
     ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],
-    protocol: Annotated[str, typer.Option(help="msr (MS Recommenders 75/25 by item, the published table) or temporal")] = "msr",
+    protocol: Annotated[str, typer.Option(help="msr (MS Recommenders 75/25 by item, the published table), temporal, "
+                                                     "sequential (leave-last-out by time) or prequential (event-by-event replay)")] = "msr",
 ) -> None:
     """Teacher, distilled student, control, int8 recipes, EASE and popularity side by side, offline."""
     report = _run("models", ratings=ratings, protocol=protocol)

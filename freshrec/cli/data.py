@@ -49,6 +49,10 @@ def synth(
     growth_days: Annotated[float, typer.Option(help="the others arrive on day 1 + Exponential(growth_days)")] = 20.0,
     newcomer_boost: Annotated[float, typer.Option(min=0.0, help="extra activity of a user on their first day, fading "
                                                   "over ~5 days")] = 0.0,
+    transition_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of a session's later views that follow "
+                                                    "an item-to-item chain from the previous view (sessions on); 0 = none")] = 0.0,
+    repeat_share: Annotated[float, typer.Option(min=0.0, max=1.0, help="share of a session's later views that re-consume "
+                                                "an item viewed earlier in the session (sessions on); 0 = none")] = 0.0,
 ) -> None:
     """Generate synthetic raw events with latent tastes, a funnel, seasonality, newcomers and drift (and sessions)."""
     from freshrec.pipeline.data.partitions import check_format
@@ -58,7 +62,7 @@ def synth(
     config = SynthConfig(
         out=out_dir.resolve(), start=_date(start), days=days, users=users, items=items, events_per_day=events_per_day,
         seed=seed, fmt=check_format(file_format), session_intent=session_intent, initial_share=initial_share,
-        growth_days=growth_days, newcomer_boost=newcomer_boost,
+        growth_days=growth_days, newcomer_boost=newcomer_boost, transition_share=transition_share, repeat_share=repeat_share,
     )
     world = make_world(config.world_config())
     if truth is not None:

@@ -77,8 +77,10 @@ def _params() -> dict:
                                 description="max teacher epochs (early stopping may end sooner); empty = settings"),
         "student_epochs": Param(None, type=["null", "integer"], minimum=1,
                                 description="max student epochs (distilled and control); empty = settings"),
-        "protocol": Param("temporal", type="string", enum=["temporal", "msr"],
-                          description="holdout for evaluation and gates: temporal (last holdout_days) or msr (75/25 by item)"),
+        "protocol": Param("temporal", type="string", enum=["temporal", "msr", "sequential", "prequential"],
+                          description="holdout for evaluation and gates: temporal (last holdout_days), msr (75/25 by item), "
+                                      "sequential (each user's last new item, time-ordered leave-last-out) or prequential "
+                                      "(the last holdout_days replayed event by event, history as of each event)"),
         "force": Param(None, type=["null", "boolean"],
                        description="retrain even when the champion was trained on the latest feature day already; "
                                    "empty = yes for a run someone asked for (the UI, the REST API, the CLI, slo_monitor), "

@@ -56,3 +56,16 @@ def test_retrain_bench_warm_start_grows_the_champion(tmp_path: Path) -> None:
         assert 0.0 <= variant["metrics"]["student"]["ndcg@10"] <= 1.0
     assert report["time_ratio_warm_over_cold"] > 0
     assert set(report["warm_minus_cold_ndcg@10"]) == {"teacher", "student"}
+
+
+@pytest.mark.parametrize("protocol", ["sequential", "prequential"])
+def test_models_bench_runs_the_time_ordered_protocols(tmp_path: Path, protocol: str) -> None:
+    from freshrec.tools.bench.models import run
+
+    report = json.loads(run(_settings(tmp_path / "home"), write_u_data(tmp_path / "ml"), protocol=protocol).read_text())
+    assert report["protocol"] == protocol and "full ranking" in report["protocol_definition"]
+    counts, metrics = report["counts"], report["metrics"]
+    rankings = counts.get("test_rankings", counts["test_users"])  # prequential ranks once per held-out event
+    assert {"popularity", "EASE (lambda 400)", "co-occurrence (order-blind)", "Markov-1 (last item)", "student (final)",
+            "student int8 (dynamic)"} <= set(metrics)
+    assert all(0.0 <= m["hr@10"] <= 1.0 and m["users"] == rankings for m in metrics.values())

@@ -78,3 +78,21 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     # refit_on_all off: the holdout-trained models are served, as before the refit existed
     assert not (Path(second.bundle_dir) / "student.eval.int8.onnx").exists()
     assert second.card["training_data"]["served_model"] == second.card["training_data"]["holdout_trained_model"]
+
+
+@pytest.mark.parametrize("protocol", ["sequential", "prequential"])
+def test_retrain_dag_gates_on_a_time_ordered_protocol(airflow_db: Path, tiny_lake: Path, protocol: str) -> None:
+    """The Param form's time-ordered protocols train, gate and promote end to end, and say so in the card."""
+    from freshrec.core.registry import open_registry
+    from freshrec.core.settings import get_settings
+    from freshrec.dags._local import run_dag
+
+    assert run_dag("retrain", {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False,
+                               "protocol": protocol}) == "success"
+    with open_registry(get_settings()) as registry:
+        champion = registry.serving_state().champion
+    assert champion is not None
+    evaluation = json.loads(RunLayout(Path(champion.bundle_dir)).evaluation.read_text())
+    assert evaluation["protocol"] == protocol
+    assert evaluation["counts"]["test_users"] > 0
+    assert 0.0 < champion.metrics["ndcg@10"] <= 1.0

@@ -27,6 +27,7 @@ from freshrec.core.errors import ArtifactIntegrityError, DataValidationError
 from freshrec.core.layout import Layout
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.core.settings import Settings
+from freshrec.pipeline.evaluation import protocols
 from freshrec.pipeline.offline.metrics import ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k
 from freshrec.pipeline.training import prepare as prep
@@ -51,7 +52,7 @@ def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bund
     layout = Layout(settings.home)
     events = read_clean_events(layout.clean_events)
     parent_vocab = Vocab.load(parent_bundle / BUNDLE_VOCAB) if parent_bundle else None
-    data = prep.prepare(
+    data = protocols.prepare(
         events,
         protocol=protocol,
         holdout_days=settings.training.holdout_days,

@@ -1,7 +1,8 @@
 """``freshrec bench models RATINGS``: every model of a retrain side by side on a ratings file, offline.
 
 The protocol of the published table in ANCHORS.md by default (``msr``: MS Recommenders' stratified 75/25
-split by item, seed 42, seen items removed, full ranking, top 10). The retrain's own code trains:
+split by item, seed 42, seen items removed, full ranking, top 10); ``temporal`` and the time-ordered
+``sequential`` and ``prequential`` (freshrec.pipeline.evaluation.protocols) on request. The retrain's own code trains:
 
 - the gated models, all on the training part minus the early-stopping split: teacher (session-aware
   EASE wide layer + deep part), distilled student (teacher factorisation, then KD), control (same
@@ -9,7 +10,9 @@ split by item, seed 42, seen items removed, full ranking, top 10). The retrain's
   the distillation loss only (what the KD loss alone is worth): the like-for-like comparison;
 - the final models, refitted on the whole training part for the early-stopping epoch counts (what a
   pipeline serves): teacher and distilled student, exported to ONNX fp32 and every int8 recipe;
-- baselines on the whole training part: popularity and plain EASE (lambda 400, the ANCHORS row).
+- baselines on the whole training part: popularity and plain EASE (lambda 400, the ANCHORS row), and two that
+  tell order from no order (freshrec.pipeline.evaluation.baselines): item co-occurrence pooled over the whole
+  history (order-blind) and Markov-1 (the most frequent successor of the user's last item; order only).
 
 Per model: nDCG/recall/precision/MAP/HR@10 and coverage; paired bootstrap intervals for the differences
 that the targets name; per-recipe int8 fidelity, score difference and CPU time per call. JSON + PNG
@@ -33,6 +36,7 @@ from freshrec.core.artifacts import RunLayout
 from freshrec.core.settings import Settings
 from freshrec.pipeline.data.movielens import read_ratings
 from freshrec.pipeline.data.movielens_meta import write_metadata
+from freshrec.pipeline.evaluation import baselines, protocols
 from freshrec.pipeline.export.latency import onnx_latency
 from freshrec.pipeline.export.onnx_export import run_scores, session
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, quantise_int8
@@ -50,6 +54,7 @@ from freshrec.tools.bench.reports import save, scratch
 
 PUBLISHED_NDCG = {"BiVAE": 0.4751, "BPR (Cornac)": 0.4420, "LightGCN": 0.4198, "NCF": 0.3961, "SAR": 0.3825}
 EASE_L2 = 400.0  # the plain EASE baseline of ANCHORS.md (lambda 300-500 on ML-100K)
+BASELINES = ("popularity", "EASE (lambda 400)", "co-occurrence (order-blind)", "Markov-1 (last item)")
 console = Console()
 T = TypeVar("T")
 
@@ -137,7 +142,7 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     interactions = normalise_interactions(frame.rename(columns={"timestamp": "ts"}))
     meta = work / "_meta"
     write_metadata(kind, meta)
-    data = prep.prepare(interactions, protocol, settings.training.holdout_days, settings.data.online_history_length,
+    data = protocols.prepare(interactions, protocol, settings.training.holdout_days, settings.data.online_history_length,
                         settings.training.seed, lambda vocab: item_categories(meta / "items.parquet", vocab)[0])
     run_dir = work / "run"
     paths = RunLayout(run_dir)
@@ -150,6 +155,8 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
     evaluation.add("popularity", _popularity_scorer(train_histories, n_items + 1))
     ease = _timed(timings, "ease_s", lambda: ease_weights(train_histories, n_items, EASE_L2))
     evaluation.add("EASE (lambda 400)", closed_form_scorer(ease))
+    evaluation.add("co-occurrence (order-blind)", baselines.cooccurrence(train_histories, n_items))
+    evaluation.add("Markov-1 (last item)", baselines.markov(train_histories, n_items))
 
     _timed(timings, "teacher_s", lambda: train_teacher(settings, run_dir, settings.training.teacher_epochs))
     _timed(timings, "students_s", lambda: train_students(settings, run_dir, settings.training.student_epochs))
@@ -172,6 +179,7 @@ def evaluate_models(settings: Settings, ratings: Path, protocol: str, work: Path
         "benchmark": "models",
         "ratings": str(ratings),
         "protocol": protocol,
+        "protocol_definition": protocols.DEFINITIONS.get(protocol, ""),
         "counts": data.counts,
         "metrics": evaluation.metrics,
         "comparisons": {
@@ -199,14 +207,15 @@ def plot(report: dict, target: Path) -> Path:
     names = list(report["metrics"])
     values = [report["metrics"][n]["ndcg@10"] for n in names]
     fig, ax = plt.subplots(figsize=(12, 5.5))
-    bars = ax.barh(names, values, color=["#999" if n in ("popularity", "EASE (lambda 400)") else "#3b75af" for n in names])
+    bars = ax.barh(names, values, color=["#999" if n in BASELINES else "#3b75af" for n in names])
     ax.bar_label(bars, fmt="%.4f", fontsize=8)
-    for label, value in report["published_ndcg@10"].items():
+    for label, value in report["published_ndcg@10"].items() if report["protocol"] == "msr" else ():
         ax.axvline(value, ls=":", lw=0.8, color="r")
         ax.text(value, -0.9, label, rotation=90, fontsize=7, color="r", va="top")
     ax.invert_yaxis()
     ax.set_xlabel("nDCG@10")
-    ax.set_title(f"{Path(report['ratings']).name}, protocol {report['protocol']} (dotted: published rows, ANCHORS.md)")
+    note = " (dotted: published rows, ANCHORS.md)" if report["protocol"] == "msr" else ""
+    ax.set_title(f"{Path(report['ratings']).name}, protocol {report['protocol']}{note}")
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
@@ -216,4 +225,5 @@ def plot(report: dict, target: Path) -> Path:
 def run(settings: Settings, ratings: Path, protocol: str = "msr") -> Path:
     with scratch(settings, "models-") as work:
         report = evaluate_models(settings, Path(ratings), protocol, work)
-    return save(settings, "models", report, plot)
+    # One report per protocol: the msr one keeps its name (what the README and older reports point at).
+    return save(settings, "models" if protocol == "msr" else f"models-{protocol}", report, plot)

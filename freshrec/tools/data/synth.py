@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from freshrec.core.layout import ds_name
 from freshrec.pipeline.data.partitions import PART_NAME, FileFormat, check_format, replace_partition, staging_dir, write_event_file
-from freshrec.tools.data.world import DAY_STREAM, World, WorldConfig, load_world, make_world, save_world
+from freshrec.tools.data.world import DAY_STREAM, SUCCESSOR_P, World, WorldConfig, load_world, make_world, save_world
 
 __all__ = ["EVENT_SCHEMA", "SynthConfig", "DayReport", "generate_day", "synthesize", "load_world", "save_world", "World"]
 
@@ -73,11 +73,14 @@ class SynthConfig:
     initial_share: float = 0.7
     growth_days: float = 20.0
     newcomer_boost: float = 0.0
+    transition_share: float = 0.0
+    repeat_share: float = 0.0
 
     def world_config(self) -> WorldConfig:
         return WorldConfig(users=self.users, items=self.items, seed=self.seed, start=self.start.isoformat(),
                            session_intent=self.session_intent, initial_share=self.initial_share,
-                           growth_days=self.growth_days, newcomer_boost=self.newcomer_boost)
+                           growth_days=self.growth_days, newcomer_boost=self.newcomer_boost,
+                           transition_share=self.transition_share, repeat_share=self.repeat_share)
 
 
 @dataclass
@@ -158,7 +161,7 @@ def generate_day(world: World, t: int, events_target: int, rng: np.random.Genera
         if n_views == 0:
             continue
         hour_start = day_start + hour * 3600
-        if world.config.session_intent > 0:
+        if world.config.sessions:
             users, items, affinity, view_ts = _session_views(world, t, n_views, active, user_cdf, item_vectors, item_sampler,
                                                              candidates, hour_start, rng)
         else:
@@ -196,11 +199,32 @@ def _session_views(
     users = np.repeat(owners, lengths)
     items = np.empty(n_views, dtype=np.int64)
     items[is_anchor], items[~is_anchor] = anchors, followers
+    if cfg.chained:
+        _chain(world, t, items, lengths, first, rng)
     gaps = np.where(is_anchor, 0, np.ceil(rng.exponential(cfg.session_gap_s, n_views))).astype(np.int64)
     offsets = np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first], lengths)
     view_ts = np.repeat(hour_start + rng.integers(0, 3600, size=lengths.size), lengths) + offsets
     affinity = world.affinity(users, items, t)
     return users, items, affinity, view_ts
+
+
+def _chain(world: World, t: int, items: np.ndarray, lengths: np.ndarray, first: np.ndarray, rng: np.random.Generator) -> None:
+    """Rewrite the views after each session's first in place, position by position: a repeat of an earlier view
+    of the session, a successor of the previous view (when born by day t), or the intent draw already there."""
+    cfg = world.config
+    n = items.size
+    choice, successor, earlier = rng.random(n), rng.random(n), rng.random(n)
+    position = np.arange(n) - np.repeat(first, lengths)
+    which = np.minimum(np.searchsorted(np.cumsum(SUCCESSOR_P), successor, side="right"), SUCCESSOR_P.size - 1)
+    born = world.item_birth <= t
+    for p in range(1, int(lengths.max())):
+        at = np.flatnonzero(position == p)
+        repeat = choice[at] < cfg.repeat_share
+        nxt = world.successors[items[at - 1], which[at]]
+        move = ~repeat & (choice[at] < cfg.repeat_share + cfg.transition_share) & born[nxt]
+        items[at[move]] = nxt[move]
+        back = at - 1 - np.floor(earlier[at] * p).astype(np.int64)  # uniform over the p earlier views
+        items[at[repeat]] = items[back[repeat]]
 
 
 def _session_lengths(n_views: int, mean: float, rng: np.random.Generator) -> np.ndarray:

@@ -18,6 +18,14 @@ near that item, q = unit(v_anchor + intent_spread * noise). The session's other 
   P(view i | u, q, t)  ~  pop_i(t) * exp(preference_strength * a + session_intent * <q, v_i>)
 so what a user viewed minutes ago predicts what they view next better than their lasting taste does;
 clicks, ratings and purchases still follow the lasting affinity a.
+
+Sequential structure (``transition_share`` / ``repeat_share`` > 0; both 0 keep the generator above): every
+item has three fixed successors (``successors``: drawn once per world, uniformly over the catalogue, taken with
+probabilities SUCCESSOR_P), and a session's views after the first are a chain. With probability
+``repeat_share`` a view re-consumes an item viewed earlier in the same session (uniformly among them); else
+with ``transition_share`` it is a successor of the session's previous view (an item-to-item Markov chain;
+a successor not born yet falls back to the intent draw); else the intent draw above. So the next item depends
+on the last one, not only on which items came before: a model that ignores order cannot see that.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ GENRES = ("action", "comedy", "drama", "documentary", "family", "romance", "scif
 # Independent random streams derive from (seed, stream tag, ...): the world and each day never share one.
 WORLD_STREAM = 1
 DAY_STREAM = 2
+TRANSITION_STREAM = 3
+SUCCESSOR_P = np.array([0.6, 0.3, 0.1])  # probability of an item's first, second and third successor
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class WorldConfig:
     session_gap_s: float = 60.0       # mean seconds between two views of a session
     intent_spread: float = 0.35       # noise around the anchor item: how wide a session's cluster of items is
     newcomer_boost: float = 0.0       # extra activity of a user on their birth day, fading over novelty_days
+    transition_share: float = 0.0     # share of a session's later views that follow the item-to-item chain
+    repeat_share: float = 0.0         # share of a session's later views that re-consume an earlier view of it
 
     def __post_init__(self) -> None:
         if self.users < 1 or self.items < 1 or self.dim < 2:
@@ -69,6 +81,17 @@ class WorldConfig:
             raise InvalidInput("growth_days must be > 0")
         if self.session_intent < 0 or self.session_views < 1 or self.session_gap_s <= 0 or self.newcomer_boost < 0:
             raise InvalidInput("session_intent and newcomer_boost must be >= 0, session_views >= 1, session_gap_s > 0")
+        if self.transition_share < 0 or self.repeat_share < 0 or self.transition_share + self.repeat_share > 1:
+            raise InvalidInput("transition_share and repeat_share must be >= 0 and sum to at most 1")
+
+    @property
+    def sessions(self) -> bool:
+        """Views come in sessions (with an intent, a chain of transitions or repeats)."""
+        return self.session_intent > 0 or self.transition_share > 0 or self.repeat_share > 0
+
+    @property
+    def chained(self) -> bool:
+        return self.transition_share > 0 or self.repeat_share > 0
 
     @property
     def start_date(self) -> dt.date:
@@ -157,6 +180,16 @@ class World:
         weights = self.user_weights(t, active)
         picked = active[rng.choice(active.size, size=n, p=weights / weights.sum())]
         return self.user_ids[picked]
+
+    @cached_property
+    def successors(self) -> np.ndarray:
+        """(items, 3) each item's successors in the item-to-item chain; derived from the seed, not stored."""
+        rng = np.random.default_rng([self.config.seed, TRANSITION_STREAM])
+        n = self.config.items
+        if n == 1:
+            return np.zeros((1, SUCCESSOR_P.size), dtype=np.int64)
+        offsets = 1 + rng.integers(0, n - 1, size=(n, SUCCESSOR_P.size))  # never the item itself
+        return (np.arange(n)[:, None] + offsets) % n
 
     def session_intents(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Unit intent directions of sessions opened on the given anchor items (float32, one row each)."""
