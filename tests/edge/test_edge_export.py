@@ -58,3 +58,13 @@ def test_the_release_hook_exports_once_and_never_fails_the_release(world: World,
     assert export_after_promotion(world.settings, champion) == first  # immutable per version: not rewritten
     assert export_after_promotion(world.settings, "999") is None
     assert "not exported" in caplog.text
+
+
+def test_popularity_shares_are_written_as_the_shortest_exact_float32() -> None:
+    from freshrec.pipeline.export.edge import float32_shortest
+
+    shares = np.random.default_rng(0).dirichlet(np.ones(500)).astype(np.float32)
+    written = float32_shortest(shares)
+    assert np.array_equal(np.array(written, dtype=np.float32), shares)  # the server's float32 values, exactly
+    assert len(json.dumps(written)) < 0.7 * len(json.dumps(shares.tolist()))
+    assert float32_shortest(np.array([0.0, 1e-9, 0.5], dtype=np.float32)) == [0.0, 1e-9, 0.5]

@@ -2,8 +2,10 @@
 
 ``<home>/edge/<version>/`` holds (each file named in the manifest with its sha256 and size):
 
-    model.onnx       the student graph the CPU server scores with (int8; fp32 when the version has no int8), or
-                     a smaller storage of it when that keeps parity on real histories (``edge_graph``)
+    model.onnx       the student graph the CPU server scores with (int8; fp32 when the version has no int8). Its
+                     int8 recipe usually stores the embedding tables in int8 too (``row_tables``), so the edge
+                     graph is the served graph byte for byte; for a version whose served graph keeps fp32
+                     tables, a smaller storage of it when that keeps parity on real histories (``edge_graph``)
     items.json       {"items": [item_id, ...]}: item index i >= 1 is items[i - 1] (the ONNX contract)
     popular.json     {"items": [index, ...], "scores": [share, ...]}: the cold-start list, most popular first
     candidates.json  {"items": [index, ...]}: the items scored for a recommendation (the server's shared set)
@@ -83,6 +85,20 @@ def _check_histories(snapshot: OnlineSnapshot, item_ids: list[str], history_leng
     return [lists[i][-history_length:] for i in picked]
 
 
+def _int8_recipe(bundle_dir: Path) -> dict[str, Any] | None:
+    """The int8 recipe the export chose for the served graph (its model card), None for older bundles."""
+    try:
+        return json.loads((bundle_dir / "model_card.json").read_text())["export"]["int8_recipe"]
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        return None
+
+
+def float32_shortest(values: np.ndarray) -> list[float]:
+    """Each float32 as the shortest decimal that reads back as the same float32 (``0.0013351135``, not the
+    float64 expansion ``0.0013351134846461949``): the same scores as the server's, in half the bytes."""
+    return [float(np.format_float_positional(v, unique=True)) for v in values.astype(np.float32)]
+
+
 def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, separators=(",", ":")))
 
@@ -124,7 +140,7 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
         graph_name, graph_bytes, trials = smallest_with_parity(graph.read_bytes(), checked, candidates)
         (staging / "model.onnx").write_bytes(graph_bytes)
         _write_json(staging / "items.json", {"items": item_ids})
-        _write_json(staging / "popular.json", {"items": popular.tolist(), "scores": popular_scores.tolist()})
+        _write_json(staging / "popular.json", {"items": popular.tolist(), "scores": float32_shortest(popular_scores)})
         _write_json(staging / "candidates.json", {"items": candidates.tolist()})
         files = {name: _file_entry(staging / name) for name in ("model.onnx", "items.json", "popular.json", "candidates.json")}
         fp32 = view.artifacts.get("fp32")
@@ -133,7 +149,8 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
             "model_version": number,
             "created_at": dt.datetime.now(dt.UTC).isoformat(),
             "artifact_variant": variant,
-            "graph": {"stored": graph_name, "parity_histories": len(checked), "trials": trials},
+            "graph": {"stored": graph_name, "parity_histories": len(checked), "trials": trials,
+                      "int8_recipe": _int8_recipe(Path(view.bundle_dir)) if variant == "int8" else None},
             "source_sha256": view.artifacts[variant].sha256,
             "lineage": {"bundle_dir": Path(view.bundle_dir).name, "state": view.state,
                         "created_at": view.created_at.isoformat(), **view.lineage},

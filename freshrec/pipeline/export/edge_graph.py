@@ -1,8 +1,10 @@
 """The smallest student graph that keeps parity with the served one, for the edge bundle.
 
-The served int8 graph quantises the MatMul weights and keeps the item embedding tables that feed a Gather in
-fp32, where most of its bytes are. Smaller variants store those tables in fp16 or in int8 (one scale per row)
-and restore them with a Cast / DequantizeLinear in front of the Gather. Each is scored with ONNX Runtime
+A served int8 graph whose recipe kept the item embedding tables that feed a Gather in fp32 (a recipe without
+``embeddings`` or ``row_tables``, or a version exported before those) has most of its bytes there. Smaller
+variants store those tables in fp16 or in int8 (one scale per row) and restore them with a Cast /
+DequantizeLinear in front of the Gather. When the served graph already stores them in int8 there is nothing
+to shrink and the served graph ships as it is. Each is scored with ONNX Runtime
 against the served graph on real histories; a variant is kept only with identical top-10 (seen items
 removed) for ``min_top10`` of them and the same rank 1 for all. Pure computation on bytes and arrays.
 """

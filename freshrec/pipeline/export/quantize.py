@@ -1,8 +1,9 @@
 """int8 and fp16 variants of an exported fp32 graph (onnxruntime.quantization, onnxconverter-common).
 
 Recipes differ in format (dynamic vs static QDQ with calibration), per-channel weights, 7-bit weights
-(``reduce_range``) and whether the embedding tables (Gather) are quantised; ``freshrec.pipeline.export.stage``
-measures them and keeps the best one.
+(``reduce_range``) and whether the embedding tables (Gather) are quantised: by ORT with one scale per table
+(``embeddings``) or by ``row_tables`` with one scale per row (``row_tables``);
+``freshrec.pipeline.export.stage`` measures them and keeps the best one (the smallest of equal quality).
 
 ``reduce_range``: 7-bit weights. ORT documents that on x86 CPUs without VNNI its u8 x s8 kernels add
 pairs of products in int16 (VPMADDUBSW), which saturates with full-range 8-bit weights; 7-bit weights
@@ -23,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY
 from freshrec.pipeline.export.onnx_export import check_onnx
+from freshrec.pipeline.export.row_tables import quantise_row_tables
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Int8Recipe:
     per_channel: bool = False
     embeddings: bool = False
     reduce_range: bool = False
+    row_tables: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +45,8 @@ RECIPES = (
     Int8Recipe("dynamic_reduce_range", reduce_range=True),
     Int8Recipe("dynamic_per_channel", per_channel=True),
     Int8Recipe("dynamic_embeddings", embeddings=True),
+    Int8Recipe("dynamic_row_tables", row_tables=True),
+    Int8Recipe("dynamic_reduce_range_row_tables", reduce_range=True, row_tables=True),
     Int8Recipe("static_qdq", static=True),
     Int8Recipe("static_qdq_per_channel", static=True, per_channel=True),
 )
@@ -90,6 +95,10 @@ def quantise_int8(
             )
     finally:
         prepared.unlink(missing_ok=True)
+    if recipe.row_tables:
+        model = onnx.load(str(target))
+        if quantise_row_tables(model):
+            onnx.save(model, str(target))
     check_onnx(target)
     return target
 

@@ -7,9 +7,9 @@ only when they are as good and measurably faster; the pruned weights are export'
 fp32: dynamo export + checker + ORT basic optimisation (teacher and student). int8: every recipe in
 ``quantize.RECIPES`` is built and measured against fp32 on the fidelity set (``evaluate.fidelity_set``:
 enough users for a 1% tolerance to mean something), on the holdout, by max score difference vs fp32,
-and for speed (single request, whole catalogue); of the recipes within the allowed quality loss and
-near the fastest, the most accurate is kept (``choose_recipe``); none within: the most accurate one
-(the int8 gate then rejects the candidate). fp16 for GPUs.
+and for speed (single request, whole catalogue, the recipes timed in alternating rounds); of the recipes within the allowed quality loss and
+near the fastest, the smallest of those as accurate as the most accurate is kept (``choose_recipe``);
+none within: the most accurate one (the int8 gate then rejects the candidate). fp16 for GPUs.
 
 After the gates, ``export_served`` exports the models refitted on all interactions the same way (same
 int8 recipe, same pruning decision) as the served graphs and checks them (parity, paired int8
@@ -34,7 +34,7 @@ from freshrec.core.artifacts import (
 )
 from freshrec.core.errors import StageFailed
 from freshrec.pipeline.evaluation.evaluate import evaluate_graph
-from freshrec.pipeline.export.latency import onnx_latency
+from freshrec.pipeline.export.latency import interleaved_onnx_latency, onnx_latency
 from freshrec.pipeline.export.onnx_export import export_onnx, optimise_offline, run_scores, session
 from freshrec.pipeline.export.pruning import evaluate_pruning, pruned_variant
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, Int8Recipe, convert_fp16, quantise_int8
@@ -45,7 +45,8 @@ from freshrec.pipeline.training.models import Student, Teacher
 
 log = logging.getLogger(__name__)
 CALIBRATION_USERS = 256
-PRUNING_MAX_LOSS = 0.005  # "equal quality": a pruned student may lose at most 0.5% relative nDCG@10
+EQUAL_QUALITY = 0.005  # relative nDCG@10 within which two graphs count as equally good
+PRUNING_MAX_LOSS = EQUAL_QUALITY  # a pruned student may lose at most that
 
 
 def export_fp32(model: torch.nn.Module, target: Path) -> Path:
@@ -76,20 +77,28 @@ def torch_parity(model: torch.nn.Module, graph: Path, histories: np.ndarray, n_i
     return {"max_abs_diff": float(diff.max()), "max_rel_diff": float((diff / (np.abs(expected) + 1e-6)).max())}
 
 
-def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.25) -> dict:
+def choose_recipe(trials: list[dict], fp32_ndcg: float, max_loss: float, latency_slack: float = 0.25,
+                  equal_quality: float = EQUAL_QUALITY, size_slack: float = 0.05) -> dict:
     """Among recipes within ``max_loss`` relative nDCG@10 of fp32 (both on the fidelity set) and within
     ``latency_slack`` of the fastest p50 CPU time per call (timings on a shared box are noisy; CPU time
-    less so than wall time): the most accurate, the smaller file on a tie; none within: the most accurate.
+    less so than wall time): of those within ``equal_quality`` of the most accurate one, the smallest
+    (files within ``size_slack`` of the smallest count as the same size; the most accurate of them);
+    none within: the most accurate.
 
-    Accuracy before size: the served graph is a refit quantised with the same recipe and gated again,
-    so the recipe with the widest margin is the one least likely to fail there."""
+    Size matters because the served int8 graph is also the edge bundle's graph: an int8 embedding table
+    halves both (``dynamic_row_tables``). Only within ``equal_quality``: the served graph is a refit
+    quantised with the same recipe and gated again, so the margin to the gate is kept nearly whole."""
     floor = fp32_ndcg * (1.0 - max_loss)
     within = [t for t in trials if t["fidelity_ndcg@10"] >= floor]
     if not within:
         return max(trials, key=lambda t: t["fidelity_ndcg@10"])
     fastest = min(t["latency"]["cpu_p50_ms"] for t in within)
     quick = [t for t in within if t["latency"]["cpu_p50_ms"] <= fastest * (1.0 + latency_slack)]
-    return max(quick, key=lambda t: (t["fidelity_ndcg@10"], -t["size"]))
+    best = max(t["fidelity_ndcg@10"] for t in quick)
+    equal = [t for t in quick if t["fidelity_ndcg@10"] >= best * (1.0 - equal_quality)]
+    smallest = min(t["size"] for t in equal)
+    small = [t for t in equal if t["size"] <= smallest * (1.0 + size_slack)]
+    return max(small, key=lambda t: (t["fidelity_ndcg@10"], -t["size"]))
 
 
 def export_run(
@@ -142,12 +151,14 @@ def export_run(
             "fidelity_ndcg@10": evaluate_graph(run_dir, target, fidelity=True)["overall"]["ndcg@10"],
             "metrics": metrics,
             "max_abs_diff_vs_fp32": score_difference(student_fp32, target, sample, n_items),
-            "latency": onnx_latency(target, n_items, data.history_len, n_items),
             "size": target.stat().st_size,
         })
     trials = [t for t in report["int8_trials"] if "error" not in t]
     if not trials:
         raise StageFailed("export: no int8 recipe could be applied to the student graph (each trial's error is logged)")
+    timings = interleaved_onnx_latency([Path(t["path"]) for t in trials], n_items, data.history_len, n_items)
+    for trial, latency in zip(trials, timings, strict=True):
+        trial["latency"] = latency
     chosen = choose_recipe(trials, fp32_fidelity["ndcg@10"], int8_max_loss)
     for trial in trials:  # the losing recipes are scratch files
         if trial is not chosen:
