@@ -81,12 +81,19 @@ async def edge_file(request: Request, version: str, name: str) -> Response:
     files = json.loads(raw)["files"] if raw is not None else {}
     if name not in files:
         raise NotFound(f"version {version} has no edge file {name!r}")
-    etag = f'"{files[name]["sha256"]}"'
-    headers = {"ETag": etag, "Cache-Control": IMMUTABLE}
+    path = edge_root(request.app.state.runtime.settings.home) / version / name
+    packed = path.with_name(f"{name}.gz")
+    # The export stores a gzip copy of every file: sent as is to clients that accept it (the client checks the
+    # sha256 of the decoded bytes either way). Each encoding has its own ETag, as HTTP caches require.
+    gzipped = "gzip" in request.headers.get("accept-encoding", "").lower() and packed.is_file()
+    etag = f'"{files[name]["sha256"]}{"-gzip" if gzipped else ""}"'
+    headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
     if _etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    return FileResponse(edge_root(request.app.state.runtime.settings.home) / version / name, headers=headers,
-                        media_type="application/octet-stream" if name.endswith(".onnx") else "application/json")
+    media_type = "application/octet-stream" if name.endswith(".onnx") else "application/json"
+    if gzipped:
+        return FileResponse(packed, headers={**headers, "Content-Encoding": "gzip"}, media_type=media_type)
+    return FileResponse(path, headers=headers, media_type=media_type)
 
 
 def _static(path: Path, media_type: str) -> Response:

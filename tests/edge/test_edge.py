@@ -81,11 +81,16 @@ def test_manifest_files_and_rollback(edge_server: RunningServer, world: World, c
     assert manifest["model_version"] == champion and manifest["artifact_variant"] == "int8"
     assert manifest["onnx"]["inputs"]["history"]["type"] == "int64"
     for name, meta in manifest["files"].items():
-        response = httpx.get(f"{url}/v1/edge/{champion}/{name}")
-        assert response.status_code == 200 and hashlib.sha256(response.content).hexdigest() == meta["sha256"]
-        assert "immutable" in response.headers["cache-control"]
-        again = httpx.get(f"{url}/v1/edge/{champion}/{name}", headers={"If-None-Match": response.headers["etag"]})
-        assert again.status_code == 304
+        for encoding in ("gzip", "identity"):  # a browser accepts gzip: the export's compressed copy is sent
+            asks = {"Accept-Encoding": encoding}
+            response = httpx.get(f"{url}/v1/edge/{champion}/{name}", headers=asks)
+            assert response.status_code == 200 and hashlib.sha256(response.content).hexdigest() == meta["sha256"]
+            assert response.headers.get("content-encoding") == (encoding if encoding == "gzip" else None)
+            assert response.num_bytes_downloaded == (meta["gzip_bytes"] if encoding == "gzip" else meta["bytes"])
+            assert "immutable" in response.headers["cache-control"] and response.headers["vary"] == "Accept-Encoding"
+            again = httpx.get(f"{url}/v1/edge/{champion}/{name}", headers={**asks, "If-None-Match": response.headers["etag"]})
+            assert again.status_code == 304
+    assert manifest["gzip_bytes"] < manifest["bytes"]
     assert manifest["files"]["model.onnx"]["bytes"] < manifest["fp32_graph_bytes"]
     assert httpx.get(f"{url}/v1/edge/{champion}/../../registry.db").status_code == 404
     assert httpx.get(f"{url}/v1/edge/{champion}/SHA256SUMS").status_code == 404

@@ -20,6 +20,7 @@ replaces the folder atomically and changes nothing a client verified, unless the
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import json
 import logging
@@ -143,6 +144,10 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
         _write_json(staging / "popular.json", {"items": popular.tolist(), "scores": float32_shortest(popular_scores)})
         _write_json(staging / "candidates.json", {"items": candidates.tolist()})
         files = {name: _file_entry(staging / name) for name in ("model.onnx", "items.json", "popular.json", "candidates.json")}
+        for name, entry in files.items():  # what the serving tier sends to a client that accepts gzip
+            packed = gzip.compress((staging / name).read_bytes(), compresslevel=9, mtime=0)
+            (staging / f"{name}.gz").write_bytes(packed)
+            entry["gzip_bytes"] = len(packed)
         fp32 = view.artifacts.get("fp32")
         manifest = {
             "format": 1,
@@ -157,6 +162,7 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
             "snapshot": snapshot.name,
             "files": files,
             "bytes": sum(f["bytes"] for f in files.values()),
+            "gzip_bytes": sum(f["gzip_bytes"] for f in files.values()),
             "fp32_graph_bytes": fp32.size if fp32 is not None else None,
             "n_items": len(item_ids),
             "trimmed": None if max_items is None else {"max_items": max_items, "candidates": int(candidates.size),

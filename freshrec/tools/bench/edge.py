@@ -8,8 +8,9 @@ events never reach the real lake. Figures:
   given to the page; ``/v1/recommend`` and the page's list are compared: identical top-10 ids, rank 1, and the
   largest score difference (the documented tolerance is the manifest's ``ranking.score_tolerance``);
 - in-browser scoring time per recommendation (history -> top-10, ``performance.now()`` in the page), p50/p90;
-- bundle size (every file) against the fp32 student graph, stored (the target) and gzip-compressed (what a
-  client would download if the files were served with ``Content-Encoding: gzip``; they are not yet);
+- bundle size (every file) against the fp32 student graph: stored (the target), and transferred (the bytes a
+  client that accepts gzip downloads from ``/v1/edge/<version>/<file>``, measured on the wire) against the
+  fp32 graph stored and gzip-compressed alike;
 - offline then online: events recorded while the browser is offline (DevTools network emulation), sent when it
   is back, the same batch sent a second time (a retry after a lost response), the server stopped (its log
   segments sealed) and the log landed into the raw lake: each event_id must be there exactly once.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -195,6 +197,24 @@ def _landed(settings: Settings, ids: list[str]) -> dict[str, Any]:
             "landing": {k: v for k, v in summary.items() if k != "batches"}}
 
 
+def _transferred(url: str, manifest: dict) -> int:
+    """Bytes on the wire for the bundle's files, fetched as a browser does (Accept-Encoding: gzip)."""
+    total = 0
+    with httpx.Client(base_url=url, timeout=30, headers={"Accept-Encoding": "gzip"}) as client:
+        for name, entry in manifest["files"].items():
+            response = client.get(f"/v1/edge/{manifest['model_version']}/{name}")
+            response.raise_for_status()
+            if hashlib.sha256(response.content).hexdigest() != entry["sha256"]:
+                raise BenchFailed(f"{name} decoded from the wire does not match its sha256")
+            total += response.num_bytes_downloaded
+    return total
+
+
+def _fp32_gzip_bytes(settings: Settings, manifest: dict) -> int | None:
+    fp32 = pick_version(settings, manifest["model_version"]).artifacts.get("fp32")
+    return len(gzip.compress(Path(fp32.uri).read_bytes(), 9)) if fp32 is not None else None
+
+
 def run(settings: Settings, histories: int = 500, offline_events: int = 100, seed: int = 0) -> Path:
     previous_home = os.environ.get("FRESHREC_HOME")
     with scratch(settings, "bench-edge-") as home:
@@ -204,9 +224,9 @@ def run(settings: Settings, histories: int = 500, offline_events: int = 100, see
         try:
             manifest = export_edge(work)
             folder = home / "edge" / manifest["model_version"]
-            gzipped = sum(len(gzip.compress((folder / name).read_bytes(), 9)) for name in manifest["files"])
             known = set(json.loads((folder / "items.json").read_text())["items"])
             with _serving(work) as url, Chromium() as tab:
+                gzipped = _transferred(url, manifest)
                 tab.navigate(f"{url}/edge/?user=edge-bench")
                 ready = tab.evaluate("window.edgeReady")
                 if ready is not True:
@@ -224,6 +244,7 @@ def run(settings: Settings, histories: int = 500, offline_events: int = 100, see
                 os.environ["FRESHREC_HOME"] = previous_home
             get_settings.cache_clear()
     fp32 = manifest["fp32_graph_bytes"]
+    fp32_gzip = _fp32_gzip_bytes(settings, manifest)
     report = {
         "benchmark": "edge",
         "model_version": pick_version(settings, None).version,
@@ -231,6 +252,8 @@ def run(settings: Settings, histories: int = 500, offline_events: int = 100, see
         "bundle": {"variant": manifest["artifact_variant"], "files": manifest["files"], "bytes": manifest["bytes"],
                    "fp32_graph_bytes": fp32, "ratio_to_fp32": manifest["bytes"] / fp32 if fp32 else None,
                    "gzip_bytes": gzipped, "gzip_ratio_to_fp32": gzipped / fp32 if fp32 else None,
+                   "fp32_graph_gzip_bytes": fp32_gzip,
+                   "gzip_ratio_to_fp32_gzip": gzipped / fp32_gzip if fp32_gzip else None,
                    "n_items": manifest["n_items"], "graph": manifest["graph"]},
         "parity": parity,
         "offline_then_online": offline,
