@@ -78,12 +78,15 @@ class RedisStore(OnlineStore):
         self._subscriber_id: int | None = None
         self._redirecting: asyncio.Task | None = None
         if cache_events > 0:
-            self._epochs = HostEpochs(epochs or epochs_path(url))
+            try:
+                self._epochs = HostEpochs(epochs or epochs_path(url))
+            except OSError as exc:  # e.g. a table another user created: correct without the cache, only slower
+                log.warning("redis tail cache off: the host epochs table cannot be opened (%s)", exc)
+        if self._epochs is not None:
             self._cache = TailCache(cache_events, cache_max_age_s, self._epochs)
             # The subscriber sends nothing on the request path: it gets a maintenance-sized timeout.
             self._subscriber = RespConnection(url, max(timeout_s, WRITE_TIMEOUT_S), on_connect=self._subscribe,
                                               on_push=self._invalidated, on_lost=self._subscriber_lost)
-
             self._reader = RespConnection(url, timeout_s, on_connect=self._track, on_lost=self._reader_lost)
         else:
             self._reader = RespConnection(url, timeout_s)
