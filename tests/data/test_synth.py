@@ -295,8 +295,8 @@ def _sequential_metrics(events: pd.DataFrame) -> dict[str, dict]:
     pooled over the whole history) baseline on the ``sequential`` protocol."""
     from freshrec.pipeline.evaluation import baselines
     from freshrec.pipeline.evaluation.evaluate import evaluate_scorer
-    from freshrec.pipeline.evaluation.protocols import prepare
     from freshrec.pipeline.training.dataset import normalise_interactions
+    from freshrec.pipeline.training.protocols import prepare
 
     data = prepare(normalise_interactions(events), "sequential", 7, 50, 42, lambda v: np.zeros((v.n_items + 1, 1), np.float32))
     histories, n = list(data.train.values()), data.vocab.n_items

@@ -9,8 +9,8 @@ import pytest
 from freshrec.core.errors import InvalidInput
 from freshrec.pipeline.evaluation import baselines
 from freshrec.pipeline.evaluation.evaluate import evaluate_scorer
-from freshrec.pipeline.evaluation.protocols import leave_last_out, prepare
 from freshrec.pipeline.training.dataset import Vocab, normalise_interactions
+from freshrec.pipeline.training.protocols import leave_last_out, prepare
 
 
 def _frame(rows: list[tuple[str, str, str]]) -> pd.DataFrame:

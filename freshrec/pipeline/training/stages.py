@@ -27,10 +27,10 @@ from freshrec.core.errors import ArtifactIntegrityError, DataValidationError
 from freshrec.core.layout import Layout
 from freshrec.core.schemas import BUNDLE_VOCAB
 from freshrec.core.settings import Settings
-from freshrec.pipeline.evaluation import protocols
 from freshrec.pipeline.offline.metrics import ranking_metrics
 from freshrec.pipeline.offline.ranking import top_k
 from freshrec.pipeline.training import prepare as prep
+from freshrec.pipeline.training import protocols
 from freshrec.pipeline.training.checkpoint import M, load_model, read_checkpoint, save_checkpoint, warm_started
 from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
 from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_wide

@@ -2,7 +2,7 @@
 
 The protocol of the published table in ANCHORS.md by default (``msr``: MS Recommenders' stratified 75/25
 split by item, seed 42, seen items removed, full ranking, top 10); ``temporal`` and the time-ordered
-``sequential`` and ``prequential`` (freshrec.pipeline.evaluation.protocols) on request. The retrain's own code trains:
+``sequential`` and ``prequential`` (freshrec.pipeline.training.protocols) on request. The retrain's own code trains:
 
 - the gated models, all on the training part minus the early-stopping split: teacher (session-aware
   EASE wide layer + deep part), distilled student (teacher factorisation, then KD), control (same
@@ -36,7 +36,7 @@ from freshrec.core.artifacts import RunLayout
 from freshrec.core.settings import Settings
 from freshrec.pipeline.data.movielens import read_ratings
 from freshrec.pipeline.data.movielens_meta import write_metadata
-from freshrec.pipeline.evaluation import baselines, protocols
+from freshrec.pipeline.evaluation import baselines
 from freshrec.pipeline.export.latency import onnx_latency
 from freshrec.pipeline.export.onnx_export import run_scores, session
 from freshrec.pipeline.export.quantize import RECIPES, HistoryCalibration, quantise_int8
@@ -44,6 +44,7 @@ from freshrec.pipeline.export.stage import CALIBRATION_USERS, export_fp32
 from freshrec.pipeline.offline.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from freshrec.pipeline.offline.ranking import Scorer, onnx_scorer, top_k, torch_scorer
 from freshrec.pipeline.training import prepare as prep
+from freshrec.pipeline.training import protocols
 from freshrec.pipeline.training.checkpoint import load_checkpoint, load_model
 from freshrec.pipeline.training.dataset import item_categories, normalise_interactions, pad_histories
 from freshrec.pipeline.training.ease import ease_weights
