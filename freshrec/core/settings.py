@@ -54,6 +54,9 @@ class TrainingSettings(_Group):
     teacher_epochs: int = Field(default=30, ge=1)
     student_epochs: int = Field(default=40, ge=1)
     holdout_days: int = Field(default=7, ge=1, description="temporal holdout used by the gates")
+    protocol: Literal["temporal", "msr", "sequential", "prequential"] = Field(
+        default="temporal", description="the holdout the gates compare on (freshrec.pipeline.training.protocols); the "
+        "retrain form's protocol overrides it per run")
     torch_threads: int = Field(default=1, ge=1, description="CPU threads for training (small ops: 1 beats 2 on a busy box)")
     refit_on_all: bool = Field(
         default=True,

@@ -77,8 +77,9 @@ def _params() -> dict:
                                 description="max teacher epochs (early stopping may end sooner); empty = settings"),
         "student_epochs": Param(None, type=["null", "integer"], minimum=1,
                                 description="max student epochs (distilled and control); empty = settings"),
-        "protocol": Param("temporal", type="string", enum=["temporal", "msr", "sequential", "prequential"],
-                          description="holdout for evaluation and gates: temporal (last holdout_days), msr (75/25 by item), "
+        "protocol": Param(None, type=["null", "string"], enum=[None, "temporal", "msr", "sequential", "prequential"],
+                          description="holdout for evaluation and gates (empty = settings, training.protocol): temporal "
+                                      "(last holdout_days), msr (75/25 by item), "
                                       "sequential (each user's last new item, time-ordered leave-last-out) or prequential "
                                       "(the last holdout_days replayed event by event, history as of each event)"),
         "force": Param(None, type=["null", "boolean"],
@@ -122,7 +123,8 @@ def retrain():
 
         from freshrec.pipeline.training.stages import build_datasets as build
 
-        path = build(_settings(), Path(run["run_dir"]), _params()["protocol"], _parent(run))
+        settings = _settings()
+        path = build(settings, Path(run["run_dir"]), _params()["protocol"] or settings.training.protocol, _parent(run))
         return {**run, "data": str(path)}
 
     @task
