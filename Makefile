@@ -8,7 +8,7 @@ EDGE_STAMP := edge/node_modules/.package-lock.json
 export FRESHREC_HOME ?= $(CURDIR)/.freshrec
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install up down status test demo bench sysdeps simulator-stop
+.PHONY: install up down status test test-walkthrough demo bench sysdeps simulator-stop
 
 # Reinstall only when pyproject.toml changed (the stamp is older) or the venv is missing.
 $(STAMP): pyproject.toml
@@ -45,6 +45,9 @@ status:
 
 test: install
 	@bash infra/local/run_tests.sh
+
+test-walkthrough: install
+	$(BIN)/python -m pytest tests/infra/test_walkthrough.py -p no:cacheprovider -m walkthrough
 
 demo: install
 	@bash infra/local/demo.sh

@@ -39,6 +39,11 @@ Spark job when triggered with `from_ds`/`to_ds` (bootstrap, `freshrec pipeline r
 
 Backfills (`airflow backfill create --dag-id features_daily --from-date A --to-date B`) give one
 partition per day; reprocessing a day replaces it (no duplicates). Data Docs: `$FRESHREC_HOME/reports/data_docs`.
+
+**Which day a run covers**: its *logical date* (= data interval start) D. Its run id
+(`scheduled__<D+1>T00:00:00+00:00`, `backfill__...` alike) and "Run After" name the moment it may start, midnight
+after D, when the day is complete: Airflow names runs after that moment, not after their data interval.
+The `plan` task's log says the days it processes.
 """
 
 DEFAULT_ARGS = {
@@ -98,7 +103,11 @@ def features_daily():
         scheduled_day = logical.date() if ctx.get("logical_date") else (logical - dt.timedelta(days=1)).date()
         params = ctx["params"]
         settings = _settings()
-        return submission(settings, plan_run(settings, run.run_id, params.get("from_ds"), params.get("to_ds"), scheduled_day))
+        planned = plan_run(settings, run.run_id, params.get("from_ds"), params.get("to_ds"), scheduled_day)
+        # The run id and "Run After" are the moment the run may start (the end of its day), not the day it covers.
+        log.info("data days %s..%s (run %s, logical date %s, run after %s)", planned.from_ds, planned.to_ds, run.run_id,
+                 ctx.get("logical_date"), run.run_after)
+        return submission(settings, planned)
 
     @task.sensor(doc_md="Wait until the raw partition of the day has landed (scheduled runs only).",
                  poke_interval=300, timeout=6 * 3600, mode="reschedule", retries=0)
