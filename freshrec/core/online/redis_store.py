@@ -110,14 +110,21 @@ class RedisStore(OnlineStore):
         if self._cache is None or self._subscriber is None:
             return
         await self._subscriber.connect()  # learns its client id
+        subscriber = self._subscriber_id
         try:
-            await send("CLIENT", "TRACKING", "ON", "REDIRECT", self._subscriber_id)
+            await send("CLIENT", "TRACKING", "ON", "REDIRECT", subscriber)
         except RespError as exc:  # e.g. an ACL without CLIENT: serve uncached rather than not at all
             log.warning("redis client-side caching unavailable (%s); every tail read goes to redis", exc)
             self._cache = None
             self._subscriber.close()
             return
-        self._cache.reset(active=True)
+        self._activate(subscriber)
+
+    def _activate(self, subscriber: int | None) -> None:
+        """The cache goes live only if the subscriber tracking points at is still the one connected."""
+        if self._cache is not None and self._subscriber is not None and self._subscriber.connected \
+                and subscriber is not None and subscriber == self._subscriber_id:
+            self._cache.reset(active=True)
 
     def _invalidated(self, message: list) -> None:
         if self._cache is not None and message[1] == INVALIDATIONS.encode():
@@ -138,9 +145,10 @@ class RedisStore(OnlineStore):
         try:
             await self._reader.connect()
             await self._subscriber.connect()
-            if self._subscriber_id is not None:
-                await self._reader.execute("CLIENT", "TRACKING", "ON", "REDIRECT", self._subscriber_id)
-                self._cache.reset(active=True)
+            subscriber = self._subscriber_id
+            if subscriber is not None:
+                await self._reader.execute("CLIENT", "TRACKING", "ON", "REDIRECT", subscriber)
+                self._activate(subscriber)
         except RespError as exc:
             log.debug("tail cache stays off for now: %s", exc)  # the next read tries again
         finally:
