@@ -227,7 +227,7 @@ class ServedRecommender:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
         self.model_versions: set[str] = set()
-        self.refused_then_retried = 0  # /v1/events 503 + Retry-After (nothing logged), sent again as a producer would
+        self.refused_then_retried = 0  # 503 + Retry-After answers (shed or refused), sent again as a client would
         self.snapshot_only = 0  # recommendations served while the store did not answer (live events not merged)
 
     def champion(self) -> dict:
@@ -238,7 +238,7 @@ class ServedRecommender:
 
     def recommend(self, user_id: str, k: int) -> list[str]:
         self.flush()
-        response = self.client.post("/v1/recommend", json={"user_id": user_id, "k": k, "exclude_seen": True})
+        response = self._post_retrying("/v1/recommend", {"user_id": user_id, "k": k, "exclude_seen": True})
         if response.status_code != 200:
             raise ReplayFailed(f"/v1/recommend answered {response.status_code}: {response.text[:300]}")
         body = response.json()
@@ -252,15 +252,20 @@ class ServedRecommender:
             if len(self.pending) >= self.max_batch:
                 self.flush()
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        response = self.client.post("/v1/events", json={"events": self.pending})
+    def _post_retrying(self, route: str, body: dict):
+        """POST, sending it again after a 503 with Retry-After (shed or refused: nothing was done), as a client would."""
+        response = self.client.post(route, json=body)
         deadline = time.monotonic() + RETRY_FOR_S
         while response.status_code == 503 and "retry-after" in response.headers and time.monotonic() < deadline:
             self.refused_then_retried += 1
             time.sleep(min(float(response.headers["retry-after"]), 1.0))
-            response = self.client.post("/v1/events", json={"events": self.pending})
+            response = self.client.post(route, json=body)
+        return response
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        response = self._post_retrying("/v1/events", {"events": self.pending})
         if response.status_code != 200:
             raise ReplayFailed(f"/v1/events answered {response.status_code}: {response.text[:300]}")
         body = response.json()

@@ -207,7 +207,7 @@ def measure_quality(bench: BenchHome, train: pd.DataFrame, held: pd.DataFrame, s
                 live.flush()
             seconds[mode] = round(time.perf_counter() - started, 1)
             served[mode] = {**catalogue, "events_accepted": live.accepted, "events_rejected": live.rejected,
-                            "events_refused_then_retried": live.refused_then_retried,
+                            "requests_retried_after_503": live.refused_then_retried,
                             "answers_snapshot_only": live.snapshot_only,
                             "model_versions": sorted(live.model_versions)}
         last = cfg.day(cfg.train_days - 1).isoformat()
