@@ -44,9 +44,19 @@ def test_overload_answers_503_with_retry_after(world: World, champion: str) -> N
         assert sum(errors.values()) == outcomes[(503, "1")]
 
 
+def _recommend_as_a_client(url: str, body: dict) -> httpx.Response:
+    """A request shed with 503 + Retry-After (a loaded CI box can lag the loop) is sent again, as a client would;
+    a shed request is answered before routing, so it counts under no variant and the figures below stay exact."""
+    deadline = time.monotonic() + 30
+    while (response := httpx.post(f"{url}/v1/recommend", json=body)).status_code == 503 and time.monotonic() < deadline:
+        assert "retry-after" in response.headers, response.text
+        time.sleep(float(response.headers["retry-after"]))
+    return response
+
+
 def test_metrics_exposition(server, world: World, champion: str) -> None:
     for n in range(30):
-        assert httpx.post(f"{server.url}/v1/recommend", json={"user_id": f"u{n}", "k": 5}).status_code == 200
+        assert _recommend_as_a_client(server.url, {"user_id": f"u{n}", "k": 5}).status_code == 200
     httpx.post(f"{server.url}/v1/recommend", json={"user_id": "u1", "k": 0})
     text = httpx.get(f"{server.url}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
