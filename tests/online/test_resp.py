@@ -5,52 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from freshrec.core.online.resp import RespConnection, RespError
 from tests.helpers.net import free_port
+from tests.online.conftest import Server
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-class Server:
-    def __init__(self, folder: Path, port: int) -> None:
-        self.folder, self.port, self.socket = folder, port, folder / "redis.sock"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", "s3cret",
-             "--unixsocket", str(self.socket), "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password="s3cret")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path, free_port())
-    running.start()
-    yield running
-    running.kill()
 
 
 def test_password_db_and_unix_socket_urls_read_what_redis_py_wrote(server: Server) -> None:

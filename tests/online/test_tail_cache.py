@@ -16,8 +16,7 @@ import redis
 from freshrec.core.online.base import LiveEvent, StoreUnavailable
 from freshrec.core.online.redis_store import RedisStore
 from freshrec.core.online.tail_cache import HostEpochs, TailCache
-from tests.online.conftest import REDIS_URL
-from tests.online.test_resp import Server, server  # noqa: F401 - the fixture
+from tests.online.conftest import REDIS_URL, Server
 
 pytestmark = pytest.mark.skipif(not redis.Redis.from_url(REDIS_URL).ping(), reason="no redis at 127.0.0.1:6379")
 
@@ -86,7 +85,7 @@ def test_a_write_from_another_host_arrives_by_invalidation(tmp_path: Path) -> No
     asyncio.run(run())
 
 
-def test_a_restarted_redis_drops_the_cache(tmp_path: Path, server: Server) -> None:  # noqa: F811 - fixture
+def test_a_restarted_redis_drops_the_cache(tmp_path: Path, server: Server) -> None:
     url = f"redis://:s3cret@127.0.0.1:{server.port}/0"
 
     async def run() -> None:

@@ -181,7 +181,7 @@ class RedisStore(OnlineStore):
         cache = self._cache
         if cache is None:
             return decode_entries(await self._call(self._reader.execute(b"LRANGE", key, -self._tail_length, -1)))
-        bucket = self._epochs.bucket(key)  # type: ignore[union-attr]
+        bucket = cache.bucket(key)
         if (cached := cache.get(key, bucket)) is not None:
             return cached
         if not cache.active and self._redirecting is None and self._reader.connected:

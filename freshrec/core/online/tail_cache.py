@@ -102,6 +102,9 @@ class TailCache:
         self.hits = 0
         self.misses = 0
 
+    def bucket(self, key: bytes) -> int:
+        return self._epochs.bucket(key)
+
     def get(self, key: bytes, bucket: int) -> list[LiveEvent] | None:
         entry = self._entries.get(key)
         if entry is not None:
