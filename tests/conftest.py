@@ -30,6 +30,26 @@ def pytest_configure(config: pytest.Config) -> None:
     artifacts.mkdir(exist_ok=True)
 
 
+# Folders whose tests share one package- or session-scoped resource: a `make up` stack, one SparkSession.
+WHOLE_FOLDERS = ("infra", "browser", "spark_jobs")
+FIRST_FOLDERS = ("infra", "browser")  # the long ones (the walkthrough's full stack) start first
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`make test` runs on two pytest-xdist workers (`--dist loadgroup`). Each test goes in a group: its
+    folder where the folder shares a stack or a SparkSession, else its module (module-scoped fixtures are
+    built once). The stack folders come first, so one worker runs the walkthrough's half hour while the
+    other works through the rest. Without xdist the marks change nothing."""
+    tests = REPO / "tests"
+    for item in items:
+        parts = item.path.relative_to(tests).parts
+        group = parts[0] if len(parts) > 1 and parts[0] in WHOLE_FOLDERS else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {name: i for i, name in enumerate(FIRST_FOLDERS)}
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).parts[0], len(rank)))
+
+
 @pytest.fixture
 def freshrec_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh FRESHREC_HOME; settings are rebuilt from it."""

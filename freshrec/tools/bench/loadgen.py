@@ -209,3 +209,55 @@ async def closed_loop(host: str, port: int, requests: list[bytes], connections: 
         conn.transport.close()
     return LoadResult("closed", None, elapsed, np.asarray(latencies), statuses,
                       codes=np.asarray(codes, dtype=np.int16), retry_after=retry_after)
+
+
+async def interleaved_single_stream(host: str, ports: dict[str, int], requests: list[bytes], duration_s: float,
+                                    seed: int = 0) -> dict[str, LoadResult]:
+    """Single-stream latency of several servers at once, request by request: each request goes to every server
+    in turn (a fresh random order per request), one request in flight in all. A burst of load from the box's
+    other tenants, which lasts far longer than a request, then hits every server alike, where rounds of
+    seconds per server leave one side a burst the other does not see. The servers' latencies are compared
+    on the same requests, the same moments and the same client."""
+    names = list(ports)
+    rng = np.random.default_rng(seed)
+    latencies: dict[str, list[float]] = {name: [] for name in names}
+    statuses: dict[str, Counter] = {name: Counter() for name in names}
+    order: list[str] = []
+    state = {"request": 0, "slot": 0}
+    stop_at = time.perf_counter() + duration_s
+    finished = asyncio.get_running_loop().create_future()
+    conns: dict[str, _Connection] = {}
+
+    def send_next(now: float) -> None:
+        if state["slot"] == len(order):
+            if now >= stop_at:
+                if not finished.done():
+                    finished.set_result(None)
+                return
+            order[:] = [names[i] for i in rng.permutation(len(names))]
+            state["request"] += 1
+            state["slot"] = 0
+        name = order[state["slot"]]
+        state["slot"] += 1
+        conns[name].send(requests[state["request"] % len(requests)], time.perf_counter())
+
+    def on_response(conn: _Connection, status: int, has_retry_after: bool) -> None:
+        now = time.perf_counter()
+        name = conn_names[id(conn)]
+        latencies[name].append((now - conn.started_at) * 1000)
+        statuses[name][status] += 1
+        send_next(now)
+
+    conn_names: dict[int, str] = {}
+    for name in names:
+        conns[name] = (await _connect(host, ports[name], 1, on_response))[0]
+        conn_names[id(conns[name])] = name
+    start = time.perf_counter()
+    stop_at = start + duration_s
+    send_next(start)
+    await asyncio.wait_for(finished, duration_s + 30)
+    elapsed = time.perf_counter() - start
+    for conn in conns.values():
+        conn.transport.close()
+    return {name: LoadResult("interleaved", None, elapsed, np.asarray(latencies[name]), statuses[name])
+            for name in names}

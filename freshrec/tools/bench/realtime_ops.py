@@ -12,7 +12,9 @@ target, met}}.
   changed. Without the event B answers the cold list, which holds the item: the check cannot pass by
   accident. Latency: POST sent -> that answer received.
 - recommend latency: uncached, live state on (the users get live tails first) vs off, two servers side by
-  side: alternating single-stream rounds, then freshrec.tools.bench.serving's open-loop sweep on each.
+  side: one interleaved single stream (each request to every server in turn, so the shared box's load hits
+  all alike; an A/A control of two identical live-off servers gives the noise floor), then
+  freshrec.tools.bench.serving's open-loop sweep on each.
 - durability: serving (2 workers) on a Redis of its own; an open-loop client posts batches of unique
   event_ids, retrying the same ids until acknowledged, while serving is killed (-9, the whole process group)
   and restarted ``kills`` times and Redis once. The landing stream then lands the log and every landed
@@ -49,7 +51,7 @@ from tqdm import tqdm
 from freshrec.core.errors import StageFailed
 from freshrec.core.layout import Layout
 from freshrec.core.settings import Settings
-from freshrec.tools.bench.loadgen import closed_loop, encode_posts, open_loop
+from freshrec.tools.bench.loadgen import closed_loop, encode_posts, interleaved_single_stream, open_loop
 from freshrec.tools.bench.processes import free_port, stop, wait_ready
 from freshrec.tools.bench.reports import scratch
 from freshrec.tools.bench.serving import _served_state, measure_server
@@ -288,19 +290,20 @@ def _post_live_tails(port: int, users: list[str], world: _World, per_user: int, 
             raise StageFailed(f"live tails were not written ({status}: {body})")
 
 
-def _alternating_single_stream(ports: dict[str, int], requests: list[bytes], rounds: int, round_s: float) -> dict:
-    """Single-stream rounds in the order (a, b), (b, a), ...: drift in the shared box's load hits both."""
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in ports}
+def _interleaved_single_stream(ports: dict[str, int], requests: list[bytes], duration_s: float) -> dict:
+    """Every request to every server in turn (:func:`interleaved_single_stream`): the box's load, which moves
+    p99 by tens of percent from one second to the next here, hits all servers alike."""
     for port in ports.values():
         asyncio.run(closed_loop(HOST, port, requests, 1, 1.0))  # warm-up
-    for r in range(rounds):
-        for name in (list(ports) if r % 2 == 0 else list(ports)[::-1]):
-            pooled[name].append(asyncio.run(closed_loop(HOST, ports[name], requests, 1, round_s)).latencies_ms)
-    return {name: _pcts(np.concatenate(parts)) for name, parts in pooled.items()}
+    results = asyncio.run(interleaved_single_stream(HOST, ports, requests, duration_s))
+    failed = {name: dict(r.statuses) for name, r in results.items() if set(r.statuses) != {200}}
+    if failed:
+        raise StageFailed(f"recommend answered other than 200 during the latency run: {failed}")
+    return {name: _pcts(r.latencies_ms) for name, r in results.items()}
 
 
 def measure_recommend_latency(home: Path, store_url: str | None, *, users: int = 200, events_per_user: int = 5,
-                              rounds: int = 6, round_s: float = 2.0, duration_s: float = 5.0,
+                              single_stream_s: float = 60.0, duration_s: float = 5.0,
                               rates: list[int] | None = None) -> dict:
     rng = np.random.default_rng(1)
     with _world(home) as world:
@@ -308,8 +311,8 @@ def measure_recommend_latency(home: Path, store_url: str | None, *, users: int =
         bodies = [orjson.dumps({"user_id": u, "k": K, "exclude_seen": True}) for u in queried]
         uncached = {"FRESHREC_SERVING__CACHE_TTL_S": "0"}
         off_env = world.server_env(store_url, "latency", **uncached, FRESHREC_ONLINE__ENABLED="false")
-        # A second live-off server is the control: the p99 ratio of two identical servers is this box's noise
-        # floor for the on/off ratio (a shared 2-core box moves p99 by tens of percent on its own).
+        # A second live-off server is the control: the p99 ratio of two identical servers is the noise floor
+        # of the on/off ratio (all servers are timed on the same interleaved stream of requests).
         # With Redis, a third live-on server runs with the client-side tail cache off: every request then
         # reads its tail from Redis (the figure a deployment whose users never repeat a request would see).
         no_tail_cache = {"FRESHREC_ONLINE__CLIENT_CACHE_EVENTS": "0"}
@@ -323,7 +326,7 @@ def measure_recommend_latency(home: Path, store_url: str | None, *, users: int =
                     _serve(world, world.server_env(store_url, "latency", **uncached, **no_tail_cache))).port
             _post_live_tails(on.port, queried, world, events_per_user, rng)
             servers = {"on": on, "off": off}
-            single = _alternating_single_stream(ports, encode_posts(HOST, "/v1/recommend", bodies), rounds, round_s)
+            single = _interleaved_single_stream(ports, encode_posts(HOST, "/v1/recommend", bodies), single_stream_s)
             tails = _metric(on.port, "freshrec_live_tail_events_sum"), _metric(on.port, "freshrec_live_tail_events_count")
             tail_cache = httpx.get(f"http://{HOST}:{on.port}/v1/models", timeout=10).json()["online"].get("tail_cache")
             with tqdm(total=0, disable=True) as progress:
@@ -338,10 +341,10 @@ def measure_recommend_latency(home: Path, store_url: str | None, *, users: int =
         "store": store_url or "embedded", "workers": 1, "cache": "off", "users": len(queried),
         "live_events_per_user": events_per_user,
         "mean_live_tail_per_request": round(tails[0] / tails[1], 2) if tails[1] else 0,
-        # Redis: the worker's client-side tail cache during the single-stream rounds (each user is asked again
+        # Redis: the worker's client-side tail cache during the single stream (each user is asked again
         # while their tail is unchanged, as a user paging or refreshing would); None for the embedded store.
         "tail_cache": tail_cache,
-        "single_stream": single, "single_stream_rounds": {"rounds": rounds, "round_s": round_s},
+        "single_stream": single, "single_stream_s": single_stream_s, "single_stream_method": "interleaved",
         "p50_live_over_off": round(p50_ratio, 4) if p50_ratio else None,
         "p99_control_over_off": round(noise, 4) if noise else None,
         "p99_live_tail_cache_off_over_off": round(ratio_no_tail_cache, 4) if ratio_no_tail_cache else None,
