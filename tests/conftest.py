@@ -35,17 +35,30 @@ WHOLE_FOLDERS = ("infra", "browser", "spark_jobs")
 FIRST_FOLDERS = ("infra", "browser")  # the long ones (the walkthrough's full stack) start first
 
 
-@pytest.hookimpl(tryfirst=True)
+def xdist_scope(nodeid: str) -> str:
+    """The unit of work one xdist worker takes whole: the folder where the folder shares a stack or a
+    SparkSession, else the module (module-scoped fixtures are built once)."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[0] == "tests" and parts[1] in WHOLE_FOLDERS else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 - xdist's scheduler type
+    """`make test` runs on two pytest-xdist workers with this scheduler: xdist's loadscope by :func:`xdist_scope`.
+    (xdist's own loadgroup renames node ids, which pytest 9 no longer allows: its groups are silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FolderScopeScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return FolderScopeScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """`make test` runs on two pytest-xdist workers (`--dist loadgroup`). Each test goes in a group: its
-    folder where the folder shares a stack or a SparkSession, else its module (module-scoped fixtures are
-    built once). The stack folders come first, so one worker runs the walkthrough's half hour while the
-    other works through the rest. Without xdist the marks change nothing."""
+    """The stack folders first (in collection order, which `--no-loadscope-reorder` keeps): one worker starts the
+    walkthrough's half hour at once while the other works through the rest."""
     tests = REPO / "tests"
-    for item in items:
-        parts = item.path.relative_to(tests).parts
-        group = parts[0] if len(parts) > 1 and parts[0] in WHOLE_FOLDERS else "/".join(parts)
-        item.add_marker(pytest.mark.xdist_group(group))
     rank = {name: i for i, name in enumerate(FIRST_FOLDERS)}
     items.sort(key=lambda item: rank.get(item.path.relative_to(tests).parts[0], len(rank)))
 

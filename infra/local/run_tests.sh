@@ -10,9 +10,9 @@ echo "checks: ruff, mypy"
 .venv/bin/ruff check freshrec tests spark_jobs infra || exit 1
 .venv/bin/mypy || exit 1
 # Two xdist workers: the walkthrough on a full `make up` stack (~20 min, mostly waiting on a canary's traffic and
-# Airflow) runs on one while the other works through the rest; groups keep a module's (or a stack folder's)
-# tests on one worker (tests/conftest.py).
-.venv/bin/python -m pytest tests -p no:cacheprovider -n 2 --dist loadgroup --no-loadscope-reorder \
+# Airflow) runs on one while the other works through the rest; a module's (or a stack folder's) tests stay on
+# one worker (tests/conftest.py's scheduler).
+.venv/bin/python -m pytest tests -p no:cacheprovider -n 2 --dist loadscope --no-loadscope-reorder \
   --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
