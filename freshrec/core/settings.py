@@ -71,6 +71,17 @@ class TrainingSettings(_Group):
         "when the validation split ranks that better; off: `freshrec bench signals` found no held-out gain (synthetic "
         "+0.4%, ML-100K -0.06%, both within noise) for twice the closed-form solves",
     )
+    order_window: int = Field(
+        default=0, ge=0, le=64,
+        description="order-aware teacher and student: the newest N history items get learned position weights and the "
+        "newest one a transition vector (freshrec.pipeline.training.models.OrderTerms), trained with next-item targets "
+        "mixed in (next_item_share); 0 = order-blind",
+    )
+    next_item_share: float = Field(
+        default=0.5, ge=0, le=1,
+        description="with order_window > 0: the share of training rows that predict a user's next item from the items "
+        "before it (the rest are the denoising rows: a random part of the history predicts the rest)",
+    )
     seed: int = 42
 
 

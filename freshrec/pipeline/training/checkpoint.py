@@ -14,6 +14,7 @@ as trained; when export keeps a pruned student, the student graphs' weights are 
 from __future__ import annotations
 
 import json
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from freshrec.core.errors import ArtifactIntegrityError
-from freshrec.pipeline.training.models import Student, Teacher, build_model, config_dict
+from freshrec.pipeline.training.models import Student, Teacher, build_model, config_dict, model_config
 
 M = TypeVar("M", Student, Teacher)
 
@@ -95,9 +96,10 @@ def grow_into(old_state: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
 def warm_started(config_from_parent: dict, parent_state: dict, model: nn.Module) -> dict:
     """Initialise ``model`` from the parent when the architectures agree; returns what happened."""
     current = config_dict(model)
-    same_shape = {k: v for k, v in current.items() if k not in ("n_items",)} == {
-        k: v for k, v in config_from_parent.items() if k not in ("n_items",)
-    }
+    # A parent saved before a config field existed had that field's default (e.g. order_window 0).
+    defaults = {f.name: f.default for f in fields(model_config(model)) if f.default is not MISSING}
+    parent = {**defaults, **config_from_parent}
+    same_shape = {k: v for k, v in current.items() if k != "n_items"} == {k: v for k, v in parent.items() if k != "n_items"}
     if not same_shape:
         return {"warm": False, "why": "architecture changed since the parent"}
     return {"warm": True, "grown": grow_into(parent_state, model)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TypeGuard
 
 import numpy as np
@@ -40,6 +40,10 @@ class WideConfig:
     # ML-100K: temporal holdout nDCG@10 0.16 -> 0.27 (cold users 0.02 -> 0.53), msr unchanged (0.4959 -> 0.4958).
     popularity_prior: float = 1e-3
     signal_weighting: bool = False  # the Gram matrix from the per-pair signals instead of 0/1
+    # Order-aware teachers (training.order_window > 0): the newest history item's row of the transition matrix
+    # (freshrec.pipeline.training.ease.transitions) x follow_scale is added to history x B. 0 = order-blind.
+    follow_scale: float = 0.0
+    follow_smoothing: float = 10.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,4 +167,41 @@ def select_wide(grams: WideGrams, score: Callable[[np.ndarray], float], default:
         if value > best_score:
             best, best_score = config, value
     log.info("wide layer: %s (validation nDCG@10 %.4f over %d configurations)", best, best_score, len(trials))
+    return best, trials
+
+
+FOLLOW_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # x the typical top-10 score of history x B
+FOLLOW_SMOOTHING = (1.0, 10.0)
+
+
+def transitions(histories: list[np.ndarray], n_rows: int, smoothing: float) -> np.ndarray:
+    """[n_rows, n_rows] float32: row i holds how often each item came right after item i in the ordered
+    histories (newest last), divided by (i's successor count + ``smoothing``): a first-order Markov model in
+    closed form, shrunk towards 0 for items seen followed only a few times. Row and column 0 (padding) stay 0."""
+    pairs = [(h[:-1], h[1:]) for h in histories if len(h) > 1]
+    counts = np.zeros((n_rows, n_rows), dtype=np.float64)
+    if pairs:
+        np.add.at(counts, (np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])), 1.0)
+    counts[0] = 0.0
+    counts[:, 0] = 0.0
+    return (counts / (counts.sum(axis=1, keepdims=True) + smoothing)).astype(np.float32)
+
+
+def select_follow(wide: WideConfig, wide_weights: np.ndarray, histories: list[np.ndarray],
+                  score: Callable[[np.ndarray, np.ndarray | None], float], typical: float) -> tuple[WideConfig, list[dict]]:
+    """The transition term's scale and smoothing that rank the validation split best, with 0 (order-blind)
+    among the candidates: ``score(B, T)`` is the validation nDCG@10 of history x B + T[newest item]. Scales
+    are multiples of ``typical`` (a top-10 score of history x B), so the grid fits any catalogue."""
+    trials = [{"follow_scale": 0.0, "val_ndcg@10": float(score(wide_weights, None))}]
+    best, best_score = wide, trials[0]["val_ndcg@10"]
+    for smoothing in FOLLOW_SMOOTHING:
+        matrix = transitions(histories, wide_weights.shape[0], smoothing)
+        for factor in FOLLOW_SCALES:
+            scale = factor * typical
+            value = float(score(wide_weights, scale * matrix))
+            trials.append({"follow_scale": scale, "follow_smoothing": smoothing, "val_ndcg@10": value})
+            if value > best_score:
+                best, best_score = replace(wide, follow_scale=scale, follow_smoothing=smoothing), value
+    log.info("transition term: scale %.4g, smoothing %g (validation nDCG@10 %.4f)", best.follow_scale,
+             best.follow_smoothing, best_score)
     return best, trials

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from freshrec.core.errors import ArtifactIntegrityError
@@ -46,12 +47,45 @@ def multi_hot(history: torch.Tensor, rows: int) -> torch.Tensor:
     return hot * (torch.arange(rows, device=history.device) != 0).to(hot.dtype)
 
 
+def recent_items(history: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, window]: the newest ``window`` items of right-aligned histories (newest last), padding (0) on the left
+    when a history is shorter. The serving tier right-aligns its batches the same way."""
+    return F.pad(history, (window, 0))[:, -window:]
+
+
+class OrderTerms(nn.Module):
+    """What makes a pooled history order-aware, at serving cost.
+
+    ``position``: an extra weight for each of the ``window`` newest items' vectors (the newest last), added to the
+    order-blind sum. ``follow``: each item's own "what comes next" vector, taken for the newest item only (a
+    rank-``dim`` first-order transition model). Both start at zero, so a fresh model is its order-blind self
+    (a closed-form or warm start keeps its meaning) and learns how much order matters from next-item targets.
+    Cost per request: one more Gather of ``window`` rows and a [window] x [window, dim] product.
+    Returns (the position-weighted sum, the newest item's follow vector)."""
+
+    def __init__(self, rows: int, dim: int, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.position = nn.Parameter(torch.zeros(window))
+        self.follow = nn.Embedding(rows, dim, padding_idx=0)
+        nn.init.zeros_(self.follow.weight)
+
+    def forward(self, history: torch.Tensor, embed) -> tuple[torch.Tensor, torch.Tensor]:
+        recent = recent_items(history, self.window)
+        # [1, 1, window] @ [B, window, dim]: a rank-3 left operand, like the pooling's row of ones, so the int8
+        # row tables fold their scales into it (freshrec.pipeline.export.row_tables)
+        weighted = torch.matmul(self.position.view(1, 1, -1), embed(recent)).squeeze(1)
+        return weighted, self.follow(recent[:, -1])
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     n_items: int
     dim: int = 64
     hidden: int = 128
     pooling_power: float = 0.0
+    order_window: int = 0  # newest items with learned position weights + a transition vector (0: order-blind)
+    successors: int = 32  # with order_window: the newest item's top successors scored exactly (a sparse table)
 
 
 class Student(nn.Module):
@@ -77,6 +111,12 @@ class Student(nn.Module):
         nn.init.zeros_(mlp_out.bias)
         with torch.no_grad():
             self.item_in.weight[0].zero_()
+        self.order = OrderTerms(rows, config.dim, config.order_window) if config.order_window else None
+        # Each item's top successors (ids fixed from the teacher's transition term, scores learnt): a rank-``dim``
+        # factorisation cannot hold an item-to-item chain (its rank is about the catalogue's), a sparse table can.
+        k = config.successors if config.order_window else 0
+        self.successor_ids = nn.Parameter(torch.zeros(rows, k, dtype=torch.long), requires_grad=False) if k else None
+        self.successor_scores = nn.Parameter(torch.zeros(rows, k)) if k else None
 
     @torch.no_grad()
     def init_from_item_matrix(self, weights: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None) -> None:
@@ -92,12 +132,33 @@ class Student(nn.Module):
         if bias is not None:
             self.item_bias.copy_(bias)
 
+    @torch.no_grad()
+    def init_successors(self, transition_scores: torch.Tensor) -> None:
+        """Each item's ``successors`` best-scored next items in ``transition_scores`` [rows, rows] (what a teacher
+        adds for the newest item) and those scores; the rest of each row is left out."""
+        if self.successor_ids is None or self.successor_scores is None:
+            raise ArtifactIntegrityError("this student is order-blind (config.order_window is 0)")
+        k = min(self.successor_ids.shape[1], transition_scores.shape[1])
+        scores, ids = transition_scores.float().topk(k, dim=1)
+        self.successor_ids.zero_()
+        self.successor_scores.zero_()
+        self.successor_ids[:, :k] = ids
+        self.successor_scores[:, :k] = scores
+        self.successor_ids[0].zero_()
+        self.successor_scores[0].zero_()
+
     def user_vector(self, history: torch.Tensor) -> torch.Tensor:
         pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power, zero_padding=True)
+        if self.order is not None:
+            pooled = pooled + sum(self.order(history, self.item_in))
         return pooled + self.mlp(pooled)
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
-        return self.user_vector(history) @ self.item_out + self.item_bias
+        logits = self.user_vector(history) @ self.item_out + self.item_bias
+        if self.successor_ids is not None and self.successor_scores is not None:
+            newest = history[:, -1]
+            logits = torch.scatter_add(logits, 1, self.successor_ids[newest], self.successor_scores[newest])
+        return logits
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return torch.gather(self.catalogue_logits(history), 1, candidates)
@@ -114,6 +175,7 @@ class TeacherConfig:
     wide: bool = True
     wide_scale: float = 10.0
     wide_trainable: bool = False  # closed-form (EASE) weights stay fixed; the deep part learns the residual
+    order_window: int = 0  # as StudentConfig.order_window, on the deep part's pooled history
 
 
 class Teacher(nn.Module):
@@ -150,6 +212,9 @@ class Teacher(nn.Module):
         self.wide = nn.Parameter(torch.zeros(rows, rows), requires_grad=config.wide_trainable) if config.wide else None
         # the wide term is a plain sum (like EASE's x.B); its scale to softmax logits is learned
         self.wide_scale = nn.Parameter(torch.tensor(config.wide_scale)) if config.wide else None
+        # order-aware: the newest item's row of a closed-form transition matrix joins the wide term
+        self.follow_wide = (nn.Parameter(torch.zeros(rows, rows), requires_grad=False)
+                            if config.wide and config.order_window else None)
         nn.init.normal_(self.item_in.weight, std=0.02)
         # The deep output starts at zero, so an initialised wide layer (EASE) is the starting model
         # and the deep part learns a correction to it.
@@ -157,6 +222,10 @@ class Teacher(nn.Module):
         nn.init.zeros_(self.category_out.weight)
         with torch.no_grad():
             self.item_in.weight[0].zero_()
+        self.order = OrderTerms(rows, config.dim, config.order_window) if config.order_window else None
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_in(items) + self.category_in(self.categories[items])
 
     def wide_layer(self) -> tuple[nn.Parameter, nn.Parameter]:
         """(item x item matrix, its scale); a teacher built without a wide layer has none to give."""
@@ -165,13 +234,18 @@ class Teacher(nn.Module):
         return self.wide, self.wide_scale
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
-        items = self.item_in(history) + self.category_in(self.categories[history])
-        pooled = self.norm(masked_weighted_sum(items, history))
+        pooled = masked_weighted_sum(self.item_vectors(history), history)
+        if self.order is not None:
+            pooled = pooled + sum(self.order(history, self.item_vectors))
+        pooled = self.norm(pooled)
         user = pooled + self.head(pooled)
         out_items = self.item_out + self.category_out(self.categories).T
         logits = user @ out_items + self.item_bias
         if self.wide is not None and self.wide_scale is not None:  # both exist exactly when config.wide
-            logits = logits + self.wide_scale * (multi_hot(history, logits.shape[1]) @ self.wide)
+            wide = multi_hot(history, logits.shape[1]) @ self.wide
+            if self.follow_wide is not None:
+                wide = wide + self.follow_wide[history[:, -1]]
+            logits = logits + self.wide_scale * wide
         return logits
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -209,10 +283,13 @@ def flops_per_request(model: nn.Module, history_len: int, n_candidates: int) -> 
     """
     cfg = model_config(model)
     rows = cfg.n_items + 1
+    # order terms: the window's weighted sum (its vectors are gathered again) plus the transition vector
+    order = cfg.order_window * cfg.dim + cfg.dim if cfg.order_window else 0
     if isinstance(cfg, StudentConfig):
-        macs = history_len * cfg.dim + 2 * cfg.dim * cfg.hidden + cfg.dim * rows
+        macs = history_len * cfg.dim + order + 2 * cfg.dim * cfg.hidden + cfg.dim * rows
+        macs += cfg.successors if cfg.order_window else 0  # the newest item's successors, added to their scores
     else:
-        macs = history_len * cfg.dim * (1 + cfg.n_categories)
+        macs = history_len * cfg.dim * (1 + cfg.n_categories) + order * (1 + cfg.n_categories)
         width = cfg.dim
         for _ in range(cfg.depth - 1):
             macs += width * cfg.hidden
@@ -221,4 +298,5 @@ def flops_per_request(model: nn.Module, history_len: int, n_candidates: int) -> 
         macs += cfg.dim * rows  # the output item vectors are constants ORT folds; only the product counts
         if cfg.wide:
             macs += rows * rows  # multi-hot history x item-item matrix
+            macs += rows if cfg.order_window else 0  # plus the newest item's transition row
     return 2 * macs + n_candidates  # the gather is one read per candidate

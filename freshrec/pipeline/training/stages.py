@@ -33,7 +33,7 @@ from freshrec.pipeline.training import prepare as prep
 from freshrec.pipeline.training import protocols
 from freshrec.pipeline.training.checkpoint import M, load_model, read_checkpoint, save_checkpoint, warm_started
 from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
-from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_wide
+from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_follow, select_wide, transitions
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
 from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resolve_device, seed_everything
 
@@ -99,13 +99,15 @@ def _warm(model: nn.Module, parent: dict | None, notes: dict) -> bool:
     return bool(notes["warm"])
 
 
-def _wide_score(validation: Validation) -> Callable[[np.ndarray], float]:
-    """Validation nDCG@10 of the closed-form scores (history multi-hot x B) on up to WIDE_SELECTION_USERS users."""
+def _wide_score(validation: Validation) -> Callable[..., float]:
+    """Validation nDCG@10 of the closed-form scores (history multi-hot x B, plus the newest item's row of
+    ``follow`` when given) on up to WIDE_SELECTION_USERS users."""
     users = min(len(validation.histories), WIDE_SELECTION_USERS)
 
-    def score(weights: np.ndarray) -> float:
+    def score(weights: np.ndarray, follow: np.ndarray | None = None) -> float:
         def scorer(batch: np.ndarray) -> np.ndarray:
-            return multi_hot(torch.from_numpy(batch), weights.shape[0]).numpy() @ weights
+            out = multi_hot(torch.from_numpy(batch), weights.shape[0]).numpy() @ weights
+            return out if follow is None else out + follow[batch[:, -1]]
 
         ranked = top_k(scorer, validation.histories[:users], validation.seen[:users], k=10)
         return ranking_metrics(ranked, validation.targets[:users], k=10)["ndcg@10"]
@@ -113,39 +115,59 @@ def _wide_score(validation: Validation) -> Callable[[np.ndarray], float]:
     return score
 
 
+def _typical_top_score(weights: np.ndarray, validation: Validation) -> float:
+    """The median best closed-form score (history multi-hot x B) of the validation users: the unit of the
+    transition term's scale grid."""
+    histories = validation.histories[:WIDE_SELECTION_USERS]
+    scores = multi_hot(torch.from_numpy(histories), weights.shape[0]).numpy() @ weights
+    scores[:, 0] = -np.inf
+    return float(np.median(scores.max(axis=1))) or 1.0
+
+
 def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: list[np.ndarray] | None, wide: WideConfig,
                 parent: dict | None, notes: dict, grams: WideGrams | None = None,
-                signals: list[np.ndarray] | None = None) -> Teacher:
+                signals: list[np.ndarray] | None = None, order_window: int = 0) -> Teacher:
     """A teacher whose wide layer is the closed-form session-aware EASE of ``histories`` plus a popularity
     prior; the deep part warm-starts from ``parent`` when the architectures agree (a correction learnt on top)."""
     categories = torch.from_numpy(data.categories)
-    model = Teacher(TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], **TEACHER), categories)
+    model = Teacher(TeacherConfig(n_items=data.vocab.n_items, n_categories=categories.shape[1], order_window=order_window,
+                                  **TEACHER), categories)
     _warm(model, parent, notes)
     grams = grams or WideGrams(histories, times, data.vocab.n_items, wide.session_tau_s, signals)
     matrix, scale = model.wide_layer()
     with torch.no_grad():
         matrix.copy_(torch.from_numpy(grams.weights(wide)))
+        if model.follow_wide is not None:
+            follow = transitions(histories, data.vocab.n_items + 1, wide.follow_smoothing)
+            model.follow_wide.copy_(torch.from_numpy(wide.follow_scale * follow))
         # the popularity prior is closed form too: recomputed from the phase's histories, warm or cold
         model.item_bias.copy_(scale * wide.popularity_prior * torch.from_numpy(grams.popularity()))
     return model
 
 
-def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide: Teacher | None) -> Student:
+def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide: Teacher | None,
+                order_window: int = 0) -> Student:
     """The distilled student starts from the parent's student (warm) or, cold, from a rank-``dim``
     factorisation of its teacher's item-to-item layer; the control (``guide`` None) starts at random."""
-    model = Student(StudentConfig(n_items=data.vocab.n_items, **STUDENT))
+    model = Student(StudentConfig(n_items=data.vocab.n_items, order_window=order_window, **STUDENT))
     if guide is None:  # the control never warm-starts: the champion's student learnt from a teacher
         notes["warm"] = False
-    elif not _warm(model, parent, notes):
+        return model
+    if not _warm(model, parent, notes):
         matrix, scale = guide.wide_layer()
         model.init_from_item_matrix(matrix.detach(), scale.item(), guide.item_bias.detach())
         notes["init"] = "teacher item-item factorisation"
+    if model.successor_ids is not None and guide.follow_wide is not None and guide.wide_scale is not None:
+        # warm or cold: this teacher's transitions (new items, today's chains) pick the successors
+        model.init_successors(guide.wide_scale.detach() * guide.follow_wide.detach())
+        notes["successors"] = "the teacher's transition term, top successors per item"
     return model
 
 
-def _fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict) -> FitConfig:
-    return FitConfig(epochs=epochs, history_len=data.history_len, seed=settings.training.seed,
-                     threads=settings.training.torch_threads, **recipe)
+def fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict) -> FitConfig:
+    t = settings.training
+    return FitConfig(epochs=epochs, history_len=data.history_len, seed=t.seed, threads=t.torch_threads,
+                     next_item_share=t.next_item_share if t.order_window else 0.0, **recipe)
 
 
 def _early_stopping(model: M, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
@@ -166,9 +188,15 @@ def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle:
     signals = data.fit_signals if settings.training.event_signals else None
     grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s, signals or None)
     wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
+    if settings.training.order_window:
+        weights = grams.weights(wide)
+        wide, follow_trials = select_follow(wide, weights, data.fit, _wide_score(data.validation),
+                                            _typical_top_score(weights, data.validation))
+        trials += follow_trials
     notes: dict = {}
-    model = teacher_for(data, data.fit, data.fit_times, wide, _parent(parent_bundle, "teacher"), notes, grams)
-    cfg = _fit_config(settings, data, epochs, TEACHER_FIT)
+    model = teacher_for(data, data.fit, data.fit_times, wide, _parent(parent_bundle, "teacher"), notes, grams,
+                        order_window=settings.training.order_window)
+    cfg = fit_config(settings, data, epochs, TEACHER_FIT)
     model, summary = _early_stopping(model, data, cfg, resolve_device(settings.training.device), "teacher")
     _write_summary(paths, "teacher", {**summary, "warm_start": notes, "wide": wide.to_dict(), "wide_trials": trials})
     return save_checkpoint(model, paths.checkpoint("teacher"))
@@ -185,12 +213,12 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
     data = prep.load(paths.training_set)
     teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, torch.from_numpy(data.categories))
     device = resolve_device(settings.training.device)
-    cfg = _fit_config(settings, data, epochs, STUDENT_FIT)
+    cfg = fit_config(settings, data, epochs, STUDENT_FIT)
     parent = _parent(parent_bundle, "student")
     out = {}
     for name, guide in (("student", teacher), ("control", None)):
         notes: dict = {}
-        model = student_for(data, parent, notes, guide)
+        model = student_for(data, parent, notes, guide, settings.training.order_window)
         model, summary = _early_stopping(model, data, cfg, device, name, guide)
         _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": guide is not None})
         out[name] = str(save_checkpoint(model, paths.checkpoint(name)))
@@ -236,17 +264,18 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
     record: dict = {}
     for name, recipe in (("teacher", TEACHER_FIT), ("student", STUDENT_FIT)):
         epochs = int(summaries[name]["best_epoch"])
-        cfg = _fit_config(settings, data, epochs, recipe)
+        cfg = fit_config(settings, data, epochs, recipe)
         notes: dict = {}
         parent = _parent(parent_bundle, name, holdout_trained=False)
         seed_everything(cfg.seed)
         if name == "teacher":
             wide = WideConfig(**summaries["teacher"].get("wide", WIDE_DEFAULT.to_dict()))
-            teacher = teacher_for(data, rows, row_times, wide, parent, notes, signals=row_signals)
+            teacher = teacher_for(data, rows, row_times, wide, parent, notes, signals=row_signals,
+                                  order_window=settings.training.order_window)
             model: Student | Teacher = teacher
             notes["wide"] = wide.to_dict()
         else:
-            model = student_for(data, parent, notes, teacher)
+            model = student_for(data, parent, notes, teacher, settings.training.order_window)
         result = fit(model, rows, None, cfg, device, teacher if name == "student" else None, label=f"{name} ({label})")
         models[name] = model.cpu().eval()
         record[name] = {

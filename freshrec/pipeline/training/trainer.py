@@ -38,6 +38,7 @@ class FitConfig:
     patience: int = 4
     temperature: float = 2.0
     distill_weight: float = 0.5  # share of the KD term when a teacher is given
+    next_item_share: float = 0.0  # rows that predict the next item from the items before it (order-aware models)
     seed: int = 42
     threads: int = 1
 
@@ -87,6 +88,25 @@ def denoising_batch(
         inputs.append(items[keep])
         targets[row, dropped] = 1.0
     return pad_histories(inputs, history_len), targets
+
+
+def training_batch(histories: list[np.ndarray], n_rows: int, cfg: FitConfig, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`denoising_batch`, with a ``cfg.next_item_share`` of the rows (users with two items or more) turned
+    into next-item rows: a random prefix of the ordered history (newest last) predicts the item that follows it,
+    the order-aware objective of sequential recommenders (GRU4Rec, SASRec)."""
+    inputs, targets = denoising_batch(histories, n_rows, cfg.keep_prob, cfg.history_len, rng)
+    if cfg.next_item_share <= 0:
+        return inputs, targets
+    for row in np.flatnonzero(rng.random(len(histories)) < cfg.next_item_share):
+        items = histories[row]
+        if len(items) < 2:
+            continue
+        cut = int(rng.integers(1, len(items)))
+        inputs[row] = pad_histories([items[:cut]], cfg.history_len)[0]
+        targets[row] = 0.0
+        targets[row, items[cut]] = 1.0
+    return inputs, targets
 
 
 def masked_logits(logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -146,7 +166,7 @@ def fit(
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
             batch = [users[i] for i in order[start : start + cfg.batch_size]]
-            inputs, targets = denoising_batch(batch, n_rows, cfg.keep_prob, cfg.history_len, rng)
+            inputs, targets = training_batch(batch, n_rows, cfg, rng)
             history = torch.from_numpy(inputs).to(device)
             target = torch.from_numpy(targets).to(device)
             teacher_logits = None

@@ -49,8 +49,16 @@ from freshrec.pipeline.training.checkpoint import load_checkpoint, load_model
 from freshrec.pipeline.training.dataset import item_categories, normalise_interactions, pad_histories
 from freshrec.pipeline.training.ease import ease_weights
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, multi_hot
-from freshrec.pipeline.training.stages import STUDENT, STUDENT_FIT, read_training_summaries, refit, train_students, train_teacher
-from freshrec.pipeline.training.trainer import FitConfig, fit, resolve_device, seed_everything
+from freshrec.pipeline.training.stages import (
+    STUDENT,
+    STUDENT_FIT,
+    fit_config,
+    read_training_summaries,
+    refit,
+    train_students,
+    train_teacher,
+)
+from freshrec.pipeline.training.trainer import fit, resolve_device, seed_everything
 from freshrec.tools.bench.reports import save, scratch
 
 PUBLISHED_NDCG = {"BiVAE": 0.4751, "BPR (Cornac)": 0.4420, "LightGCN": 0.4198, "NCF": 0.3961, "SAR": 0.3825}
@@ -130,10 +138,9 @@ def _distil_from_scratch(settings: Settings, data: prep.TrainingData, paths: Run
     """The ablation: the student from a random start, same recipe as the distilled one, learning from the
     gated teacher's scores (and the ground truth) only."""
     teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, categories)
-    cfg = FitConfig(epochs=settings.training.student_epochs, history_len=data.history_len, seed=settings.training.seed,
-                    threads=settings.training.torch_threads, **STUDENT_FIT)
+    cfg = fit_config(settings, data, settings.training.student_epochs, STUDENT_FIT)
     seed_everything(cfg.seed)
-    model = Student(StudentConfig(n_items=data.vocab.n_items, **STUDENT))
+    model = Student(StudentConfig(n_items=data.vocab.n_items, order_window=settings.training.order_window, **STUDENT))
     fit(model, data.fit, data.validation, cfg, resolve_device(settings.training.device), teacher, label="student, KD only")
     return model.cpu().eval()
 
