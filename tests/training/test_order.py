@@ -116,7 +116,7 @@ def test_on_a_sequential_world_the_order_aware_models_beat_their_order_blind_sel
     from freshrec.pipeline.offline.ranking import torch_scorer
     from freshrec.pipeline.training import protocols, stages
     from freshrec.pipeline.training.dataset import normalise_interactions
-    from freshrec.pipeline.training.ease import WideGrams, select_wide
+    from freshrec.pipeline.training.ease import WideGrams
     from freshrec.pipeline.training.trainer import fit
     from freshrec.tools.data.synth import SynthConfig, synthesize
 
@@ -129,12 +129,8 @@ def test_on_a_sequential_world_the_order_aware_models_beat_their_order_blind_sel
     for window in (0, 8):
         settings = Settings(training={"order_window": window})
         grams = WideGrams(data.fit, data.fit_times or None, n, stages.WIDE_DEFAULT.session_tau_s, None)
-        wide, _ = select_wide(grams, stages._wide_score(data.validation), stages.WIDE_DEFAULT)
-        if window:
-            weights = grams.weights(wide)
-            wide, _ = select_follow(wide, weights, data.fit, stages._wide_score(data.validation),
-                                    stages._typical_top_score(weights, data.validation))
-            assert wide.follow_scale > 0, "the transition term must win validation on a sequential world"
+        wide, _ = stages.choose_wide(grams, data, window)
+        assert (wide.follow_scale > 0) == bool(window), "the transition term must win validation on a sequential world"
         teacher = stages.teacher_for(data, data.fit, data.fit_times, wide, None, {}, grams, order_window=window)
         fit(teacher, data.fit, data.validation, stages.fit_config(settings, data, 2, stages.TEACHER_FIT), "cpu")
         notes: dict = {}

@@ -124,6 +124,18 @@ def _typical_top_score(weights: np.ndarray, validation: Validation) -> float:
     return float(np.median(scores.max(axis=1))) or 1.0
 
 
+def choose_wide(grams: WideGrams, data: prep.TrainingData, order_window: int) -> tuple[WideConfig, list[dict]]:
+    """The wide layer's configuration that ranks the validation split best and, for an order-aware teacher,
+    its transition term's scale and shrinkage (0 among the candidates); every trial, for the summary."""
+    wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
+    if order_window:
+        weights = grams.weights(wide)
+        wide, follow_trials = select_follow(wide, weights, data.fit, _wide_score(data.validation),
+                                            _typical_top_score(weights, data.validation))
+        trials += follow_trials
+    return wide, trials
+
+
 def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: list[np.ndarray] | None, wide: WideConfig,
                 parent: dict | None, notes: dict, grams: WideGrams | None = None,
                 signals: list[np.ndarray] | None = None, order_window: int = 0) -> Teacher:
@@ -187,12 +199,7 @@ def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle:
     data = prep.load(paths.training_set)
     signals = data.fit_signals if settings.training.event_signals else None
     grams = WideGrams(data.fit, data.fit_times or None, data.vocab.n_items, WIDE_DEFAULT.session_tau_s, signals or None)
-    wide, trials = select_wide(grams, _wide_score(data.validation), WIDE_DEFAULT)
-    if settings.training.order_window:
-        weights = grams.weights(wide)
-        wide, follow_trials = select_follow(wide, weights, data.fit, _wide_score(data.validation),
-                                            _typical_top_score(weights, data.validation))
-        trials += follow_trials
+    wide, trials = choose_wide(grams, data, settings.training.order_window)
     notes: dict = {}
     model = teacher_for(data, data.fit, data.fit_times, wide, _parent(parent_bundle, "teacher"), notes, grams,
                         order_window=settings.training.order_window)
