@@ -150,7 +150,8 @@ class Student(nn.Module):
     def user_vector(self, history: torch.Tensor) -> torch.Tensor:
         pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power, zero_padding=True)
         if self.order is not None:
-            pooled = pooled + sum(self.order(history, self.item_in))
+            weighted, follow = self.order(history, self.item_in)
+            pooled = pooled + weighted + follow
         return pooled + self.mlp(pooled)
 
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,8 @@ class Teacher(nn.Module):
     def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
         pooled = masked_weighted_sum(self.item_vectors(history), history)
         if self.order is not None:
-            pooled = pooled + sum(self.order(history, self.item_vectors))
+            weighted, follow = self.order(history, self.item_vectors)
+            pooled = pooled + weighted + follow
         pooled = self.norm(pooled)
         user = pooled + self.head(pooled)
         out_items = self.item_out + self.category_out(self.categories).T
