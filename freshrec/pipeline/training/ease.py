@@ -174,16 +174,23 @@ FOLLOW_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # x the typic
 FOLLOW_SMOOTHING = (1.0, 10.0)
 
 
-def transitions(histories: list[np.ndarray], n_rows: int, smoothing: float) -> np.ndarray:
-    """[n_rows, n_rows] float32: row i holds how often each item came right after item i in the ordered
-    histories (newest last), divided by (i's successor count + ``smoothing``): a first-order Markov model in
-    closed form, shrunk towards 0 for items seen followed only a few times. Row and column 0 (padding) stay 0."""
+def successor_counts(histories: list[np.ndarray], n_rows: int) -> np.ndarray:
+    """[n_rows, n_rows]: how often each item came right after item i in the ordered histories (newest last);
+    row and column 0 (padding) stay 0."""
     pairs = [(h[:-1], h[1:]) for h in histories if len(h) > 1]
     counts = np.zeros((n_rows, n_rows), dtype=np.float64)
     if pairs:
         np.add.at(counts, (np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])), 1.0)
     counts[0] = 0.0
     counts[:, 0] = 0.0
+    return counts
+
+
+def transitions(histories: list[np.ndarray] | np.ndarray, n_rows: int, smoothing: float) -> np.ndarray:
+    """[n_rows, n_rows] float32: :func:`successor_counts` (or those counts, given) divided by (i's successor
+    count + ``smoothing``): a first-order Markov model in closed form, shrunk towards 0 for items seen followed
+    only a few times."""
+    counts = histories if isinstance(histories, np.ndarray) else successor_counts(histories, n_rows)
     return (counts / (counts.sum(axis=1, keepdims=True) + smoothing)).astype(np.float32)
 
 
@@ -194,8 +201,9 @@ def select_follow(wide: WideConfig, wide_weights: np.ndarray, histories: list[np
     are multiples of ``typical`` (a top-10 score of history x B), so the grid fits any catalogue."""
     trials = [{"follow_scale": 0.0, "val_ndcg@10": float(score(wide_weights, None))}]
     best, best_score = wide, trials[0]["val_ndcg@10"]
+    counts = successor_counts(histories, wide_weights.shape[0])  # once for every smoothing
     for smoothing in FOLLOW_SMOOTHING:
-        matrix = transitions(histories, wide_weights.shape[0], smoothing)
+        matrix = transitions(counts, wide_weights.shape[0], smoothing)
         for factor in FOLLOW_SCALES:
             scale = factor * typical
             value = float(score(wide_weights, scale * matrix))

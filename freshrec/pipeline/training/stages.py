@@ -169,7 +169,8 @@ def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide
         matrix, scale = guide.wide_layer()
         model.init_from_item_matrix(matrix.detach(), scale.item(), guide.item_bias.detach())
         notes["init"] = "teacher item-item factorisation"
-    if model.successor_ids is not None and guide.follow_wide is not None and guide.wide_scale is not None:
+    if model.successor_ids is not None and guide.follow_wide is not None and guide.wide_scale is not None \
+            and bool(guide.follow_wide.any()):  # a transition term the validation split chose (scale > 0)
         # warm or cold: this teacher's transitions (new items, today's chains) pick the successors
         model.init_successors(guide.wide_scale.detach() * guide.follow_wide.detach())
         notes["successors"] = "the teacher's transition term, top successors per item"

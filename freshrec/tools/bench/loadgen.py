@@ -13,6 +13,7 @@ Retry-After header came back (what an overload test checks of a 503).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections import Counter, deque
@@ -222,36 +223,31 @@ async def interleaved_single_stream(host: str, ports: dict[str, int], requests: 
     rng = np.random.default_rng(seed)
     latencies: dict[str, list[float]] = {name: [] for name in names}
     statuses: dict[str, Counter] = {name: Counter() for name in names}
-    order: list[str] = []
-    state = {"request": 0, "slot": 0}
+    pending: list[str] = []  # the servers the current request has still to go to
+    request = 0
     stop_at = time.perf_counter() + duration_s
     finished = asyncio.get_running_loop().create_future()
     conns: dict[str, _Connection] = {}
 
     def send_next(now: float) -> None:
-        if state["slot"] == len(order):
+        nonlocal request
+        if not pending:
             if now >= stop_at:
                 if not finished.done():
                     finished.set_result(None)
                 return
-            order[:] = [names[i] for i in rng.permutation(len(names))]
-            state["request"] += 1
-            state["slot"] = 0
-        name = order[state["slot"]]
-        state["slot"] += 1
-        conns[name].send(requests[state["request"] % len(requests)], time.perf_counter())
+            request += 1
+            pending.extend(names[i] for i in rng.permutation(len(names)))
+        conns[pending.pop()].send(requests[request % len(requests)], time.perf_counter())
 
-    def on_response(conn: _Connection, status: int, has_retry_after: bool) -> None:
+    def on_response(name: str, conn: _Connection, status: int, has_retry_after: bool) -> None:
         now = time.perf_counter()
-        name = conn_names[id(conn)]
         latencies[name].append((now - conn.started_at) * 1000)
         statuses[name][status] += 1
         send_next(now)
 
-    conn_names: dict[int, str] = {}
     for name in names:
-        conns[name] = (await _connect(host, ports[name], 1, on_response))[0]
-        conn_names[id(conns[name])] = name
+        conns[name] = (await _connect(host, ports[name], 1, functools.partial(on_response, name)))[0]
     start = time.perf_counter()
     stop_at = start + duration_s
     send_next(start)
