@@ -54,14 +54,19 @@ def edge(
 
 @app.command("models")
 def models(
-    ratings: Annotated[Path, typer.Argument(help="MovieLens ratings: u.data, RecBole *.inter, ratings.dat or ratings.csv")],
+    ratings: Annotated[Path, typer.Argument(help="MovieLens ratings (u.data, RecBole *.inter, ratings.dat or ratings.csv) "
+                                                 "or an events folder (`freshrec data synth --out`, the raw lake)")],
     protocol: Annotated[str, typer.Option(help="msr (MS Recommenders 75/25 by item, the published table), temporal, "
-                                                     "sequential (leave-last-out by time) or prequential (event-by-event replay)")] = "msr",
+                                                     "sequential (leave-last-out by time), prequential (event-by-event "
+                                                     "replay) or all (every protocol, one report)")] = "msr",
 ) -> None:
-    """Teacher, distilled student, control, int8 recipes, EASE and popularity side by side, offline."""
+    """Teacher, distilled student, control, int8 recipes, EASE and popularity side by side, offline; the order-blind
+    and order-aware variants with FLOPs and latency per request."""
     report = _run("models", ratings=ratings, protocol=protocol)
     data = json.loads(report.read_text())
-    out.print({name: round(m["ndcg@10"], 4) for name, m in data["metrics"].items()})
+    for name, single in data.get("protocols", {data["protocol"]: data}).items():
+        out.print(name, {model: round(m["ndcg@10"], 4) for model, m in single["metrics"].items()})
+        out.print(name, {key: round(value, 4) for key, value in single["summary"].items()})
 
 
 @app.command("signals")

@@ -39,6 +39,22 @@ def test_models_bench_compares_every_model_on_the_msr_split(tmp_path: Path) -> N
     assert report["training"]["teacher"]["wide"]["l2"] > 0
     assert (report_path.parent / "models.png").stat().st_size > 10_000
     assert not list((tmp_path / "home").glob("models-*"))  # the scratch run is removed
+    # the configured order-aware models (window 8, the default) beside the order-blind variant
+    order = report["order"]
+    assert order["configured"] == "order-aware" and order["windows"] == {"order-blind": 0, "order-aware": 8}
+    aware, blind = order["rows"]["order-aware"], order["rows"]["order-blind"]
+    assert set(aware.values()) | set(blind.values()) <= set(metrics)
+    assert aware["int8"] == f"student int8 ({order['int8_recipe']})" and "order-blind" in blind["int8"]
+    cost = order["cost_per_request"]
+    # the order terms cost FLOPs (window gather, transition vector, successor table) where the student has them,
+    # and every student stays far below its teacher
+    extra = cost[aware["int8"]]["mflop_per_request"] - cost[blind["int8"]]["mflop_per_request"]
+    assert (extra > 0) == (order["student_windows"]["order-aware"] > 0) and extra >= 0
+    assert order["student_windows"]["order-blind"] == 0
+    assert cost[aware["teacher"]]["mflop_per_request"] > 10 * cost[aware["int8"]]["mflop_per_request"]
+    assert all(c["cpu_p50_ms"] > 0 for c in cost.values()) and "EASE (lambda 400)" in cost
+    assert report["summary"]["aware_over_blind_ndcg"] == pytest.approx(
+        metrics[aware["int8"]]["ndcg@10"] / metrics[blind["int8"]]["ndcg@10"])
 
 
 def test_retrain_bench_warm_start_grows_the_champion(tmp_path: Path) -> None:
@@ -69,3 +85,24 @@ def test_models_bench_runs_the_time_ordered_protocols(tmp_path: Path, protocol: 
     assert {"popularity", "EASE (lambda 400)", "co-occurrence (order-blind)", "Markov-1 (last item)", "student (final)",
             "student int8 (dynamic)"} <= set(metrics)
     assert all(0.0 <= m["hr@10"] <= 1.0 and m["users"] == rankings for m in metrics.values())
+
+
+def test_models_bench_reads_an_events_folder_and_refuses_what_it_cannot(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from freshrec.core.errors import InvalidInput
+    from freshrec.tools.bench.models import read_source
+    from freshrec.tools.data.synth import SynthConfig, synthesize
+
+    events = tmp_path / "events"
+    config = SynthConfig(out=events, start=dt.date(2026, 1, 5), days=2, users=40, items=30, events_per_day=300, seed=3)
+    days = list(synthesize(config))
+    frame, meta = read_source(events, tmp_path / "work")
+    assert len(frame) == sum(d.rows for d in days) and {"user_id", "item_id", "ts"} <= set(frame.columns)
+    assert meta == events / "_meta"
+    (events / "ds=2026-01-07").mkdir()
+    (events / "ds=2026-01-07" / "part.csv").write_text("user_id,item_id,ts\n")
+    with pytest.raises(InvalidInput, match="one format"):
+        read_source(events, tmp_path / "work")
+    with pytest.raises(InvalidInput, match="neither"):
+        read_source(tmp_path / "missing", tmp_path / "work")

@@ -117,6 +117,10 @@ def test_prequential_replays_targets_with_the_history_just_before_each() -> None
     assert data.counts["cold_test_users"] == 1 and data.counts["cold_test_rankings"] == 1
     # Models learn from the training days only.
     assert sorted(data.train) == ["a", "b"] and _names(vocab, data.train["a"]) == ["i5", "i6", "i7", "i1", "i2"]
+    # Early stopping judges what the test judges: each user's next new item (a: i2 after i5 i6 i7 i1; b has one item)
+    assert [_names(vocab, t) for t in data.validation.targets] == [["i2"]]
+    assert [_names(vocab, h) for h in data.validation.histories] == [["i5", "i6", "i7", "i1"]]
+    assert [_names(vocab, h) for h in data.fit] == [["i5", "i6", "i7", "i1"], ["i3"]]
 
 
 def test_prequential_metrics_by_hand() -> None:

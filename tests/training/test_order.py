@@ -71,6 +71,18 @@ def test_order_aware_models_export_to_onnx_for_any_history_length(kind: str, tmp
         np.testing.assert_allclose(run_scores(graph, history.numpy(), candidates.numpy()), expected, atol=1e-5)
 
 
+def test_students_try_order_only_where_their_teachers_validation_chose_a_transition_term() -> None:
+    from freshrec.pipeline.training.stages import student_windows
+
+    settings = Settings(training={"order_window": 8})
+    teacher = Teacher(TeacherConfig(n_items=10, dim=4, hidden=8, order_window=8))
+    assert teacher.follow_wide is not None and student_windows(settings, teacher) == (0,)  # scale 0 chosen
+    with torch.no_grad():
+        teacher.follow_wide[1, 2] = 0.5
+    assert student_windows(settings, teacher) == (0, 8)  # both are fitted; the validation keeps one
+    assert student_windows(Settings(training={"order_window": 0}), teacher) == (0,)
+
+
 def test_transitions_count_what_follows_each_item_shrunk_by_the_smoothing() -> None:
     matrix = transitions([np.array([1, 2, 3]), np.array([1, 2]), np.array([1, 3]), np.array([4])], 5, smoothing=1.0)
     assert matrix.shape == (5, 5) and matrix.dtype == np.float32
@@ -108,22 +120,50 @@ def test_an_order_blind_parent_saved_before_the_field_existed_still_warm_starts(
 SEQUENTIAL_WORLD = dict(users=300, items=200, events_per_day=3000, session_intent=1.5, transition_share=0.5, repeat_share=0.15)
 
 
+def _sequential_data(tmp_path: Path):
+    from freshrec.pipeline.training import protocols
+    from freshrec.pipeline.training.dataset import normalise_interactions
+    from freshrec.tools.data.synth import SynthConfig, synthesize
+
+    list(synthesize(SynthConfig(out=tmp_path, start=dt.date(2026, 1, 5), days=6, seed=5, **SEQUENTIAL_WORLD)))
+    events = pd.concat(pd.read_parquet(p) for p in sorted(tmp_path.glob("ds=*/*.parquet")))
+    return protocols.prepare(normalise_interactions(events), "sequential", 7, 50, 42,
+                             lambda v: np.zeros((v.n_items + 1, 1), np.float32))
+
+
+@pytest.mark.slow
+def test_the_stages_keep_the_order_aware_student_where_it_wins_validation(tmp_path: Path) -> None:
+    """train_students fits the order-blind and the order-aware student and keeps the validation's winner; the
+    refit trains the kept one again."""
+    from freshrec.core.artifacts import RunLayout
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training import stages
+
+    data = _sequential_data(tmp_path / "world")
+    run = tmp_path / "run"
+    prep.save(data, RunLayout(run).training_set)
+    settings = Settings(home=tmp_path / "home", training={"order_window": 8})
+    stages.train_teacher(settings, run, 2)
+    stages.train_students(settings, run, 4)
+    summaries = stages.read_training_summaries(run)
+    trials = summaries["student"]["order_trials"]
+    assert set(trials) == {"0", "8"} and trials["8"] > trials["0"] and summaries["student"]["order_window"] == 8
+    assert summaries["control"]["order_window"] == 8
+    models, _ = stages.refit(settings, data, data.train, data.train_times, summaries, None, "refit")
+    assert models["student"].config.order_window == 8 and models["student"].successor_ids is not None
+
+
 @pytest.mark.slow
 def test_on_a_sequential_world_the_order_aware_models_beat_their_order_blind_selves(tmp_path: Path) -> None:
     """The stages' own teacher (closed-form wide layer + transition term chosen on validation, deep part trained)
     and distilled student, order-blind and order-aware, on the time-ordered leave-last-out protocol."""
     from freshrec.pipeline.evaluation.evaluate import evaluate_scorer
     from freshrec.pipeline.offline.ranking import torch_scorer
-    from freshrec.pipeline.training import protocols, stages
-    from freshrec.pipeline.training.dataset import normalise_interactions
+    from freshrec.pipeline.training import stages
     from freshrec.pipeline.training.ease import WideGrams
     from freshrec.pipeline.training.trainer import fit
-    from freshrec.tools.data.synth import SynthConfig, synthesize
 
-    list(synthesize(SynthConfig(out=tmp_path, start=dt.date(2026, 1, 5), days=6, seed=5, **SEQUENTIAL_WORLD)))
-    events = pd.concat(pd.read_parquet(p) for p in sorted(tmp_path.glob("ds=*/*.parquet")))
-    data = protocols.prepare(normalise_interactions(events), "sequential", 7, 50, 42,
-                             lambda v: np.zeros((v.n_items + 1, 1), np.float32))
+    data = _sequential_data(tmp_path)
     n = data.vocab.n_items
     results = {}
     for window in (0, 8):

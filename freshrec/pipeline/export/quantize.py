@@ -107,12 +107,35 @@ def convert_fp16(fp32: Path, target: Path) -> Path:
     """fp16 weights and compute for GPU; the int64 inputs and the float32 output stay as they are.
 
     Cast stays in fp32 (the converter would not retarget its ``to`` attribute, leaving the graph
-    inconsistent); the converter wraps it in casts instead.
+    inconsistent); the converter wraps it in casts instead. The scatter-adds (the student's successor and
+    neighbour tables) add in fp32 between casts (``_scatter_in_fp32``): ORT's CPU provider has no fp16
+    scatter-add, and blocking the op in the converter makes it loop without end.
     """
     from onnxconverter_common import float16
 
     blocked = [*float16.DEFAULT_OP_BLOCK_LIST, "Cast"]
     model = float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True, op_block_list=blocked)
+    _scatter_in_fp32(model)
     onnx.save(model, str(target))
     check_onnx(target)
     return target
+
+
+def _scatter_in_fp32(model: onnx.ModelProto) -> None:
+    """Every ScatterElements of an fp16 graph: its data and updates cast to fp32, its result cast back to fp16."""
+    nodes: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if node.op_type != "ScatterElements":
+            nodes.append(node)
+            continue
+        data, indices, updates = node.input
+        result = node.output[0]
+        tag = node.name or result
+        nodes += [onnx.helper.make_node("Cast", [data], [f"{tag}/data_fp32"], name=f"{tag}/cast_data", to=onnx.TensorProto.FLOAT),
+                  onnx.helper.make_node("Cast", [updates], [f"{tag}/updates_fp32"], name=f"{tag}/cast_updates",
+                                        to=onnx.TensorProto.FLOAT)]
+        node.input[0], node.input[2], node.output[0] = f"{tag}/data_fp32", f"{tag}/updates_fp32", f"{tag}/fp32"
+        nodes += [node, onnx.helper.make_node("Cast", [f"{tag}/fp32"], [result], name=f"{tag}/cast_back",
+                                              to=onnx.TensorProto.FLOAT16)]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)

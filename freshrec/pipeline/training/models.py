@@ -86,6 +86,7 @@ class StudentConfig:
     pooling_power: float = 0.0
     order_window: int = 0  # newest items with learned position weights + a transition vector (0: order-blind)
     successors: int = 32  # with order_window: the newest item's top successors scored exactly (a sparse table)
+    neighbours: int = 0  # every history item's top residual neighbours scored exactly (what rank ``dim`` misses)
 
 
 class Student(nn.Module):
@@ -117,6 +118,12 @@ class Student(nn.Module):
         k = config.successors if config.order_window else 0
         self.successor_ids = nn.Parameter(torch.zeros(rows, k, dtype=torch.long), requires_grad=False) if k else None
         self.successor_scores = nn.Parameter(torch.zeros(rows, k)) if k else None
+        # Each item's top neighbours where a rank-``dim`` factorisation of the teacher's item-to-item layer falls
+        # short most (ids fixed at the factorisation, scores learnt), summed over the whole history: the strongest
+        # pairwise links exactly, at ``history x neighbours`` additions per request.
+        n = config.neighbours
+        self.neighbour_ids = nn.Parameter(torch.zeros(rows, n, dtype=torch.long), requires_grad=False) if n else None
+        self.neighbour_scores = nn.Parameter(torch.zeros(rows, n)) if n else None
 
     @torch.no_grad()
     def init_from_item_matrix(self, weights: torch.Tensor, scale: float = 1.0, bias: torch.Tensor | None = None) -> None:
@@ -131,6 +138,16 @@ class Student(nn.Module):
         self.item_out[:rank] = (root[:, None] * vt[:rank]).float() * scale
         if bias is not None:
             self.item_bias.copy_(bias)
+        if self.neighbour_ids is not None and self.neighbour_scores is not None:
+            residual = (weights.double() - (u[:, :rank] * root) @ (root[:, None] * vt[:rank])) * scale
+            k = min(self.neighbour_ids.shape[1], residual.shape[1])
+            scores, ids = residual.float().topk(k, dim=1)
+            self.neighbour_ids.zero_()
+            self.neighbour_scores.zero_()
+            self.neighbour_ids[:, :k] = ids
+            self.neighbour_scores[:, :k] = scores
+            self.neighbour_ids[0].zero_()
+            self.neighbour_scores[0].zero_()
 
     @torch.no_grad()
     def init_successors(self, transition_scores: torch.Tensor) -> None:
@@ -159,6 +176,10 @@ class Student(nn.Module):
         if self.successor_ids is not None and self.successor_scores is not None:
             newest = history[:, -1]
             logits = torch.scatter_add(logits, 1, self.successor_ids[newest], self.successor_scores[newest])
+        if self.neighbour_ids is not None and self.neighbour_scores is not None:
+            # padding rows point at column 0 with score 0 (never a candidate, masked in training)
+            logits = torch.scatter_add(logits, 1, self.neighbour_ids[history].flatten(1),
+                                       self.neighbour_scores[history].flatten(1))
         return logits
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -290,6 +311,7 @@ def flops_per_request(model: nn.Module, history_len: int, n_candidates: int) -> 
     if isinstance(cfg, StudentConfig):
         macs = history_len * cfg.dim + order + 2 * cfg.dim * cfg.hidden + cfg.dim * rows
         macs += cfg.successors if cfg.order_window else 0  # the newest item's successors, added to their scores
+        macs += history_len * cfg.neighbours  # every history item's neighbours, added to their scores
     else:
         macs = history_len * cfg.dim * (1 + cfg.n_categories) + order * (1 + cfg.n_categories)
         width = cfg.dim

@@ -13,7 +13,9 @@
   not have in the training days. Before each target the model ranks the whole catalogue for the user's history
   as of just before that event (training history + the user's held-out events earlier than it, distinct items
   in last-interaction order, as served) with those items removed; HR@10 = hit or not, nDCG@10 =
-  1 / log2(1 + rank) (one relevant item), averaged over targets (not users).
+  1 / log2(1 + rank) (one relevant item), averaged over targets (not users). Its early-stopping validation is
+  the ``sequential`` one on the training days (each user's last new item before the cut), so the choices the
+  validation makes (the wide layer's transition term, the students' order window) see order as the test does.
 
 Both produce the same ``TrainingData`` as the other protocols (one row per ranking in ``test``), so every
 model, gate and report evaluates on them unchanged. All functions are pure: frames in, arrays out.
@@ -170,12 +172,16 @@ def _sequential(interactions: pd.DataFrame, history_len: int, seed: int, categor
 def _prequential(interactions: pd.DataFrame, holdout_days: int, history_len: int, seed: int,
                  categories_for: Callable[[Vocab], np.ndarray], parent_vocab: Vocab | None) -> prep.TrainingData:
     data = prep.prepare(interactions, "temporal", holdout_days, history_len, seed, categories_for, parent_vocab)
-    held_out = temporal_split(interactions, holdout_days).test
-    rankings = replay(data.train, held_out, data.vocab)
+    split = temporal_split(interactions, holdout_days)
+    rankings = replay(data.train, split.test, data.vocab)
     if not len(rankings.targets):
         raise DataValidationError("the prequential replay has no targets: no held-out event is a user's first on its item")
     test = replay_set(rankings, data.train, history_len)
     counts = {**data.counts, "test_users": len(set(rankings.users)), "test_rankings": len(rankings.users),
               "cold_test_users": len({u for u, cold in zip(rankings.users, test.cold) if cold}),
               "cold_test_rankings": int(test.cold.sum())}
-    return dataclasses.replace(data, protocol="prequential", test=test, counts=counts)
+    # early stopping and the wide layer's choices judge what the test judges: each user's next new item from the
+    # history before it (the training days' leave-last-out), not a random part of the history
+    fit, validation, fit_times, fit_signals = last_item_validation(split.train, data.vocab, history_len)
+    return dataclasses.replace(data, protocol="prequential", test=test, counts=counts, fit=fit, validation=validation,
+                               fit_times=fit_times, fit_signals=fit_signals)

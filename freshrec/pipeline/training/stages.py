@@ -40,7 +40,7 @@ from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resol
 log = logging.getLogger(__name__)
 
 TEACHER: dict[str, Any] = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
-STUDENT: dict[str, Any] = {"dim": 128, "hidden": 256}
+STUDENT: dict[str, Any] = {"dim": 128, "hidden": 256}  # plus neighbours=training.student_neighbours
 # patience 2: the closed-form start is often the best epoch, and a teacher epoch is the costliest step
 TEACHER_FIT: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 2}
 STUDENT_FIT: dict[str, Any] = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
@@ -158,10 +158,10 @@ def teacher_for(data: prep.TrainingData, histories: list[np.ndarray], times: lis
 
 
 def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide: Teacher | None,
-                order_window: int = 0) -> Student:
+                order_window: int = 0, neighbours: int = 0) -> Student:
     """The distilled student starts from the parent's student (warm) or, cold, from a rank-``dim``
     factorisation of its teacher's item-to-item layer; the control (``guide`` None) starts at random."""
-    model = Student(StudentConfig(n_items=data.vocab.n_items, order_window=order_window, **STUDENT))
+    model = Student(StudentConfig(n_items=data.vocab.n_items, order_window=order_window, neighbours=neighbours, **STUDENT))
     if guide is None:  # the control never warm-starts: the champion's student learnt from a teacher
         notes["warm"] = False
         return model
@@ -177,10 +177,24 @@ def student_for(data: prep.TrainingData, parent: dict | None, notes: dict, guide
     return model
 
 
-def fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict) -> FitConfig:
+def fit_config(settings: Settings, data: prep.TrainingData, epochs: int, recipe: dict,
+               order_window: int | None = None) -> FitConfig:
+    """``order_window``: the model's own (None: the settings'); next-item rows only for an order-aware model."""
     t = settings.training
+    window = t.order_window if order_window is None else order_window
     return FitConfig(epochs=epochs, history_len=data.history_len, seed=t.seed, threads=t.torch_threads,
-                     next_item_share=t.next_item_share if t.order_window else 0.0, **recipe)
+                     next_item_share=t.next_item_share if window else 0.0, **recipe)
+
+
+def student_windows(settings: Settings, teacher: Teacher) -> tuple[int, ...]:
+    """The students' candidate order windows, order-blind first: 0 alone when order is off or the teacher's
+    validation chose no transition term, else (0, the configured window); ``train_students`` keeps the one whose
+    distilled student ranks the validation split best (a tie keeps the cheaper order-blind one), unless it warm-starts
+    from a champion whose window is a candidate (that one is kept). On ML-100K msr the teacher takes a small
+    transition term, yet an order-aware student loses there (0.488 against 0.493)."""
+    chosen = teacher.follow_wide is not None and bool(teacher.follow_wide.any())
+    window = settings.training.order_window if chosen else 0
+    return (0, window) if window else (0,)
 
 
 def _early_stopping(model: M, data: prep.TrainingData, cfg: FitConfig, device: str, label: str,
@@ -210,8 +224,10 @@ def train_teacher(settings: Settings, run_dir: Path, epochs: int, parent_bundle:
     return save_checkpoint(model, paths.checkpoint("teacher"))
 
 
-def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None) -> dict[str, str]:
-    """The distilled student (served) and the control: same model and recipe on the ground truth only.
+def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle: Path | None = None,
+                   control: bool = True) -> dict[str, str]:
+    """The distilled student (served) and the control: same model and recipe on the ground truth only
+    (``control=False``: the distilled student alone, for benches that compare variants of it).
 
     The distilled student starts from the champion's student (warm start) or, cold, from a rank-``dim``
     factorisation of the teacher's item-to-item layer; then it learns the teacher's listwise
@@ -221,15 +237,30 @@ def train_students(settings: Settings, run_dir: Path, epochs: int, parent_bundle
     data = prep.load(paths.training_set)
     teacher, _ = load_model(paths.checkpoint("teacher"), Teacher, torch.from_numpy(data.categories))
     device = resolve_device(settings.training.device)
-    cfg = fit_config(settings, data, epochs, STUDENT_FIT)
     parent = _parent(parent_bundle, "student")
-    out = {}
-    for name, guide in (("student", teacher), ("control", None)):
+    windows = student_windows(settings, teacher)
+    inherited = int(parent["config"].get("order_window", 0)) if parent else None
+    if inherited in windows:  # a warm start keeps the champion's choice (its weights are the cheap start)
+        windows = (inherited,)
+    trials: dict[int, tuple[Student, dict, dict]] = {}
+    for window in windows:
         notes: dict = {}
-        model = student_for(data, parent, notes, guide, settings.training.order_window)
-        model, summary = _early_stopping(model, data, cfg, device, name, guide)
-        _write_summary(paths, name, {**summary, "warm_start": notes, "distilled": guide is not None})
-        out[name] = str(save_checkpoint(model, paths.checkpoint(name)))
+        model = student_for(data, parent, notes, teacher, window, settings.training.student_neighbours)
+        label = f"student, order window {window}" if window else "student"
+        trials[window] = (*_early_stopping(model, data, fit_config(settings, data, epochs, STUDENT_FIT, window), device,
+                                           label, teacher), notes)
+    window = max(trials, key=lambda w: trials[w][1]["best_val_ndcg@10"])  # the first (order-blind) on a tie
+    choice = {"order_window": window, "order_trials": {str(w): t[1]["best_val_ndcg@10"] for w, t in trials.items()}}
+    student, summary, notes = trials[window]
+    _write_summary(paths, "student", {**summary, **choice, "warm_start": notes, "distilled": True})
+    out = {"student": str(save_checkpoint(student, paths.checkpoint("student")))}
+    if control:  # the same architecture and recipe, from a random start, on the ground truth only
+        notes = {}
+        model = student_for(data, parent, notes, None, window, settings.training.student_neighbours)
+        model, summary = _early_stopping(model, data, fit_config(settings, data, epochs, STUDENT_FIT, window), device,
+                                         "control", None)
+        _write_summary(paths, "control", {**summary, "order_window": window, "warm_start": notes, "distilled": False})
+        out["control"] = str(save_checkpoint(model, paths.checkpoint("control")))
     return out
 
 
@@ -272,7 +303,9 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
     record: dict = {}
     for name, recipe in (("teacher", TEACHER_FIT), ("student", STUDENT_FIT)):
         epochs = int(summaries[name]["best_epoch"])
-        cfg = fit_config(settings, data, epochs, recipe)
+        # the teacher's window is the settings'; the student's the one its early-stopping fit chose
+        window = settings.training.order_window if name == "teacher" else int(summaries["student"].get("order_window", 0))
+        cfg = fit_config(settings, data, epochs, recipe, window)
         notes: dict = {}
         parent = _parent(parent_bundle, name, holdout_trained=False)
         seed_everything(cfg.seed)
@@ -283,7 +316,7 @@ def refit(settings: Settings, data: prep.TrainingData, histories: dict[str, np.n
             model: Student | Teacher = teacher
             notes["wide"] = wide.to_dict()
         else:
-            model = student_for(data, parent, notes, teacher, settings.training.order_window)
+            model = student_for(data, parent, notes, teacher, window, settings.training.student_neighbours)
         result = fit(model, rows, None, cfg, device, teacher if name == "student" else None, label=f"{name} ({label})")
         models[name] = model.cpu().eval()
         record[name] = {
