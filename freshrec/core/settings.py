@@ -80,11 +80,12 @@ class TrainingSettings(_Group):
         "(stages.student_windows); 0 = order-blind",
     )
     student_neighbours: int = Field(
-        default=64, ge=0, le=512,
+        default=0, ge=0, le=512,
         description="the student's neighbour table: per item, the N neighbours where its rank-128 factorisation of the "
         "teacher's item-to-item layer falls short most, scored exactly for every history item "
-        "(freshrec.pipeline.training.models.Student); ML-100K msr nDCG@10 0.488 -> 0.493 at 64, for about 17 us more "
-        "graph CPU per request at batch 64 (ORT's ScatterElements); 0 = off",
+        "(freshrec.pipeline.training.models.Student). ML-100K msr nDCG@10 0.488 -> 0.493 at 64, but ORT's "
+        "ScatterElements makes a request's graph about 0.1 ms slower and batch-64 throughput 3-7x lower: off "
+        "by default (the serving budget comes first); 0 = off",
     )
     next_item_share: float = Field(
         default=0.5, ge=0, le=1,

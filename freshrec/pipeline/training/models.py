@@ -78,6 +78,19 @@ class OrderTerms(nn.Module):
         return weighted, self.follow(recent[:, -1])
 
 
+def _keep_top(ids: torch.Tensor, scores: torch.Tensor, matrix: torch.Tensor) -> None:
+    """A sparse table [rows, k] from a dense [rows, rows] score matrix: each row's k best-scored columns and their
+    scores (a catalogue smaller than k leaves the rest at 0); the padding row adds nothing."""
+    k = min(ids.shape[1], matrix.shape[1])
+    top_scores, top_ids = matrix.float().topk(k, dim=1)
+    ids.zero_()
+    scores.zero_()
+    ids[:, :k] = top_ids
+    scores[:, :k] = top_scores
+    ids[0].zero_()
+    scores[0].zero_()
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     n_items: int
@@ -140,14 +153,7 @@ class Student(nn.Module):
             self.item_bias.copy_(bias)
         if self.neighbour_ids is not None and self.neighbour_scores is not None:
             residual = (weights.double() - (u[:, :rank] * root) @ (root[:, None] * vt[:rank])) * scale
-            k = min(self.neighbour_ids.shape[1], residual.shape[1])
-            scores, ids = residual.float().topk(k, dim=1)
-            self.neighbour_ids.zero_()
-            self.neighbour_scores.zero_()
-            self.neighbour_ids[:, :k] = ids
-            self.neighbour_scores[:, :k] = scores
-            self.neighbour_ids[0].zero_()
-            self.neighbour_scores[0].zero_()
+            _keep_top(self.neighbour_ids, self.neighbour_scores, residual)
 
     @torch.no_grad()
     def init_successors(self, transition_scores: torch.Tensor) -> None:
@@ -155,14 +161,7 @@ class Student(nn.Module):
         adds for the newest item) and those scores; the rest of each row is left out."""
         if self.successor_ids is None or self.successor_scores is None:
             raise ArtifactIntegrityError("this student is order-blind (config.order_window is 0)")
-        k = min(self.successor_ids.shape[1], transition_scores.shape[1])
-        scores, ids = transition_scores.float().topk(k, dim=1)
-        self.successor_ids.zero_()
-        self.successor_scores.zero_()
-        self.successor_ids[:, :k] = ids
-        self.successor_scores[:, :k] = scores
-        self.successor_ids[0].zero_()
-        self.successor_scores[0].zero_()
+        _keep_top(self.successor_ids, self.successor_scores, transition_scores)
 
     def user_vector(self, history: torch.Tensor) -> torch.Tensor:
         pooled = masked_weighted_sum(self.item_in(history), history, self.config.pooling_power, zero_padding=True)
