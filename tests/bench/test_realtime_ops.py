@@ -30,8 +30,10 @@ def test_ingestion_counts_every_event_it_sends(world: World, champion: str) -> N
     assert set(result["runs"]) == {f"batch{b}_fsync_{f}" for b in (1, 100) for f in ("on", "off")}
     for run in result["runs"].values():
         closed = run["closed_loop"]
-        # The server's own counter: every request of the measured window answered 200 with all its events accepted.
-        assert closed["non_2xx"] == 0 and run["accepted"] == closed["requests"] * run["batch"] > 0
+        # The server's own counter: every 200 of the measured window accepted all its events; on a loaded box the
+        # admission limit may shed some requests, and those say so with a 503 (nothing else is an answer here).
+        assert set(closed["statuses"]) <= {"200", "503"}, closed["statuses"]
+        assert run["accepted"] == closed["statuses"]["200"] * run["batch"] > 0
         assert run["events_per_s"] > 0
     assert result["runs"]["batch1_fsync_on"]["open_loop_at_target"]["offered_rate"] == 3000
     assert not (world.home / "lake" / "landing").exists(), "the bench's events must stay in its scratch home"

@@ -81,17 +81,24 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
 
 
 @pytest.mark.parametrize("protocol", ["sequential", "prequential"])
-def test_retrain_dag_gates_on_a_time_ordered_protocol(airflow_db: Path, tiny_lake: Path, protocol: str) -> None:
+def test_retrain_dag_gates_on_a_time_ordered_protocol(airflow_db: Path, tiny_lake: Path, protocol: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The Param form's time-ordered protocols train, gate and promote end to end, and say so in the card."""
     from freshrec.core.registry import open_registry
     from freshrec.core.settings import get_settings
     from freshrec.dags._local import run_dag
 
+    # 48 users and one epoch: one user's list moving a rank shifts int8 vs fp32 nDCG by about 1%, the gate's
+    # default bound (CI saw it reject once). This test is about the protocol's path; the int8 gate's own
+    # behaviour is tested in tests/evaluation.
+    monkeypatch.setenv("FRESHREC_GATES__INT8_MAX_LOSS", "0.05")
+    get_settings.cache_clear()
     assert run_dag("retrain", {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False,
                                "protocol": protocol}) == "success"
     with open_registry(get_settings()) as registry:
         champion = registry.serving_state().champion
-    assert champion is not None
+        versions = registry.list_versions()
+    assert champion is not None, [(v.version, v.state, v.card.get("gates")) for v in versions]
     evaluation = json.loads(RunLayout(Path(champion.bundle_dir)).evaluation.read_text())
     assert evaluation["protocol"] == protocol
     assert evaluation["counts"]["test_users"] > 0

@@ -408,11 +408,15 @@ async def _durability_client(port: int, ledger: _Ledger, stop_sending: threading
     url = f"http://{HOST}:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=5.0, limits=httpx.Limits(max_connections=64)) as client, \
             httpx.AsyncClient(base_url=url, timeout=5.0) as prober:
-        async def probe() -> None:
+        async def probe() -> None:  # one probe every 50 ms, whatever became of the earlier ones (a slow answer
+            pending: set[asyncio.Task] = set()  # must not leave a chaos phase unprobed)
             while not stop_sending.is_set():
                 user = world.users[rng.integers(len(world.users))]
-                await ledger.send(prober, "recommend", json={"user_id": user, "k": K})
+                task = asyncio.create_task(ledger.send(prober, "recommend", json={"user_id": user, "k": K}))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
                 await asyncio.sleep(0.05)
+            await asyncio.gather(*pending)
 
         tasks, sent, start = [asyncio.create_task(probe())], 0, time.monotonic()
         while not stop_sending.is_set():
