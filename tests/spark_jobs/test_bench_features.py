@@ -29,6 +29,14 @@ def test_features_bench_reports_both_engines(settings):
         assert entry["spark_events_per_s_per_core"] == round(entry["events"] / spark["job_s"] / report["cores"])
         assert entry["spark_job_vs_duckdb"] >= entry["spark_like_for_like_vs_duckdb"] >= entry["spark_features_stage_vs_duckdb"] > 0
     assert set(report["linearity"]) == {str(small["events"]), str(large["events"])}
+    # the daily run after a bootstrap, at the largest size only: three more real jobs, each with its own timings
+    assert "daily" not in small
+    daily = large["daily"]
+    for run in ("bootstrap", "day_full", "day_incremental"):
+        assert daily[run]["input_rows"] > 0 and daily[run]["wall_s"] > daily[run]["job_s"] > 0, (run, daily[run])
+    assert daily["day_incremental"]["input_rows"] < daily["bootstrap"]["input_rows"]  # one day against all the others
+    for ratio in ("incremental_vs_bootstrap", "incremental_vs_full_day"):
+        assert set(daily[ratio]) == {"wall_s", "job_s", "job_cpu_s"} and all(v > 0 for v in daily[ratio].values())
     # The bench cleans its staging (the clean events are large at real sizes) but keeps the generated data.
     home = settings.home / "bench" / "features" / "events-10000"
     assert (home / ".generated").exists() and not (home / "lake" / "_staging" / "bench").exists()
