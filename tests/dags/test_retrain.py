@@ -90,7 +90,8 @@ def test_retrain_dag_gates_on_a_time_ordered_protocol(airflow_db: Path, tiny_lak
 
     # 48 users and one epoch: one user's list moving a rank shifts int8 vs fp32 nDCG by about 1%, the gate's
     # default bound (CI saw it reject once). This test is about the protocol's path; the int8 gate's own
-    # behaviour is tested in tests/evaluation.
+    # behaviour is tested in tests/export/test_export.py and
+    # tests/evaluation/test_champion_graph.py.
     monkeypatch.setenv("FRESHREC_GATES__INT8_MAX_LOSS", "0.05")
     get_settings.cache_clear()
     assert run_dag("retrain", {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False,

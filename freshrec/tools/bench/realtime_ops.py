@@ -408,8 +408,10 @@ async def _durability_client(port: int, ledger: _Ledger, stop_sending: threading
     url = f"http://{HOST}:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=5.0, limits=httpx.Limits(max_connections=64)) as client, \
             httpx.AsyncClient(base_url=url, timeout=5.0) as prober:
-        async def probe() -> None:  # one probe every 50 ms, whatever became of the earlier ones (a slow answer
-            pending: set[asyncio.Task] = set()  # must not leave a chaos phase unprobed)
+        async def probe() -> None:
+            """One probe every 50 ms whatever became of the earlier ones: a slow answer must not leave a chaos
+            phase unprobed."""
+            pending: set[asyncio.Task] = set()
             while not stop_sending.is_set():
                 user = world.users[rng.integers(len(world.users))]
                 task = asyncio.create_task(ledger.send(prober, "recommend", json={"user_id": user, "k": K}))
