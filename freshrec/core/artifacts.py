@@ -156,6 +156,8 @@ class ServedExportReport(Artifact):
     teacher_fp32: dict[str, Any]
     eval_graph: str
     fp16: dict[str, Any] | None = None
+    # Each int8 recipe tried on the refit, in order, with its fidelity nDCG@10 and the gate's floor.
+    int8_recipes_tried: list[dict[str, Any]] = []
 
 
 class GateVerdict(Artifact):

@@ -40,7 +40,8 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
    teacher and distilled student again on *all* interactions (training part + holdout), same recipe,
    wide configuration and best epoch counts, so the newest days reach the served weights. The gated checkpoints stay as
    `<name>.eval.safetensors`. Otherwise nothing happens and the holdout-trained models are served.
-10. **export_served**: the refit exported as the served graphs (fp32, int8 with the chosen recipe, fp16,
+10. **export_served**: the refit exported as the served graphs (fp32, int8 with the chosen recipe or, when that
+    one loses more than the int8 gate allows on the refit, the next recipe that does not; fp16,
     teacher fp32); torch vs ORT parity and paired int8 fidelity added to the gates. The gated int8
     student stays as `student.eval.int8.onnx`: the next run compares its holdout with that graph.
 11. **report**: JSON + PNG (`reports/retrain/<run id>/`).
@@ -212,7 +213,7 @@ def retrain():
         if not run.get("refit"):
             return {**run, "served_export": None}
         run_dir = Path(run["run_dir"])
-        served = export(run_dir)
+        served = export(run_dir, _settings().gates.int8_max_loss)
         apply_served_gates(_settings(), run_dir)
         return {**run, "served_export": str(served)}
 

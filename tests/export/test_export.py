@@ -193,7 +193,7 @@ def served_run(exported_run: Path, tmp_path_factory) -> tuple[Path, str]:
     settings = tiny_settings(home)
     apply_gates(settings, run)
     refit_on_all(settings, run)
-    export_served(run)
+    export_served(run, int8_max_loss=settings.gates.int8_max_loss)
     apply_served_gates(settings, run)
     return run, gated_int8
 
@@ -212,7 +212,11 @@ def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(se
         check_onnx(run / name)
     served = json.loads(RunLayout(run).served_export.read_text())
     gated = json.loads(RunLayout(run).export_report.read_text())
-    assert served["int8"]["recipe"] == gated["int8"]["recipe"]
+    # The gated recipe first; another only when it lost more than the int8 gate allows on the refit.
+    tried = served["int8_recipes_tried"]
+    assert tried[0]["recipe"] == gated["int8"]["recipe"]["name"]
+    assert [t["fidelity_ndcg@10"] >= t["floor"] for t in tried[:-1]] == [False] * (len(tried) - 1)
+    assert served["int8"]["recipe"]["name"] == tried[-1]["recipe"] or not any(t["fidelity_ndcg@10"] >= t["floor"] for t in tried)
     assert served["parity"]["student"]["max_abs_diff"] < 1e-4 and served["parity"]["teacher"]["max_abs_diff"] < 1e-3
     model, data = _model(run, "student")  # student.safetensors is now the refit
     history = data.test.histories[:4]
@@ -239,3 +243,44 @@ def test_served_graphs_are_the_refit_and_the_gated_int8_stays_for_comparisons(se
     assert version.lineage["training_data"] == trained
     assert "student.eval.int8.onnx" in card["metrics"]["metrics_from"]
     assert card["refit_on_all"]["student"]["user_item_pairs"] == data.parts["all"]["user_item_pairs"]
+
+
+def test_a_refit_that_the_gated_recipe_quantises_badly_is_served_with_the_next_recipe_that_keeps_it(
+    served_run: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe chosen on the gated student is tried first on the refit; when its int8 falls below the int8
+    gate's floor there, the gated export's next recipe (most accurate first) is served, and every try is kept."""
+    from freshrec.pipeline.export import stage
+    from freshrec.pipeline.export.quantize import HistoryCalibration
+    from freshrec.pipeline.training import prepare as prep
+    from freshrec.pipeline.training.dataset import pad_histories
+
+    run, _ = served_run
+    gated = json.loads(RunLayout(run).export_report.read_text())
+    recipes = stage.served_recipes(gated)
+    assert recipes[0].to_dict() == gated["int8"]["recipe"] and len(recipes) == len(FAST_RECIPES)
+    assert len({r.name for r in recipes}) == len(recipes)
+    data = prep.load(RunLayout(run).training_set)
+    calibration = HistoryCalibration(pad_histories(list(data.full.values())[:64], data.history_len), data.vocab.n_items)
+    fp32, target = run / "student.fp32.onnx", tmp_path / "student.int8.onnx"
+    floor = stage.evaluate_graph(run, fp32, fidelity=True)["overall"]["ndcg@10"] * 0.99
+    real = stage.quantise_int8
+
+    def first_recipe_broken(fp32_path, out, recipe, calibration=None):
+        real(fp32_path, out, recipe, calibration)
+        if recipe.name == recipes[0].name:
+            _flip_weight_scales(out)
+        return out
+
+    monkeypatch.setattr(stage, "quantise_int8", first_recipe_broken)
+    chosen, tried = stage.quantise_served(run, fp32, target, recipes, calibration, floor)
+    assert tried[0]["recipe"] == recipes[0].name and tried[0]["fidelity_ndcg@10"] < floor
+    assert chosen.name != recipes[0].name and tried[-1]["recipe"] == chosen.name and tried[-1]["fidelity_ndcg@10"] >= floor
+    assert stage.evaluate_graph(run, target, fidelity=True)["overall"]["ndcg@10"] == tried[-1]["fidelity_ndcg@10"]
+
+    # No recipe reaches an unreachable floor: the most accurate try is what stays in the target.
+    chosen, tried = stage.quantise_served(run, fp32, target, recipes, calibration, floor=2.0)
+    assert len(tried) == len(recipes)
+    best = max(tried, key=lambda t: t["fidelity_ndcg@10"])
+    assert chosen.name == best["recipe"]
+    assert stage.evaluate_graph(run, target, fidelity=True)["overall"]["ndcg@10"] == best["fidelity_ndcg@10"]

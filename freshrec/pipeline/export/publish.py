@@ -171,7 +171,8 @@ def publish(
             "student_fp32": {k: export["student_fp32"][k] for k in ("latency", "size")},
             "pruning": export.get("pruning"),
             "served_refit": None if served is None else {
-                k: served[k] for k in ("int8", "student_fp32", "parity", "pruning", "eval_graph") if k in served
+                k: served[k] for k in ("int8", "int8_recipes_tried", "student_fp32", "parity", "pruning", "eval_graph")
+                if k in served
             },
         },
     }
