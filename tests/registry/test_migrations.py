@@ -79,6 +79,33 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM aliases").scalar_one() == 3
 
 
+def test_first_connect_waits_out_a_writer_in_the_old_journal_mode(tmp_path: Path) -> None:
+    """Switching a file to WAL while another connection writes in rollback mode fails at once in SQLite
+    ("database is locked", no busy handler): the engine's first connect retries until the writer is done."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "registry.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE held (x)")
+    probe = sqlite3.connect(path, isolation_level=None, timeout=5)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):  # what SQLite itself does
+        probe.execute("PRAGMA journal_mode=WAL")
+    probe.close()
+    released = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+    released.start()
+    try:
+        engine = database.make_engine(f"sqlite:///{path}")
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+            assert conn.exec_driver_sql("SELECT count(*) FROM held").scalar_one() == 0
+        engine.dispose()
+    finally:
+        released.join()
+        writer.close()
+
+
 def test_in_memory_sqlite_url_works(tmp_path: Path) -> None:
     from freshrec.core.registry import open_registry
     from freshrec.core.settings import load_settings

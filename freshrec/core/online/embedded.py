@@ -19,6 +19,7 @@ from pathlib import Path
 
 from freshrec.core.events import Watermark
 from freshrec.core.online.base import LiveEvent, OnlineStore, StoreUnavailable, decode_entries
+from freshrec.core.sqlite_wal import enable_wal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tail (
@@ -53,7 +54,7 @@ class EmbeddedStore(OnlineStore):
     def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        enable_wal(conn, busy_ms / 1000)
         conn.execute("PRAGMA synchronous = OFF")
         return conn
 

@@ -19,6 +19,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from freshrec.core.sqlite_wal import enable_wal
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # An arbitrary, fixed key for pg_advisory_lock: "FRSHREG" in ASCII.
 _PG_MIGRATION_LOCK = 0x465253485245_47
@@ -45,10 +47,11 @@ def make_engine(url: str) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         if not in_memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            enable_wal(cursor, SQLITE_BUSY_TIMEOUT_S)
         cursor.close()
 
     return engine
+
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
