@@ -44,6 +44,7 @@ class LocalStack:
     env: dict[str, str]
     up_output: str = ""  # what `make up` printed (stdout and stderr)
     up_seconds: float = 0.0
+    up_days: tuple[dt.date, ...] = ()  # the UTC dates at the start and the end of `make up`
 
     @property
     def serving_url(self) -> str:
@@ -126,9 +127,10 @@ def start_stack(full: bool = False) -> LocalStack:
     env = stack_env(home, airflow_port, serving_port, full)
     if not full:
         _seed_tiny_days(home, env)
-    started = time.monotonic()
+    started, first_day = time.monotonic(), dt.datetime.now(dt.UTC).date()
     up = subprocess.run(["bash", str(UP)], env=env, capture_output=True, text=True, timeout=1800)
-    stack = LocalStack(home, airflow_port, serving_port, env, up.stdout + up.stderr, time.monotonic() - started)
+    stack = LocalStack(home, airflow_port, serving_port, env, up.stdout + up.stderr, time.monotonic() - started,
+                       (first_day, dt.datetime.now(dt.UTC).date()))
     if up.returncode != 0:
         stack.down()
         stack.drop_metadata_db()

@@ -75,16 +75,18 @@ def active_runs(stack: LocalStack) -> list[str]:
 
 
 def check_scheduled_run_covers_yesterday(stack: LocalStack) -> None:
-    """The features_daily run the schedule starts after `make up` is named after today and covers yesterday."""
-    today = dt.datetime.now(dt.UTC).date()
+    """The features_daily run the schedule starts after `make up` is named after that day and covers the day
+    before. "That day" is the UTC date `make up` ran on, not the date now: the test may run past midnight."""
     with stack.api() as api:
         scheduled = runs(api, "features_daily", run_type="scheduled")
         assert scheduled, "no scheduled features_daily run after make up"
-        run = scheduled[0]
+        run = min(scheduled, key=lambda r: r["run_after"])
         plan = api.get(f"/dags/features_daily/dagRuns/{quote(run['dag_run_id'], safe='')}/taskInstances/plan/"
                        "xcomEntries/return_value").raise_for_status().json()["value"]
-    day = (today - dt.timedelta(days=1)).isoformat()
-    assert (run["logical_date"][:10], run["run_after"][:10], run["state"]) == (day, today.isoformat(), "success"), run
+    run_day = dt.date.fromisoformat(run["run_after"][:10])
+    assert run_day in stack.up_days, (run, stack.up_days)
+    day = (run_day - dt.timedelta(days=1)).isoformat()
+    assert (run["logical_date"][:10], run["state"]) == (day, "success"), run
     assert (plan["from_ds"], plan["to_ds"]) == (day, day), plan
 
 
