@@ -53,7 +53,6 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
