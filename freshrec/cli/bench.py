@@ -97,6 +97,24 @@ def serving(rates: Annotated[str | None, typer.Option(help="open-loop request ra
     _run("serving", rates=_ints(rates))
 
 
+@app.command("versions")
+def versions(
+    base: Annotated[str, typer.Argument(help="the reference version (for example today's order-blind student)")],
+    candidate: Annotated[str, typer.Argument(help="the version whose serving cost is measured against it")],
+    rates: Annotated[str | None, typer.Option(help="open-loop request rates to sweep, e.g. 1000,2000,3000")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds per open-loop point (default 5)")] = None,
+    single_stream: Annotated[float | None, typer.Option(help="seconds of interleaved single stream (default 20)")] = None,
+    rounds: Annotated[int | None, typer.Option(help="open-loop sweeps; a rate is held when every one held it (default 2)")] = None,
+) -> None:
+    """Two registry versions served side by side (int8, cache off): single-stream p50 delta, max-rate ratio and
+    server CPU per request."""
+    report = _run("versions", base=base, candidate=candidate, rates=_ints(rates), duration_s=duration,
+                  single_stream_s=single_stream, rounds=rounds)
+    data = json.loads(report.read_text())
+    out.print({**data["targets"], "capacity_ratio_from_cpu": data["capacity_ratio_from_cpu"],
+               "sustained_rate_ratio": data["sustained_rate_ratio"]})
+
+
 @app.command("freshness")
 def freshness() -> None:
     """New day of events landing -> new model serving as champion, end to end."""

@@ -82,3 +82,50 @@ def test_bench_serving_report(world: World, champion: str) -> None:
     cpu_rows = [r for r in report["scoring_without_http"] if r["provider"] == "CPUExecutionProvider"]
     assert {(r["variant"], r["batch"]) for r in cpu_rows} == {(v, b) for v in ("int8", "fp32") for b in (1, 8, 64, 256)}
     assert all(r["items_scored_per_s"] > 0 for r in cpu_rows)
+
+
+@pytest.mark.slow
+def test_bench_versions_serves_both_versions_side_by_side(world: World, champion: str) -> None:
+    from freshrec.core.errors import InvalidInput
+    from freshrec.pipeline.training.checkpoint import save_checkpoint
+    from freshrec.pipeline.training.models import Student, StudentConfig
+    from freshrec.tools.bench.versions import run
+
+    other = world.register("run-2", seed=2)
+    save_checkpoint(Student(StudentConfig(len(world.items), dim=8, hidden=16, neighbours=4)),
+                    world.home / "models" / "run-2" / "student.safetensors")
+    with pytest.raises(InvalidInput):
+        run(world.settings, champion, champion)
+    report_path = run(world.settings, champion, other, rates=[50, 100], duration_s=1.0, single_stream_s=1.0,
+                      connections=8, rounds=2, cpu_rate=50, cpu_rounds=2)
+    report = json.loads(report_path.read_text())
+    assert report_path.with_suffix(".png").stat().st_size > 10_000
+    assert {role: entry["version"] for role, entry in report["versions"].items()} == {"base": champion, "candidate": other}
+    for entry in report["versions"].values():
+        assert entry["single_stream"]["requests"] > 10 and entry["single_stream"]["non_2xx"] == 0
+        assert [[r["offered_rate"] for r in sweep] for sweep in entry["open_loop_rounds"]] == [[50, 100]] * 2
+        assert entry["sustained_rate_within_slo"] <= entry["max_rate_within_slo"] <= 100
+    for entry in report["versions"].values():
+        assert len(entry["cpu_us_per_request"]) == 2 and all(us > 0 for us in entry["cpu_us_per_request"])
+    medians = [report["versions"][r]["cpu_us_per_request_median"] for r in ("base", "candidate")]
+    assert report["capacity_ratio_from_cpu"] == pytest.approx(medians[0] / medians[1], abs=1e-3)
+    assert report["versions"]["candidate"]["student"]["neighbours"] == 4
+    assert report["versions"]["base"]["student"] == {"checkpoint": None}
+    p50 = [report["versions"][r]["single_stream"]["p50_ms"] for r in ("base", "candidate")]
+    assert report["targets"]["single_stream_p50_delta_ms"]["value"] == pytest.approx(p50[1] - p50[0], abs=1e-3)
+    assert not list((world.home).glob("bench-versions-*")), "the scratch homes are removed"
+
+
+def test_a_rate_counts_as_held_only_when_every_round_held_it() -> None:
+    from freshrec.tools.bench.versions import _rates_held
+
+    def point(rate: int, p99: float, errors: int = 0) -> dict:
+        return {"offered_rate": rate, "p99_ms": p99, "non_2xx": errors, "unfinished": 0}
+
+    rounds = [[point(1, 2.0), point(2, 12.0), point(3, 5.0), point(4, 6.0)],
+              [point(1, 3.0), point(2, 4.0), point(3, 9.0), point(4, 5.0, errors=1)]]
+    # rate 2 missed the SLO in round 1, rate 4 answered an error in round 2
+    assert _rates_held(rounds, [1, 2, 3, 4], slo_ms=10.0) == {"max": 3, "sustained": 1}
+    # a round that stopped before a rate (saturated) did not hold it
+    assert _rates_held([rounds[0][:1], rounds[1]], [1, 2], slo_ms=10.0) == {"max": 1, "sustained": 1}
+    assert _rates_held([[point(1, 11.0)]], [1], slo_ms=10.0) == {"max": 0, "sustained": 0}

@@ -23,7 +23,6 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import threading
 import time
 import uuid
@@ -43,12 +42,12 @@ from rich.console import Console  # noqa: E402
 
 from freshrec.core.errors import FreshRecError  # noqa: E402
 from freshrec.core.layout import Layout  # noqa: E402
-from freshrec.core.registry import open_registry  # noqa: E402
-from freshrec.core.settings import Settings, get_settings, load_settings  # noqa: E402
+from freshrec.core.settings import Settings, get_settings  # noqa: E402
 from freshrec.pipeline.export.edge import SCORE_TOLERANCE, export_edge, pick_version  # noqa: E402
 from freshrec.pipeline.features.runs import land_stream  # noqa: E402
 from freshrec.serving.snapshot import current_snapshot_name, read_snapshot  # noqa: E402
 from freshrec.tools.bench.edge_browser import Chromium  # noqa: E402
+from freshrec.tools.bench.homes import copy_version  # noqa: E402
 from freshrec.tools.bench.processes import free_port  # noqa: E402
 from freshrec.tools.bench.reports import save, scratch  # noqa: E402
 
@@ -58,39 +57,6 @@ TARGETS = {"top10_identical": 0.99, "p50_ms": 5.0, "bundle_over_fp32": 0.25}
 
 class BenchFailed(FreshRecError):
     """The benchmark could not run to the end."""
-
-
-def _copy_world(settings: Settings, home: Path) -> Settings:
-    """The champion's bundle (top-level files and those its SHA256SUMS lists) and the live snapshot, registered
-    and promoted in ``home``."""
-    view = pick_version(settings, None)
-    source = Path(view.bundle_dir)
-    bundle = home / "models" / source.name
-    bundle.mkdir(parents=True)
-    for path in source.iterdir():
-        if path.is_file():
-            shutil.copy2(path, bundle / path.name)
-    sums = source / "SHA256SUMS"  # files in subfolders it lists (a pruned student's export checkpoint) too
-    for listed in (line.split("  ", 1)[1] for line in (sums.read_text().splitlines() if sums.is_file() else [])):
-        if not (bundle / listed).exists():
-            (bundle / listed).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / listed, bundle / listed)
-    online = Layout(settings.home).online
-    name = current_snapshot_name(online)
-    if name is None:
-        raise BenchFailed("the home has no online snapshot; run the pipeline first (make up or freshrec pipeline run)")
-    target_online = Layout(home).online
-    shutil.copytree(online / name, target_online / name)
-    (target_online / "CURRENT").write_text(name)
-    scratch_settings = load_settings(home=home)
-    registry = open_registry(scratch_settings)
-    try:
-        artifacts = {variant: bundle / Path(a.uri).name for variant, a in view.artifacts.items()}
-        version = registry.register_candidate(bundle, artifacts, dict(view.metrics), dict(view.lineage), actor="bench-edge")
-        registry.promote(version.version, actor="bench-edge", reason=f"copy of version {view.version}")
-    finally:
-        registry.close()
-    return scratch_settings
 
 
 @contextlib.contextmanager
@@ -218,7 +184,7 @@ def _fp32_gzip_bytes(settings: Settings, manifest: dict) -> int | None:
 def run(settings: Settings, histories: int = 500, offline_events: int = 100, seed: int = 0) -> Path:
     previous_home = os.environ.get("FRESHREC_HOME")
     with scratch(settings, "bench-edge-") as home:
-        work = _copy_world(settings, home)
+        work = copy_version(settings, home, None, "bench-edge")
         os.environ["FRESHREC_HOME"] = str(home)  # code that reads get_settings() sees the scratch home too
         get_settings.cache_clear()
         try:

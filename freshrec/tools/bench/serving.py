@@ -79,6 +79,13 @@ def request_bodies(snapshot_dir: Path, k: int = 10, seed: int = 0) -> list[bytes
 
 @contextlib.contextmanager
 def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot: Path) -> Iterator[int]:
+    with server_process(spec, settings, bundle, snapshot) as (port, _):
+        yield port
+
+
+@contextlib.contextmanager
+def server_process(spec: ServerSpec, settings: Settings, bundle: Path, snapshot: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A ready server for ``spec``: its port and its process (uvicorn's workers are its children)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(FRESHREC_HOME=str(settings.home), FRESHREC_SERVING__CACHE_TTL_S="0")
@@ -96,7 +103,7 @@ def running_server(spec: ServerSpec, settings: Settings, bundle: Path, snapshot:
 
     try:
         wait_ready(process, f"http://127.0.0.1:{port}", 180, log_tail)
-        yield port
+        yield port, process
     finally:
         stop(process)
         log.close()
