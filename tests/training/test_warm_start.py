@@ -57,7 +57,7 @@ def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Pat
     from freshrec.core.layout import Layout
     from freshrec.core.schemas import BUNDLE_VOCAB
     from freshrec.core.settings import load_settings
-    from freshrec.pipeline.training.stages import build_datasets, train_students, train_teacher
+    from freshrec.pipeline.training.stages import STUDENT, build_datasets, train_students, train_teacher
 
     settings = load_settings(home=tmp_path, training={"holdout_days": 1})
     layout = Layout(tmp_path)
@@ -82,7 +82,8 @@ def test_retrain_warm_starts_from_the_parent_bundle_with_new_items(tmp_path: Pat
     train_students(settings, child, epochs=1, parent_bundle=parent)
     summary = json.loads(RunLayout(child).training_summary("student").read_text())
     assert summary["warm_start"]["warm"] is True
-    assert summary["warm_start"]["grown"]["item_out"] == [[128, old_vocab.n_items + 1], [128, new_vocab.n_items + 1]]
+    dim = STUDENT["dim"]
+    assert summary["warm_start"]["grown"]["item_out"] == [[dim, old_vocab.n_items + 1], [dim, new_vocab.n_items + 1]]
     control = json.loads(RunLayout(child).training_summary("control").read_text())
     assert control["warm_start"]["warm"] is False
     payload = read_checkpoint(RunLayout(child).checkpoint("student"))
