@@ -76,6 +76,7 @@ EASE_L2 = 400.0  # the plain EASE baseline of ANCHORS.md (lambda 300-500 on ML-1
 BASELINES = ("popularity", "EASE (lambda 400)", "co-occurrence (order-blind)", "Markov-1 (last item)")
 ORDER_WINDOW = 8  # the order-aware variant's window when the settings leave order off
 BASE_STUDENT_INT8 = "student before order and neighbours, int8 (cost only)"
+BASE_STUDENT = {"dim": 128, "hidden": 256}  # the served student's shape before order, neighbours and width 256
 EVENT_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "json", ".json": "json"}
 console = Console()
 T = TypeVar("T")
@@ -215,9 +216,9 @@ def _calibration(data: prep.TrainingData) -> HistoryCalibration:
 
 
 def _base_student_int8(data: prep.TrainingData, work: Path, recipe: Int8Recipe) -> Path:
-    """The order-blind student without a neighbour table (the architecture served before both existed), untrained:
+    """The order-blind 128-wide student without a neighbour table (the architecture served before all three), untrained:
     a cost reference only (its weights do not change what a request costs)."""
-    model = Student(StudentConfig(n_items=data.vocab.n_items, **STUDENT)).eval()
+    model = Student(StudentConfig(n_items=data.vocab.n_items, **BASE_STUDENT)).eval()
     fp32 = export_fp32(model, work / "base-student.fp32.onnx")
     return quantise_int8(fp32, work / "base-student.int8.onnx", recipe, _calibration(data))
 
@@ -237,7 +238,7 @@ def _request_cost(settings: Settings, data: prep.TrainingData, variants: dict[st
     cost: dict[str, dict] = {}
     models = {name: next(v["models"]["student"] for v in variants.values()
                          if name.startswith(v["rows"]["student"]) or name == v["rows"]["int8"]) for name, _ in graphs[:-1]}
-    models[BASE_STUDENT_INT8] = Student(StudentConfig(n_items=n_items, **STUDENT))
+    models[BASE_STUDENT_INT8] = Student(StudentConfig(n_items=n_items, **BASE_STUDENT))
     for (name, _), one, many in zip(graphs, single, batched, strict=True):
         cost[name] = {"mflop_per_request": flops_per_request(models[name], history_len, n_items) / 1e6,
                       "cpu_p50_ms": one["cpu_p50_ms"], "p50_ms": one["p50_ms"],
