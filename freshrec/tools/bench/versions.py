@@ -8,8 +8,7 @@ are each copied with the live online snapshot into a scratch home and served by 
   so a burst of load from the box's other tenants hits both alike; p50/p99 and the candidate's p50 over the base;
 - max rate within the SLO: open-loop sweeps (:func:`open_loop`, ``rounds`` of them), the two servers alternating
   rate by rate; a rate is held when every round kept p99 <= ``release.max_p99_ms`` with no error. The highest
-  rate held (and the highest below which every rate was held, ``sustained``); the candidate's over the base.
-
+  rate held (and the highest below which every rate was held, ``sustained``); the candidate's over the base;
 - CPU per request: the servers' own CPU time (workers included) per answered request at a fixed rate below the
   knee (``cpu_rate``, ``cpu_rounds`` alternating runs); the base's over the candidate's is the capacity the
   candidate keeps, a figure a p99 on a shared 2-core box (the load generator runs on it too) cannot resolve to 10%.
