@@ -40,7 +40,7 @@ from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resol
 log = logging.getLogger(__name__)
 
 TEACHER: dict[str, Any] = {"dim": 512, "hidden": 1024, "depth": 3, "dropout": 0.5}
-STUDENT: dict[str, Any] = {"dim": 128, "hidden": 256}  # plus neighbours=training.student_neighbours; 256 wide: see README
+STUDENT: dict[str, Any] = {"dim": 256, "hidden": 256}  # plus neighbours=training.student_neighbours
 # patience 2: the closed-form start is often the best epoch, and a teacher epoch is the costliest step
 TEACHER_FIT: dict[str, Any] = {"lr": 1e-3, "weight_decay": 0.01, "keep_prob": 0.75, "batch_size": 64, "patience": 2}
 STUDENT_FIT: dict[str, Any] = {"lr": 3e-4, "keep_prob": 0.75, "batch_size": 64, "patience": 3, "temperature": 1.0, "distill_weight": 0.9}
