@@ -154,6 +154,16 @@ def wrk_closed_loop(port: int, bodies: list[bytes], connections: int, duration_s
     }
 
 
+def held_slo(point: dict, slo_ms: float) -> bool:
+    """An open-loop point (``LoadResult.summary()``) that kept p99 within the SLO with every request answered 2xx."""
+    return point["p99_ms"] is not None and point["p99_ms"] <= slo_ms and point["non_2xx"] == 0 and point["unfinished"] == 0
+
+
+def saturated(point: dict, slo_ms: float) -> bool:
+    """A point past the knee: requests left unanswered or p99 beyond 20x the SLO."""
+    return bool(point["unfinished"]) or (point["p99_ms"] or 0) > 20 * slo_ms
+
+
 def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s: float, slo_ms: float,
                    connections: int, progress: tqdm) -> dict:
     requests = encode_posts("127.0.0.1", PATH, bodies)
@@ -172,10 +182,9 @@ def measure_server(port: int, bodies: list[bytes], rates: list[int], duration_s:
         progress.set_postfix_str(f"open loop {rate}/s")
         result = run(open_loop("127.0.0.1", port, requests, rate, duration_s, connections)).summary()
         sweep.append(result)
-        if result["unfinished"] or (result["p99_ms"] or 0) > 20 * slo_ms:
-            break  # saturated: higher rates only take longer to say the same
-    within = [r["offered_rate"] for r in sweep if r["p99_ms"] is not None and r["p99_ms"] <= slo_ms
-              and r["non_2xx"] == 0 and r["unfinished"] == 0]
+        if saturated(result, slo_ms):
+            break  # higher rates only take longer to say the same
+    within = [r["offered_rate"] for r in sweep if held_slo(r, slo_ms)]
     return {"single_stream": single, "closed_loop": closed, "open_loop": sweep,
             "max_rate_within_slo": max(within, default=0)}
 

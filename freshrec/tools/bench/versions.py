@@ -40,7 +40,7 @@ from freshrec.pipeline.training.models import build_model, flops_per_request
 from freshrec.tools.bench import reports
 from freshrec.tools.bench.homes import copy_version
 from freshrec.tools.bench.loadgen import encode_posts, interleaved_single_stream, open_loop
-from freshrec.tools.bench.serving import PATH, REQUEST, ServerSpec, request_bodies, server_process
+from freshrec.tools.bench.serving import PATH, REQUEST, ServerSpec, held_slo, request_bodies, saturated, server_process
 
 DEFAULT_RATES = [1000, 2000, 2500, 2750, 3000, 3250, 3500, 3750, 4000, 4500, 5000, 6000]  # finer near 2 cores' knee
 TARGETS = {"single_stream_p50_delta_ms": 0.1, "max_rate_ratio": 0.9}
@@ -74,8 +74,8 @@ def _sweep(ports: dict[str, int], requests: list[bytes], rates: list[int], durat
             progress.set_postfix_str(f"{name} {rate}/s")
             result = asyncio.run(open_loop(HOST, ports[name], requests, rate, duration_s, connections)).summary()
             sweeps[name].append(result)
-            if result["unfinished"] or (result["p99_ms"] or 0) > 20 * slo_ms:
-                live.discard(name)  # saturated: higher rates only take longer to say the same
+            if saturated(result, slo_ms):
+                live.discard(name)  # higher rates only take longer to say the same
         progress.update(1)
         if not live:
             break
@@ -104,15 +104,11 @@ def _cpu_per_request(ports: dict[str, int], pids: dict[str, int], requests: list
     return out
 
 
-def _held(point: dict, slo_ms: float) -> bool:
-    return point["p99_ms"] is not None and point["p99_ms"] <= slo_ms and point["non_2xx"] == 0 and point["unfinished"] == 0
-
-
 def _rates_held(rounds: list[list[dict]], rates: list[int], slo_ms: float) -> dict[str, int]:
     """``max``: the highest rate held (p99 within the SLO, no error) in every round; ``sustained``: the highest rate
     below which every rate was held in every round too. A rate a round stopped short of counts as not held."""
     by_rate = {rate: [next((p for p in sweep if p["offered_rate"] == rate), None) for sweep in rounds] for rate in rates}
-    held = [rate for rate in rates if all(p is not None and _held(p, slo_ms) for p in by_rate[rate])]
+    held = [rate for rate in rates if all(p is not None and held_slo(p, slo_ms) for p in by_rate[rate])]
     sustained = 0
     for rate in rates:
         if rate not in held:
