@@ -70,6 +70,32 @@ def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path
     assert report["int8"]["recipe"]["name"] in {r.name for r in FAST_RECIPES}
 
 
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+def test_an_int8_users_scores_do_not_depend_on_their_batch_mates(exported_run: Path, tmp_path: Path, recipe) -> None:
+    """Serving micro-batches concurrent requests: a row's scores must be those it gets alone. ORT's dynamic
+    quantisation has one activation scale per batch (0.02 apart here before row_activations); every recipe
+    must be batch-invariant."""
+    from freshrec.pipeline.export.onnx_export import run_scores, session
+    from freshrec.pipeline.export.quantize import HistoryCalibration, quantise_int8
+
+    model, data = _model(exported_run, "student")
+    n_items = data.vocab.n_items
+    rng = np.random.default_rng(3)
+    history = rng.integers(0, n_items + 1, size=(24, 9), dtype=np.int64)
+    candidates = np.ascontiguousarray(np.broadcast_to(np.arange(1, n_items + 1, dtype=np.int64), (24, n_items)))
+    graph = quantise_int8(exported_run / "student.fp32.onnx", tmp_path / "int8.onnx", recipe,
+                          HistoryCalibration(history, n_items))
+    scorer = session(graph)
+    together = run_scores(scorer, history, candidates)
+    alone = np.concatenate([run_scores(scorer, history[i : i + 1], candidates[i : i + 1]) for i in range(len(history))])
+    np.testing.assert_array_equal(together, alone)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(history), torch.from_numpy(candidates)).numpy()
+    top = np.argsort(-expected, axis=1)[:, :3]
+    # Still a quantisation of the same model: each row's top-3 items keep most of their places.
+    assert (np.argsort(-together, axis=1)[:, :3] == top).mean() >= 0.6
+
+
 def test_a_kept_pruned_student_is_exports_own_checkpoint(exported_run: Path, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Export never writes into training's folder: a kept pruned student is saved as export's checkpoint (the

@@ -43,10 +43,29 @@ def wait_until(what: str, probe: Callable[[], Any], timeout: float, every: float
     raise TimeoutError(f"{what}: not within {timeout:.0f}s")
 
 
-def recommend(serving: httpx.Client, user_id: str, k: int = 10) -> list[str]:
+def recommend_full(serving: httpx.Client, user_id: str, k: int = 10) -> dict:
     response = serving.post("/v1/recommend", json={"user_id": user_id, "k": k})
     response.raise_for_status()
-    return [item["item_id"] for item in response.json()["items"]]
+    return response.json()
+
+
+def ids(answer: dict) -> list[str]:
+    return [item["item_id"] for item in answer["items"]]
+
+
+def recommend(serving: httpx.Client, user_id: str, k: int = 10) -> list[str]:
+    return ids(recommend_full(serving, user_id, k))
+
+
+def unchanged(users: list[str], first: dict[str, dict], second: dict[str, dict], models_first: dict,
+              models_second: dict) -> dict:
+    """{} when every user's list is the same in both sweeps; otherwise what differs, with both answers whole
+    and what /v1/models said around each sweep (which snapshot, store, versions), so a failure explains itself."""
+    changed = [u for u in users if ids(first[u]) != ids(second[u])]
+    if not changed:
+        return {}
+    return {"changed": changed, "answers": {u: {"first": first[u], "second": second[u]} for u in changed[:5]},
+            "models": {"first": models_first, "second": models_second}}
 
 
 def runs(api: httpx.Client, dag_id: str, **params: Any) -> list[dict]:
@@ -171,7 +190,11 @@ def test_walkthrough_as_written(local_stack: LocalStack, record_property: Callab
         wait_until("no features_daily/retrain/release run in flight", lambda: not active_runs(stack), timeout=900, every=10)
         check_scheduled_run_covers_yesterday(stack)
         users = [f"u{i}" for i in range(1, 101)]
-        before = {u: recommend(serving, u) for u in users}
+        models_before = serving.get("/v1/models").raise_for_status().json()
+        before_full = {u: recommend_full(serving, u) for u in users}
+        # Serving is deterministic: the same requests again, with nothing in between, give the same lists.
+        again = {u: recommend_full(serving, u) for u in users}
+        assert unchanged(users, before_full, again, models_before, models_before) == {}
         current_before = (layout.online / "CURRENT").read_text()
         backfill_started = time.monotonic()
         with stack.api() as api:
@@ -185,6 +208,7 @@ def test_walkthrough_as_written(local_stack: LocalStack, record_property: Callab
         assert sorted(r["logical_date"][:10] for r in backfilled) == [d.isoformat() for d in BACKFILL_DAYS], backfilled
         assert {r["state"] for r in backfilled} == {"success"}, backfilled
         assert (layout.online / "CURRENT").read_text() == current_before
-        after = {u: recommend(serving, u) for u in users}
-        assert {u for u in users if after[u] != before[u]} == set()
+        after_full = {u: recommend_full(serving, u) for u in users}
+        models_after = serving.get("/v1/models").raise_for_status().json()
+        assert unchanged(users, before_full, after_full, models_before, models_after) == {}
     assert not set(BACKFILL_DAYS) & set(DAYS)

@@ -24,6 +24,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY
 from freshrec.pipeline.export.onnx_export import check_onnx
+from freshrec.pipeline.export.row_activations import per_row_activations
 from freshrec.pipeline.export.row_tables import quantise_row_tables
 
 
@@ -95,10 +96,12 @@ def quantise_int8(
             )
     finally:
         prepared.unlink(missing_ok=True)
-    if recipe.row_tables:
-        model = onnx.load(str(target))
-        if quantise_row_tables(model):
-            onnx.save(model, str(target))
+    model = onnx.load(str(target))
+    # Dynamic recipes: one activation scale per row, so a user's scores do not depend on their batch mates.
+    changed = per_row_activations(model) > 0
+    changed = bool(recipe.row_tables and quantise_row_tables(model)) or changed
+    if changed:
+        onnx.save(model, str(target))
     check_onnx(target)
     return target
 
