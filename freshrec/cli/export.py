@@ -28,14 +28,15 @@ def edge(
     """Export the int8 student, item ids, popularity fallback and a checksummed manifest for on-device scoring.
 
     A published bundle is immutable per version: exporting it again is a no-op unless --force."""
-    from freshrec.pipeline.export.edge import export_edge, published_manifest
+    from freshrec.pipeline.export.edge import export_edge, published_manifest, stored_bytes
 
     settings = get_settings()
     existing = published_manifest(settings, version) if out_dir is None and not force else None
     manifest = existing or export_edge(settings, version, out_dir, max_items)
     fp32 = manifest["fp32_graph_bytes"]
+    stored = stored_bytes(manifest)
     summary = {"already_published": existing is not None, "model_version": manifest["model_version"],
                "variant": manifest["artifact_variant"],
-               "bytes": manifest["bytes"], "fp32_graph_bytes": fp32,
-               "ratio_to_fp32": round(manifest["bytes"] / fp32, 3) if fp32 else None, "trimmed": manifest["trimmed"]}
+               "bytes": manifest["bytes"], "stored_bytes": stored, "fp32_graph_bytes": fp32,
+               "ratio_to_fp32": round(stored / fp32, 3) if fp32 else None, "trimmed": manifest["trimmed"]}
     out.print_json(json.dumps(summary))

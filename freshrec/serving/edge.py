@@ -9,6 +9,8 @@ Files are immutable per version (their ETag is their sha256); the manifest is re
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -19,6 +21,7 @@ from fastapi.responses import FileResponse, Response
 from freshrec.core.errors import NotFound
 
 MANIFEST = "manifest.json"
+BUNDLE_FILES = ("model.onnx", "items.json", "popular.json", "candidates.json")
 # The JS client and its demo page (the repository's edge/ folder) and the onnxruntime-web build npm fetched.
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "edge"
 ORT_DIST = CLIENT_DIR / "node_modules" / "onnxruntime-web" / "dist"
@@ -30,6 +33,11 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 def edge_root(home: Path) -> Path:
     return home / "edge"
+
+
+def stored_path(folder: Path, name: str) -> Path:
+    """Where a bundle stores ``name``: gzipped, as ``<name>.gz``."""
+    return folder / f"{name}.gz"
 
 
 def _manifest_bytes(home: Path, version: str) -> bytes | None:
@@ -82,10 +90,11 @@ async def edge_file(request: Request, version: str, name: str) -> Response:
     if name not in files:
         raise NotFound(f"version {version} has no edge file {name!r}")
     path = edge_root(request.app.state.runtime.settings.home) / version / name
-    packed = path.with_name(f"{name}.gz")
-    # The export stores a gzip copy of every file: sent as is to clients that accept it (the client checks the
-    # sha256 of the decoded bytes either way). Each encoding has its own ETag, as HTTP caches require.
-    gzipped = "gzip" in request.headers.get("accept-encoding", "").lower() and packed.is_file()
+    packed = stored_path(path.parent, name)
+    stored_gzip = packed.is_file()  # bundles exported before gzip-only storage hold the file itself
+    # Sent as stored to clients that accept gzip (the client checks the sha256 of the decoded bytes either way),
+    # decoded here for the others. Each encoding has its own ETag, as HTTP caches require.
+    gzipped = stored_gzip and "gzip" in request.headers.get("accept-encoding", "").lower()
     etag = f'"{files[name]["sha256"]}{"-gzip" if gzipped else ""}"'
     headers = {"ETag": etag, "Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
     if _etag_matches(request, etag):
@@ -93,6 +102,9 @@ async def edge_file(request: Request, version: str, name: str) -> Response:
     media_type = "application/octet-stream" if name.endswith(".onnx") else "application/json"
     if gzipped:
         return FileResponse(packed, headers={**headers, "Content-Encoding": "gzip"}, media_type=media_type)
+    if stored_gzip:
+        content = await asyncio.to_thread(lambda: gzip.decompress(packed.read_bytes()))
+        return Response(content, headers=headers, media_type=media_type)
     return FileResponse(path, headers=headers, media_type=media_type)
 
 

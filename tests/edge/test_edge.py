@@ -81,7 +81,7 @@ def test_manifest_files_and_rollback(edge_server: RunningServer, world: World, c
     assert manifest["model_version"] == champion and manifest["artifact_variant"] == "int8"
     assert manifest["onnx"]["inputs"]["history"]["type"] == "int64"
     for name, meta in manifest["files"].items():
-        for encoding in ("gzip", "identity"):  # a browser accepts gzip: the export's compressed copy is sent
+        for encoding in ("gzip", "identity"):  # a browser accepts gzip: the stored file is sent; others get it decoded
             asks = {"Accept-Encoding": encoding}
             response = httpx.get(f"{url}/v1/edge/{champion}/{name}", headers=asks)
             assert response.status_code == 200 and hashlib.sha256(response.content).hexdigest() == meta["sha256"]

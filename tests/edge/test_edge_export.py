@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 
@@ -13,21 +14,28 @@ from tests.serving.conftest import World
 
 
 def test_bundle_files_match_the_manifest_and_trimming_is_reported(world: World, champion: str) -> None:
-    from freshrec.pipeline.export.edge import export_edge, published_manifest
+    from freshrec.pipeline.export.edge import export_edge, published_manifest, read_bundle_file, stored_bytes
+    from freshrec.serving.edge import MANIFEST
 
     assert published_manifest(world.settings) is None
     manifest = export_edge(world.settings)
     folder = world.settings.home / "edge" / champion
+    # Stored gzipped only (what a device downloads and keeps); the manifest has the content's sha256 and sizes.
+    assert manifest["storage"] == "gzip"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MANIFEST, *(f"{name}.gz" for name in manifest["files"])])
     for name, meta in manifest["files"].items():
-        data = (folder / name).read_bytes()
+        packed = (folder / f"{name}.gz").read_bytes()
+        data = read_bundle_file(folder, name)
+        assert data == gzip.decompress(packed) and len(packed) == meta["gzip_bytes"] < len(data)
         assert hashlib.sha256(data).hexdigest() == meta["sha256"] and len(data) == meta["bytes"]
+    assert stored_bytes(manifest) == manifest["gzip_bytes"] == sum(m["gzip_bytes"] for m in manifest["files"].values())
     assert published_manifest(world.settings) == manifest
-    popular = json.loads((folder / "popular.json").read_text())
+    popular = json.loads(read_bundle_file(folder, "popular.json"))
     assert popular["items"][0] == 1 and abs(sum(popular["scores"]) - 1) < 1e-5  # share of interactions, i1 first
 
     trimmed = export_edge(world.settings, champion, world.home / "small", max_items=10)
     assert trimmed["trimmed"] == {"max_items": 10, "candidates": 10, "catalogue": len(world.items)}
-    assert json.loads((world.home / "small" / "candidates.json").read_text())["items"] == list(range(1, 11))
+    assert json.loads(read_bundle_file(world.home / "small", "candidates.json"))["items"] == list(range(1, 11))
 
 
 def test_a_smaller_graph_is_kept_only_with_parity() -> None:

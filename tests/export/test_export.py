@@ -131,8 +131,9 @@ def test_a_kept_pruned_student_is_exports_own_checkpoint(exported_run: Path, tmp
     assert not paths.export_checkpoint("student").exists() and paths.served_checkpoint("student") == paths.checkpoint("student")
 
 
-def _trial(name: str, ndcg: float, cpu_ms: float, size: int) -> dict:
-    return {"recipe": {"name": name}, "fidelity_ndcg@10": ndcg, "latency": {"cpu_p50_ms": cpu_ms}, "size": size}
+def _trial(name: str, ndcg: float, cpu_ms: float, size: int, row_tables: bool = False) -> dict:
+    return {"recipe": {"name": name, "row_tables": row_tables}, "fidelity_ndcg@10": ndcg,
+            "latency": {"cpu_p50_ms": cpu_ms}, "size": size}
 
 
 def test_choose_recipe_prefers_accuracy_among_the_fast_recipes_within_tolerance() -> None:
@@ -150,14 +151,18 @@ def test_choose_recipe_prefers_accuracy_among_the_fast_recipes_within_tolerance(
     assert choose_recipe([outside, _trial("b", 0.3150, 0.1, 1)], 0.3215, 0.001)["recipe"]["name"] == "b"
 
 
-def test_choose_recipe_takes_an_int8_table_only_when_it_is_the_most_accurate() -> None:
+def test_choose_recipe_prefers_a_per_row_int8_table_within_a_quarter_percent_never_a_per_table_one() -> None:
     from freshrec.pipeline.export.stage import choose_recipe
 
     full_tables = _trial("full_tables", 0.3211, 0.041, 281_000)
     per_table = _trial("per_table", 0.3197, 0.043, 137_000)  # half the size, 0.44% less accurate: the refit's margin
     assert choose_recipe([full_tables, per_table], 0.3215, 0.01)["recipe"]["name"] == "full_tables"
-    per_row = _trial("per_row", 0.3212, 0.048, 141_000)  # the most accurate of the quick ones: kept
-    assert choose_recipe([full_tables, per_table, per_row], 0.3215, 0.01)["recipe"]["name"] == "per_row"
+    close_row = _trial("close_row", 0.3205, 0.048, 141_000, row_tables=True)  # 0.19% below the best: preferred
+    assert choose_recipe([full_tables, per_table, close_row], 0.3215, 0.01)["recipe"]["name"] == "close_row"
+    far_row = _trial("far_row", 0.3199, 0.048, 141_000, row_tables=True)  # 0.37% below: accuracy first
+    assert choose_recipe([full_tables, per_table, far_row], 0.3215, 0.01)["recipe"]["name"] == "full_tables"
+    slow_row = _trial("slow_row", 0.3211, 0.060, 141_000, row_tables=True)  # beyond the latency slack
+    assert choose_recipe([full_tables, slow_row], 0.3215, 0.01)["recipe"]["name"] == "full_tables"
 
 
 def _flip_weight_scales(path: Path) -> None:

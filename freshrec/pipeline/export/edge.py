@@ -1,6 +1,7 @@
 """The edge bundle: one registered version's student graph plus what a browser needs to rank like the server.
 
-``<home>/edge/<version>/`` holds (each file named in the manifest with its sha256 and size):
+``<home>/edge/<version>/`` holds, each stored gzipped as ``<name>.gz`` and named in the manifest with the
+sha256 and size of its content and its stored (gzip) size:
 
     model.onnx       the student graph the CPU server scores with (int8; fp32 when the version has no int8). Its
                      int8 recipe usually stores the embedding tables in int8 too (``row_tables``), so the edge
@@ -9,7 +10,11 @@
     items.json       {"items": [item_id, ...]}: item index i >= 1 is items[i - 1] (the ONNX contract)
     popular.json     {"items": [index, ...], "scores": [share, ...]}: the cold-start list, most popular first
     candidates.json  {"items": [index, ...]}: the items scored for a recommendation (the server's shared set)
-    manifest.json    version, lineage, files, the ONNX input contract and the ranking rules
+    manifest.json    version, lineage, files, the ONNX input contract and the ranking rules (stored as is)
+
+Stored gzipped because that is what a device downloads and keeps: the serving tier sends ``<name>.gz`` with
+``Content-Encoding: gzip`` (the browser decodes it and the client checks the content's sha256) and decodes it
+for the rare client that does not accept gzip.
 
 The ranking rules are the serving tier's (``freshrec.serving.service``): popularity and the candidate set come
 from the same ``bind_snapshot`` and ``shared_candidates`` the server uses, so a client that merges its local
@@ -38,7 +43,7 @@ from freshrec.core.registry import open_registry
 from freshrec.core.schemas import ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES, PAD_INDEX
 from freshrec.core.settings import Settings
 from freshrec.pipeline.export.edge_graph import smallest_with_parity
-from freshrec.serving.edge import MANIFEST, edge_root
+from freshrec.serving.edge import BUNDLE_FILES, MANIFEST, edge_root, stored_path
 from freshrec.serving.snapshot import OnlineSnapshot, bind_snapshot, current_snapshot_name, read_snapshot
 from freshrec.serving.versions import read_vocab_items, shared_candidates
 
@@ -100,6 +105,17 @@ def float32_shortest(values: np.ndarray) -> list[float]:
     return [float(np.format_float_positional(v, unique=True)) for v in values.astype(np.float32)]
 
 
+def stored_bytes(manifest: dict[str, Any]) -> int:
+    """What the bundle's files take where they are kept (the serving tier's disk, a device) and on the wire."""
+    return manifest["gzip_bytes"] if manifest.get("storage") == "gzip" else manifest["bytes"]
+
+
+def read_bundle_file(folder: Path, name: str) -> bytes:
+    """A bundle file's content: bundles store ``<name>.gz`` (bundles exported before that, the file itself)."""
+    packed = stored_path(folder, name)
+    return gzip.decompress(packed.read_bytes()) if packed.is_file() else (folder / name).read_bytes()
+
+
 def _write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, separators=(",", ":")))
 
@@ -143,10 +159,12 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
         _write_json(staging / "items.json", {"items": item_ids})
         _write_json(staging / "popular.json", {"items": popular.tolist(), "scores": float32_shortest(popular_scores)})
         _write_json(staging / "candidates.json", {"items": candidates.tolist()})
-        files = {name: _file_entry(staging / name) for name in ("model.onnx", "items.json", "popular.json", "candidates.json")}
-        for name, entry in files.items():  # what the serving tier sends to a client that accepts gzip
-            packed = gzip.compress((staging / name).read_bytes(), compresslevel=9, mtime=0)
-            (staging / f"{name}.gz").write_bytes(packed)
+        files = {name: _file_entry(staging / name) for name in BUNDLE_FILES}
+        for name, entry in files.items():  # stored gzipped only: what the serving tier sends and a device keeps
+            raw = staging / name
+            packed = gzip.compress(raw.read_bytes(), compresslevel=9, mtime=0)
+            stored_path(staging, name).write_bytes(packed)
+            raw.unlink()
             entry["gzip_bytes"] = len(packed)
         fp32 = view.artifacts.get("fp32")
         manifest = {
@@ -161,6 +179,7 @@ def export_edge(settings: Settings, version: str | None = None, out: Path | None
                         "created_at": view.created_at.isoformat(), **view.lineage},
             "snapshot": snapshot.name,
             "files": files,
+            "storage": "gzip",
             "bytes": sum(f["bytes"] for f in files.values()),
             "gzip_bytes": sum(f["gzip_bytes"] for f in files.values()),
             "fp32_graph_bytes": fp32.size if fp32 is not None else None,
