@@ -71,10 +71,12 @@ def test_variants_follow_the_signature_and_parity_is_recorded(exported_run: Path
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
-def test_an_int8_users_scores_do_not_depend_on_their_batch_mates(exported_run: Path, tmp_path: Path, recipe) -> None:
+def test_an_int8_users_scores_do_not_depend_on_their_batch_mates(exported_run: Path, tmp_path: Path, recipe,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Serving micro-batches concurrent requests: a row's scores must be those it gets alone. ORT's dynamic
     quantisation has one activation scale per batch (0.02 apart here before row_activations); every recipe
     must be batch-invariant."""
+    from freshrec.pipeline.export import quantize
     from freshrec.pipeline.export.onnx_export import run_scores, session
     from freshrec.pipeline.export.quantize import HistoryCalibration, quantise_int8
 
@@ -89,6 +91,11 @@ def test_an_int8_users_scores_do_not_depend_on_their_batch_mates(exported_run: P
     together = run_scores(scorer, history, candidates)
     alone = np.concatenate([run_scores(scorer, history[i : i + 1], candidates[i : i + 1]) for i in range(len(history))])
     np.testing.assert_array_equal(together, alone)
+    if not recipe.static:  # a request alone gets what ORT's own per-tensor quantisation gives a batch of one
+        monkeypatch.setattr(quantize, "per_row_activations", lambda model: 0)
+        plain = session(quantise_int8(exported_run / "student.fp32.onnx", tmp_path / "plain.onnx", recipe))
+        as_before = np.concatenate([run_scores(plain, history[i : i + 1], candidates[i : i + 1]) for i in range(len(history))])
+        np.testing.assert_allclose(alone, as_before, rtol=0, atol=1e-5)
     with torch.no_grad():
         expected = model(torch.from_numpy(history), torch.from_numpy(candidates)).numpy()
     top = np.argsort(-expected, axis=1)[:, :3]
