@@ -104,7 +104,7 @@ def per_row_activations(model: onnx.ModelProto) -> int:
     graph = model.graph
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     ranks = _index_ranks(model)
-    constants = {
+    constants: dict[str, np.ndarray] = {
         "row_quant/axes": np.array([-1], dtype=np.int64),
         "row_quant/last": np.array([1], dtype=np.int64),
         "row_quant/eps": np.array(EPS, dtype=np.float32),
@@ -125,8 +125,9 @@ def per_row_activations(model: onnx.ModelProto) -> int:
         quantised, scale, zero_point = node.output
         tag = f"row_quant/{node.name or x}"
         matmuls = [n for n, _ in readers.get(quantised, [])]
-        sums = [_weight_column_sums(model, m) for m in matmuls]
-        if ranks.get(x) == 2 and opset >= 18 and matmuls and all(s is not None and m.name for s, m in zip(sums, matmuls)):
+        found = [_weight_column_sums(model, m) for m in matmuls]
+        sums = [column for column in found if column is not None]
+        if ranks.get(x) == 2 and opset >= 18 and matmuls and len(sums) == len(matmuls) and all(m.name for m in matmuls):
             # Exactly what DynamicQuantizeLinear computes for a batch of one, for every row of any batch.
             graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.uint8), zero_point))
             nodes += _matrix_rows(tag, x, quantised, scale, f"{tag}/zero_points")
