@@ -28,13 +28,14 @@ def edge(
     """Export the int8 student, item ids, popularity fallback and a checksummed manifest for on-device scoring.
 
     A published bundle is immutable per version: exporting it again is a no-op unless --force."""
-    from freshrec.pipeline.export.edge import export_edge, published_manifest, stored_bytes
+    from freshrec.pipeline.export.edge import bundle_bytes, export_edge, published_manifest
+    from freshrec.serving.edge import edge_root
 
     settings = get_settings()
     existing = published_manifest(settings, version) if out_dir is None and not force else None
     manifest = existing or export_edge(settings, version, out_dir, max_items)
     fp32 = manifest["fp32_graph_bytes"]
-    stored = stored_bytes(manifest)
+    stored = bundle_bytes(out_dir or edge_root(settings.home) / str(manifest["model_version"]))
     summary = {"already_published": existing is not None, "model_version": manifest["model_version"],
                "variant": manifest["artifact_variant"],
                "bytes": manifest["bytes"], "stored_bytes": stored, "fp32_graph_bytes": fp32,

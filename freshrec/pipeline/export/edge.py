@@ -105,9 +105,9 @@ def float32_shortest(values: np.ndarray) -> list[float]:
     return [float(np.format_float_positional(v, unique=True)) for v in values.astype(np.float32)]
 
 
-def stored_bytes(manifest: dict[str, Any]) -> int:
-    """What the bundle's files take where they are kept (the serving tier's disk, a device) and on the wire."""
-    return manifest["gzip_bytes"] if manifest.get("storage") == "gzip" else manifest["bytes"]
+def bundle_bytes(folder: Path) -> int:
+    """What a bundle takes where it is kept (the serving tier's disk, a device): its folder, manifest included."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
 def read_bundle_file(folder: Path, name: str) -> bytes:

@@ -38,9 +38,8 @@ def _replaceable(node: onnx.NodeProto, readers: dict[str, list[tuple[onnx.NodePr
             and all(n.op_type == "Mul" for n, _ in readers.get(scale, [])))
 
 
-def _weight_column_sums(model: onnx.ModelProto, matmul: onnx.NodeProto) -> np.ndarray | None:
+def _weight_column_sums(init: dict[str, onnx.TensorProto], matmul: onnx.NodeProto) -> np.ndarray | None:
     """sum_k (Wq[k, n] - w_zero_point) for a MatMulInteger whose B side is constant (int32, one per column)."""
-    init = {t.name: t for t in model.graph.initializer}
     if len(matmul.input) < 4 or matmul.input[1] not in init or matmul.input[3] not in init:
         return None
     weights = numpy_helper.to_array(init[matmul.input[1]]).astype(np.int32)
@@ -82,7 +81,7 @@ def _correct_zero_points(tag: str, matmul: onnx.NodeProto, zero_point_rows: str,
 
 
 def _any_rank_rows(tag: str, x: str, quantised: str, scale: str, opset: int) -> list[onnx.NodeProto]:
-    """Any rank: the same per-row (last axis) quantisation from elementwise nodes, to uint8 around 128."""
+    """Any rank or opset: a symmetric per-row (last axis) quantisation from elementwise nodes, to uint8 around 128."""
     return [
         helper.make_node("Abs", [x], [f"{tag}/abs"], name=f"{tag}/abs"),
         # ReduceMax takes its axes as an input from opset 18, as an attribute before.
@@ -104,6 +103,7 @@ def per_row_activations(model: onnx.ModelProto) -> int:
     graph = model.graph
     opset = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     ranks = _index_ranks(model)
+    init = {t.name: t for t in graph.initializer}
     constants: dict[str, np.ndarray] = {
         "row_quant/axes": np.array([-1], dtype=np.int64),
         "row_quant/last": np.array([1], dtype=np.int64),
@@ -125,7 +125,7 @@ def per_row_activations(model: onnx.ModelProto) -> int:
         quantised, scale, zero_point = node.output
         tag = f"row_quant/{node.name or x}"
         matmuls = [n for n, _ in readers.get(quantised, [])]
-        found = [_weight_column_sums(model, m) for m in matmuls]
+        found = [_weight_column_sums(init, m) for m in matmuls]
         sums = [column for column in found if column is not None]
         if ranks.get(x) == 2 and opset >= 18 and matmuls and len(sums) == len(matmuls) and all(m.name for m in matmuls):
             # Exactly what DynamicQuantizeLinear computes for a batch of one, for every row of any batch.

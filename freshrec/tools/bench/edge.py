@@ -43,7 +43,7 @@ from rich.console import Console  # noqa: E402
 from freshrec.core.errors import FreshRecError  # noqa: E402
 from freshrec.core.layout import Layout  # noqa: E402
 from freshrec.core.settings import Settings, get_settings  # noqa: E402
-from freshrec.pipeline.export.edge import SCORE_TOLERANCE, export_edge, pick_version, read_bundle_file  # noqa: E402
+from freshrec.pipeline.export.edge import SCORE_TOLERANCE, bundle_bytes, export_edge, pick_version, read_bundle_file  # noqa: E402
 from freshrec.pipeline.features.runs import land_stream  # noqa: E402
 from freshrec.serving.snapshot import current_snapshot_name, read_snapshot  # noqa: E402
 from freshrec.tools.bench.edge_browser import Chromium  # noqa: E402
@@ -191,7 +191,7 @@ def run(settings: Settings, histories: int = 500, offline_events: int = 100, see
             manifest = export_edge(work)
             folder = home / "edge" / manifest["model_version"]
             known = set(json.loads(read_bundle_file(folder, "items.json"))["items"])
-            on_disk = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())  # the manifest included
+            on_disk = bundle_bytes(folder)
             with _serving(work) as url, Chromium() as tab:
                 gzipped = _transferred(url, manifest)
                 tab.navigate(f"{url}/edge/?user=edge-bench")
