@@ -5,6 +5,7 @@ A run folder ``models/<run id>/`` is the bundle the registry points at: the serv
 ``SHA256SUMS``. Each stage keeps its own evidence under ``work/<stage>/``:
 
     work/prepare/training_set.npz      the training set (arrays only, no pickle)
+    work/prepare/histories.parquet     every part's histories as Spark built them (freshrec.spark.training_input)
     work/train/<model>_training.json   early-stopping summaries; refit_on_all.json after the refit
     work/evaluate/evaluation.json      EvalReport: holdout metrics of the torch models and the champion
     work/export/export.json            ExportReport: graphs, quantisation, latency (+ parity.json: ParityReport,

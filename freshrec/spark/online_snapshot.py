@@ -14,9 +14,16 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 
-def touches(events: DataFrame) -> DataFrame:
-    last_touch = events.groupBy("user_id", "item_id").agg(F.max("ts").alias("last_ts"))
-    return last_touch.groupBy("user_id").agg(F.sort_array(F.collect_list(F.struct("last_ts", "item_id"))).alias("touch"))
+def touches(events: DataFrame, by: tuple[str, ...] = (), strength: str | None = None) -> DataFrame:
+    """Per user (and per ``by`` key): ``touch``, every item the user interacted with and its last interaction,
+    sorted by (last_ts, item_id): a history in last-interaction order, ties by item id. With ``strength``, each
+    entry also carries that column's sum over the user's events on the item. The online snapshot and the training
+    input (freshrec.spark.training_input) are both built by this function: one order for training and serving."""
+    keys = [*by, "user_id"]
+    totals = [F.sum(strength).alias("strength")] if strength else []
+    last_touch = events.groupBy(*keys, "item_id").agg(F.max("ts").alias("last_ts"), *totals)
+    entry = F.struct("last_ts", "item_id", *(["strength"] if strength else []))
+    return last_touch.groupBy(*keys).agg(F.sort_array(F.collect_list(entry)).alias("touch"))
 
 
 def _merge(carried: DataFrame, fresh: DataFrame, column: str, combine) -> DataFrame:

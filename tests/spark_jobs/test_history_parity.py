@@ -1,8 +1,10 @@
 """Training and serving see the same history for a user as of the same cut.
 
-The online snapshot is built by the Spark features job; the training set by the retrain's dataset builder from
-the published clean events. Both order a user's distinct items by each item's last interaction (ties by item
-id) and keep the newest ones; this runs both on one lake, at two cuts, and compares every user.
+The online snapshot is built by the Spark features job; the training set's histories by the Spark training-input
+job the retrain's dataset stage submits (freshrec.pipeline.training.histories.spark_histories), from the published
+clean events. Both call one function (freshrec.spark.online_snapshot.touches): a user's distinct items by each
+item's last interaction (ties by item id). This runs both on one lake, at two cuts, and compares every user; the
+in-process reference builder the benches use (dataset.timed_histories) must agree with them too.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from freshrec.core.layout import Layout
-from freshrec.pipeline.training.dataset import build_vocab, read_clean_events, timed_histories
+from freshrec.pipeline.training.dataset import build_vocab, read_clean_events
+from freshrec.pipeline.training.histories import reference_histories, spark_histories
 from freshrec.serving.snapshot import USERS_FILE, current_snapshot_name
 from tests.spark_jobs import rawdata
 from tests.spark_jobs.conftest import run_and_publish
@@ -30,12 +34,19 @@ def _snapshot_histories(layout: Layout) -> dict[str, list[str]]:
     return {row["user_id"]: list(row["history"]) for row in rows}
 
 
-def _training_histories(layout: Layout, through: dt.date, length: int) -> dict[str, list[str]]:
-    events = read_clean_events(layout.clean_events)
+def _training_histories(settings, through: dt.date, length: int) -> dict[str, list[str]]:
+    """The retrain's histories of every interaction known at the end of ``through`` (Spark's builder), after
+    checking that the in-process reference builds the same ones (items, times and signals)."""
+    events = read_clean_events(Layout(settings.home).clean_events)
     events = events[events["ts"] < dt.datetime.combine(through + dt.timedelta(days=1), dt.time(), dt.UTC)]
     vocab = build_vocab(events)
-    histories, _, _ = timed_histories(events, vocab)
-    return {user: [vocab.items[i - 1] for i in items[-length:]] for user, items in histories.items()}
+    built = spark_histories(settings, settings.home / "work" / through.isoformat())({"full": events}, vocab)["full"]
+    reference = reference_histories({"full": events}, vocab)["full"]
+    for mine, theirs in zip(built, reference):
+        assert list(mine) == list(theirs)
+        assert all(np.allclose(mine[user], theirs[user], rtol=0, atol=1e-9) for user in mine)
+    assert built[2], "the clean events carry event types: each item has a signal"
+    return {user: [vocab.items[i - 1] for i in items[-length:]] for user, items in built[0].items()}
 
 
 def _random_day(day: dt.date, rng: random.Random) -> list[dict]:
@@ -70,12 +81,12 @@ def test_training_and_the_online_snapshot_see_one_history(spark, settings) -> No
     run_and_publish(spark, settings, D1, D1)
     first = _snapshot_histories(layout)
     assert first["alice"] == ["a", "b", "c"]
-    assert _training_histories(layout, D1, length) == first
+    assert _training_histories(settings, D1, length) == first
 
     run_and_publish(spark, settings, D2, D2)
     second = _snapshot_histories(layout)
     assert second["alice"] == ["b", "c", "d", "a"]
-    assert _training_histories(layout, D2, length) == second
+    assert _training_histories(settings, D2, length) == second
     assert len(second) == 13  # alice and the twelve random users, all compared
     # The data can tell the two orders apart: by first interaction, most users' histories would differ.
     events = read_clean_events(layout.clean_events).sort_values(["ts", "item_id"], kind="stable")

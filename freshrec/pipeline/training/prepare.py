@@ -19,7 +19,8 @@ import pandas as pd
 
 from freshrec.core.errors import DataValidationError
 from freshrec.pipeline.offline.holdout import COLD_USER_MAX_HISTORY, Splitter, make_holdout, relevant_unseen
-from freshrec.pipeline.training.dataset import Vocab, build_vocab, pad_histories, timed_histories
+from freshrec.pipeline.training.dataset import Vocab, build_vocab, pad_histories
+from freshrec.pipeline.training.histories import Histories, HistoryBuilder, reference_histories
 from freshrec.pipeline.training.trainer import Validation
 
 VALIDATION_SHARE = 0.1
@@ -105,6 +106,21 @@ def split_validation(
     return fit, Validation(pad_histories(inputs, history_len), seen, targets), fit_times, fit_signals
 
 
+def cut_validation(fit_histories: Histories, targets_part: pd.DataFrame, vocab: Vocab, history_len: int
+                   ) -> tuple[list[np.ndarray], Validation, list[np.ndarray], list[np.ndarray]]:
+    """Early stopping on a cut of events: the users with events in ``targets_part`` rank its items from their
+    ``fit_histories``. Returns what ``split_validation`` returns (users in id order)."""
+    fit, fit_times, fit_signals = fit_histories
+    index = vocab.item_index()
+    targets = {u: np.array([index[i] for i in items], dtype=np.int64) for u, items in targets_part.groupby("user_id")["item_id"]}
+    users = sorted(targets)
+    empty = np.zeros(0, dtype=np.int64)
+    inputs = [fit.get(u, empty) for u in users]
+    validation = Validation(pad_histories(inputs, history_len), inputs, [targets[u] for u in users])
+    ordered = sorted(fit)
+    return [fit[u] for u in ordered], validation, [fit_times[u] for u in ordered], [fit_signals[u] for u in ordered if fit_signals]
+
+
 def eval_set(train: dict[str, np.ndarray], relevant: dict[str, np.ndarray], history_len: int) -> EvalSet:
     users = sorted(relevant)
     empty = np.zeros(0, dtype=np.int64)
@@ -127,16 +143,28 @@ def prepare(
     categories_for: Callable[[Vocab], np.ndarray],
     parent_vocab: Vocab | None = None,
     splitter: Splitter | None = None,
+    histories: HistoryBuilder = reference_histories,
+    fit_cut: tuple[pd.DataFrame, pd.DataFrame] | None = None,
 ) -> TrainingData:
-    """``categories_for(vocab)`` returns the item side-feature table (I/O stays with the caller)."""
+    """``categories_for(vocab)`` returns the item side-feature table (I/O stays with the caller).
+
+    ``histories`` builds every part's histories in one call (the retrain passes Spark's builder). Without
+    ``fit_cut`` the early-stopping items are a random share of each training history (``split_validation``);
+    with it, (events the gated models learn from, events whose first interactions are the validation targets),
+    the cut of the time-ordered protocols."""
     vocab = build_vocab(interactions, parent_vocab)
     holdout = make_holdout(interactions, protocol, holdout_days, splitter, seed)
-    train, train_times, train_signals = timed_histories(holdout.train, vocab)
+    parts = {"train": holdout.train, "full": interactions, **({"fit": fit_cut[0]} if fit_cut is not None else {})}
+    built = histories(parts, vocab)
+    train, train_times, train_signals = built["train"]
     relevant = relevant_unseen(holdout.test, train, vocab.item_index())
-    fit, validation, fit_times, fit_signals = split_validation(train, history_len, vocab, seed, times=train_times,
-                                                                signals=train_signals)
+    if fit_cut is None:
+        fit, validation, fit_times, fit_signals = split_validation(train, history_len, vocab, seed, times=train_times,
+                                                                    signals=train_signals)
+    else:
+        fit, validation, fit_times, fit_signals = cut_validation(built["fit"], fit_cut[1], vocab, history_len)
     test = eval_set(train, relevant, history_len)
-    full, full_times, full_signals = timed_histories(interactions, vocab)
+    full, full_times, full_signals = built["full"]
     return TrainingData(
         protocol=protocol,
         cutoff=holdout.cutoff,

@@ -32,8 +32,8 @@ import pandas as pd
 from freshrec.core.errors import DataValidationError, InvalidInput
 from freshrec.pipeline.offline.holdout import COLD_USER_MAX_HISTORY, PROTOCOLS, temporal_split
 from freshrec.pipeline.training import prepare as prep
-from freshrec.pipeline.training.dataset import Vocab, pad_histories, timed_histories
-from freshrec.pipeline.training.trainer import Validation
+from freshrec.pipeline.training.dataset import Vocab, pad_histories
+from freshrec.pipeline.training.histories import HistoryBuilder, reference_histories
 
 TIME_ORDERED = ("sequential", "prequential")
 ALL_PROTOCOLS = (*PROTOCOLS, *TIME_ORDERED)
@@ -118,23 +118,6 @@ def replay_set(rankings: Replay, train: dict[str, np.ndarray], history_len: int)
     )
 
 
-def last_item_validation(train_part: pd.DataFrame, vocab: Vocab, history_len: int
-                         ) -> tuple[list[np.ndarray], Validation, list[np.ndarray], list[np.ndarray]]:
-    """Early stopping for ``sequential``: :func:`leave_last_out` once more on the training part.
-
-    Returns the kept histories, the validation set and the kept items' times and signals (as
-    ``prepare.split_validation``)."""
-    fit_part, val_part = leave_last_out(train_part)
-    fit, fit_times, fit_signals = timed_histories(fit_part, vocab)
-    index = vocab.item_index()
-    targets = {u: np.array([index[i] for i in items], dtype=np.int64) for u, items in val_part.groupby("user_id")["item_id"]}
-    users = sorted(targets)
-    inputs = [fit[u] for u in users]
-    validation = Validation(pad_histories(inputs, history_len), inputs, [targets[u] for u in users])
-    ordered = sorted(fit)
-    return [fit[u] for u in ordered], validation, [fit_times[u] for u in ordered], [fit_signals[u] for u in ordered if fit_signals]
-
-
 def prepare(
     interactions: pd.DataFrame,
     protocol: str,
@@ -143,36 +126,43 @@ def prepare(
     seed: int,
     categories_for: Callable[[Vocab], np.ndarray],
     parent_vocab: Vocab | None = None,
+    histories: HistoryBuilder = reference_histories,
 ) -> prep.TrainingData:
-    """``prepare.prepare`` for any of ``ALL_PROTOCOLS``: the same training data, held out by ``protocol``."""
+    """``prepare.prepare`` for any of ``ALL_PROTOCOLS``: the same training data, held out by ``protocol``;
+    ``histories`` builds every part's histories (the retrain passes Spark's builder)."""
     if protocol in PROTOCOLS:
-        return prep.prepare(interactions, protocol, holdout_days, history_len, seed, categories_for, parent_vocab)
+        return prep.prepare(interactions, protocol, holdout_days, history_len, seed, categories_for, parent_vocab,
+                            histories=histories)
     if protocol == "sequential":
-        return _sequential(interactions, history_len, seed, categories_for, parent_vocab)
+        return _sequential(interactions, history_len, seed, categories_for, parent_vocab, histories)
     if protocol == "prequential":
-        return _prequential(interactions, holdout_days, history_len, seed, categories_for, parent_vocab)
+        return _prequential(interactions, holdout_days, history_len, seed, categories_for, parent_vocab, histories)
     raise InvalidInput(f"unknown protocol {protocol!r}; choose from {', '.join(ALL_PROTOCOLS)}")
 
 
 def _sequential(interactions: pd.DataFrame, history_len: int, seed: int, categories_for: Callable[[Vocab], np.ndarray],
-                parent_vocab: Vocab | None) -> prep.TrainingData:
+                parent_vocab: Vocab | None, histories: HistoryBuilder) -> prep.TrainingData:
     train, test = leave_last_out(interactions)
     if test.empty:
         raise DataValidationError("the sequential protocol needs users with at least two distinct items")
     kept = pd.concat([train, test]).sort_index()
-    # The holdout's splitter hook takes any (frame -> train, test) cut; on ``kept`` this one drops nothing.
-    data = prep.prepare(kept, "msr", 0, history_len, seed, categories_for, parent_vocab, splitter=leave_last_out)
-    fit, validation, fit_times, fit_signals = last_item_validation(train, data.vocab, history_len)
+    # The holdout's splitter hook takes any (frame -> train, test) cut; on ``kept`` this one drops nothing. Early
+    # stopping is the same cut once more, on the training part (each user's new item before the target).
+    data = prep.prepare(kept, "msr", 0, history_len, seed, categories_for, parent_vocab, splitter=leave_last_out,
+                        histories=histories, fit_cut=leave_last_out(train))
     dropped = len(interactions) - len(kept)
     counts = {**data.counts, "interactions": int(len(interactions)), "dropped_after_target": int(dropped)}
-    return dataclasses.replace(data, protocol="sequential", fit=fit, validation=validation, fit_times=fit_times,
-                               fit_signals=fit_signals, counts=counts)
+    return dataclasses.replace(data, protocol="sequential", counts=counts)
 
 
 def _prequential(interactions: pd.DataFrame, holdout_days: int, history_len: int, seed: int,
-                 categories_for: Callable[[Vocab], np.ndarray], parent_vocab: Vocab | None) -> prep.TrainingData:
-    data = prep.prepare(interactions, "temporal", holdout_days, history_len, seed, categories_for, parent_vocab)
+                 categories_for: Callable[[Vocab], np.ndarray], parent_vocab: Vocab | None,
+                 histories: HistoryBuilder) -> prep.TrainingData:
     split = temporal_split(interactions, holdout_days)
+    # early stopping and the wide layer's choices judge what the test judges: each user's next new item from the
+    # history before it (the training days' leave-last-out), not a random part of the history
+    data = prep.prepare(interactions, "temporal", holdout_days, history_len, seed, categories_for, parent_vocab,
+                        histories=histories, fit_cut=leave_last_out(split.train))
     rankings = replay(data.train, split.test, data.vocab)
     if not len(rankings.targets):
         raise DataValidationError("the prequential replay has no targets: no held-out event is a user's first on its item")
@@ -180,8 +170,4 @@ def _prequential(interactions: pd.DataFrame, holdout_days: int, history_len: int
     counts = {**data.counts, "test_users": len(set(rankings.users)), "test_rankings": len(rankings.users),
               "cold_test_users": len({u for u, cold in zip(rankings.users, test.cold) if cold}),
               "cold_test_rankings": int(test.cold.sum())}
-    # early stopping and the wide layer's choices judge what the test judges: each user's next new item from the
-    # history before it (the training days' leave-last-out), not a random part of the history
-    fit, validation, fit_times, fit_signals = last_item_validation(split.train, data.vocab, history_len)
-    return dataclasses.replace(data, protocol="prequential", test=test, counts=counts, fit=fit, validation=validation,
-                               fit_times=fit_times, fit_signals=fit_signals)
+    return dataclasses.replace(data, protocol="prequential", test=test, counts=counts)

@@ -34,6 +34,7 @@ from freshrec.pipeline.training import protocols
 from freshrec.pipeline.training.checkpoint import M, load_model, read_checkpoint, save_checkpoint, warm_started
 from freshrec.pipeline.training.dataset import Vocab, item_categories, read_clean_events
 from freshrec.pipeline.training.ease import WideConfig, WideGrams, select_follow, select_wide, transitions
+from freshrec.pipeline.training.histories import spark_histories
 from freshrec.pipeline.training.models import Student, StudentConfig, Teacher, TeacherConfig, multi_hot
 from freshrec.pipeline.training.trainer import FitConfig, Validation, fit, resolve_device, seed_everything
 
@@ -52,6 +53,7 @@ def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bund
     layout = Layout(settings.home)
     events = read_clean_events(layout.clean_events)
     parent_vocab = Vocab.load(parent_bundle / BUNDLE_VOCAB) if parent_bundle else None
+    paths = RunLayout(run_dir)
     data = protocols.prepare(
         events,
         protocol=protocol,
@@ -60,9 +62,8 @@ def build_datasets(settings: Settings, run_dir: Path, protocol: str, parent_bund
         seed=settings.training.seed,
         categories_for=lambda vocab: item_categories(layout.meta / "items.parquet", vocab)[0],
         parent_vocab=parent_vocab,
+        histories=spark_histories(settings, paths.stage("prepare")),
     )
-    paths = RunLayout(run_dir)
-    paths.stage("prepare")
     prep.save(data, paths.training_set)
     data.vocab.save(run_dir / BUNDLE_VOCAB)
     log.info("datasets: %s", data.counts)
