@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from freshrec.core.artifacts import RunLayout
+from freshrec.core.registry.integrity import sha256_file
 from tests.training.lake import clustered_events, write_clean_lake, write_item_meta
 
 pytestmark = pytest.mark.slow
@@ -49,6 +50,10 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert served["rows"] > gated["rows"] and served["last_ts"] > gated["last_ts"]
     assert {"served_int8_fidelity", "served_export_parity"} <= {g["name"] for g in card["gates"]["gates"]}
     assert card["models"]["teacher_over_student_flops"] >= 10
+    # the training set's histories were built by Spark with the snapshot's code, and the card names that file
+    built = card["lineage"]["training_input"]
+    assert built["built_by"].startswith("freshrec.spark.training_input")
+    assert sha256_file(bundle / built["file"]) == built["sha256"]
     assert set(champion.artifacts) >= {"fp32", "int8", "teacher"}
     assert 0.0 <= champion.metrics["ndcg@10"] <= 1.0
     assert (tiny_lake / "reports" / "retrain" / bundle.name / "report.png").is_file()

@@ -26,12 +26,14 @@ from freshrec.core.artifacts import (
     write_artifact,
 )
 from freshrec.core.layout import Layout
+from freshrec.core.registry.integrity import sha256_file
 from freshrec.core.settings import Settings
 from freshrec.pipeline.evaluation.gates import decide, served_gates, with_gates
 from freshrec.pipeline.export.bundle import register, write_card
 from freshrec.pipeline.export.onnx_export import OPSET
 from freshrec.pipeline.training import prepare as prep
 from freshrec.pipeline.training.checkpoint import load_checkpoint
+from freshrec.pipeline.training.histories import HISTORIES_FILE
 from freshrec.pipeline.training.models import count_parameters, flops_per_request
 from freshrec.pipeline.training.run import latest_event_day
 from freshrec.pipeline.training.stages import read_training_summaries
@@ -112,10 +114,16 @@ def code_version() -> str | None:
 def lineage(settings: Settings, run_dir: Path, dag_run_id: str | None, parent_version: int | None) -> dict:
     layout = Layout(settings.home)
     days = layout.feature_days()
-    data = prep.load(RunLayout(run_dir).training_set)
+    paths = RunLayout(run_dir)
+    data = prep.load(paths.training_set)
+    histories = paths.stage("prepare") / HISTORIES_FILE
     return {
         "feature_days": [d.isoformat() for d in days],
         "feature_manifests": [str(layout.manifest(d)) for d in days],
+        # the histories every model of the run learnt from, as Spark built them from the clean events of those days
+        "training_input": ({"file": str(histories.relative_to(run_dir)), "sha256": sha256_file(histories),
+                            "built_by": "freshrec.spark.training_input (online_snapshot.touches, as the online snapshot)"}
+                           if histories.is_file() else None),
         "code_version": code_version(),
         "dag_run_id": dag_run_id,
         "parent_version": parent_version,
