@@ -20,10 +20,12 @@ Runs when the features Asset is updated (`features_daily` published a day) and w
 1. **plan**: run folder `models/<run id>/`, the champion to warm-start from; skips the run when the
    champion already covers the latest feature day, unless `force` (empty `force`: manual runs, from the UI,
    the REST API, the CLI or slo_monitor, retrain; scheduled and asset-triggered ones skip).
-2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), training histories with
-   last-interaction times, early-stopping split (a hash of user and item: the same pairs in every run,
-   so a warm start is never validated on items its parent learnt) and the holdout of `protocol`
-   (`temporal`: last `holdout_days`; `msr`: 75/25 stratified by item, seed 42).
+2. **build_datasets**: vocabulary (stable ids; a warm start appends new ones), the holdout of `protocol`
+   (`temporal`: last `holdout_days`; `msr`: 75/25 stratified by item, seed 42; `sequential`, `prequential`),
+   early-stopping split (a hash of user and item: the same pairs in every run, so a warm start is never
+   validated on items its parent learnt). The histories of every part (with last-interaction times and
+   event-strength signals) are built by Spark (`freshrec.spark.training_input`, a subprocess) with the
+   function that builds the online snapshot, so training and serving order a history alike.
 3. **train_teacher**: large wide & deep model. Wide: session-aware EASE in closed form (item pairs
    weighted by how close in time a user took them; gamma and lambda chosen on the validation split) plus a
    popularity prior for cold users. Deep: trained on top with full softmax and early stopping.

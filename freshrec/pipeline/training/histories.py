@@ -34,6 +34,8 @@ from freshrec.pipeline.training.dataset import INTERACTION_COLUMNS, SIGNAL_COLUM
 Histories = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]
 HistoryBuilder = Callable[[dict[str, pd.DataFrame], Vocab], dict[str, Histories]]
 EVENTS_FILE, HISTORIES_FILE = "parts.parquet", "histories.parquet"
+PARTS_SCHEMA = pa.schema([("part", pa.string()), ("user_id", pa.string()), ("item_id", pa.string()),
+                          ("ts", pa.timestamp("ns", tz="UTC")), ("event_type", pa.string()), ("value", pa.float64())])
 
 
 def reference_histories(parts: dict[str, pd.DataFrame], vocab: Vocab) -> dict[str, Histories]:
@@ -66,11 +68,13 @@ def spark_histories(settings: Settings, folder: Path) -> HistoryBuilder:
 
 def write_parts(parts: dict[str, pd.DataFrame], path: Path) -> None:
     """One Parquet file of every part's events, labelled ``part`` (event types and values when all parts have them)."""
-    columns = INTERACTION_COLUMNS + (SIGNAL_COLUMNS if all(set(SIGNAL_COLUMNS) <= set(f.columns) for f in parts.values()) else [])
-    tables = [pa.Table.from_pandas(frame[columns].assign(part=name), preserve_index=False) for name, frame in parts.items()]
-    schema = tables[0].schema
-    # microseconds: the lake's precision, and what Spark reads (it refuses nanosecond Parquet timestamps)
-    pq.write_table(pa.concat_tables([t.cast(schema) for t in tables]), path, coerce_timestamps="us")
+    signals = all(set(SIGNAL_COLUMNS) <= set(f.columns) for f in parts.values())
+    schema = PARTS_SCHEMA if signals else pa.schema([PARTS_SCHEMA.field(c) for c in ("part", *INTERACTION_COLUMNS)])
+    tables = [pa.Table.from_pandas(frame.assign(part=name)[schema.names], schema=schema, preserve_index=False)
+              for name, frame in parts.items()]
+    # microseconds: the lake's precision, and what Spark reads (it refuses nanosecond Parquet timestamps); a finer
+    # timestamp is an error here rather than silently truncated (it could reorder a history)
+    pq.write_table(pa.concat_tables(tables), path, coerce_timestamps="us")
 
 
 def read_histories(path: Path, vocab: Vocab, names: list[str]) -> dict[str, Histories]:
