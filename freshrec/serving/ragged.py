@@ -10,7 +10,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Ragged:
-    values: np.ndarray  # int64
+    values: np.ndarray  # int64 (int32 in a memory-mapped snapshot table; rows read back as int64)
     offsets: np.ndarray  # int64 [n_rows + 1]
 
     @classmethod
@@ -23,7 +23,9 @@ class Ragged:
         return self.offsets.size - 1
 
     def __getitem__(self, row: int) -> np.ndarray:
-        return self.values[self.offsets[row] : self.offsets[row + 1]]
+        """The row as int64 (a shared snapshot table stores int32 values: half the pages)."""
+        values = self.values[self.offsets[row] : self.offsets[row + 1]]
+        return values if values.dtype == np.int64 else values.astype(np.int64)
 
     def row_ids(self) -> np.ndarray:
         """The row of every value."""

@@ -25,7 +25,7 @@ from freshrec.serving.execution import choose_providers
 from freshrec.serving.metrics import ServingMetrics
 from freshrec.serving.registry_gateway import DesiredState, DesiredVersion, RegistryGateway
 from freshrec.serving.routing import RoutingTable
-from freshrec.serving.snapshot import OnlineSnapshot, current_snapshot_name, read_snapshot
+from freshrec.serving.snapshot import BindableSnapshot, OnlineSnapshot, current_snapshot_name, open_snapshot
 from freshrec.serving.versions import ServedVersion, VersionModel, load_model, rebind, serve_version
 
 log = logging.getLogger(__name__)
@@ -97,14 +97,14 @@ class Reconciler:
         self._metrics = metrics
         self._on_swap = on_swap
         self._online_dir = Layout(settings.home).online
-        self._snapshot = OnlineSnapshot.empty()
+        self._snapshot: BindableSnapshot = OnlineSnapshot.empty()
         self._lock = asyncio.Lock()
         self._last_seen: tuple[int, str | None] | None = None  # (registry generation, snapshot name)
         self._retry_at: float | None = None
         self._missing: list[str] = []  # versions the registry wants that are not loaded (refused)
 
     @property
-    def snapshot(self) -> OnlineSnapshot:
+    def snapshot(self) -> BindableSnapshot:
         """The online snapshot being served (its watermark says which live entries it covers)."""
         return self._snapshot
 
@@ -128,8 +128,20 @@ class Reconciler:
                 self._metrics.reconciles.labels("unchanged").inc()
                 return self.describe()
             desired = await asyncio.to_thread(self._gateway.desired_state)
-            snapshot_changed = await self._refresh_snapshot(snapshot_name)
-            table = await self._build_table(desired, force=force or retry_due, snapshot_changed=snapshot_changed)
+            fresh = await self._next_snapshot(snapshot_name)
+            try:
+                table = await self._build_table(desired, fresh or self._snapshot, force=force or retry_due,
+                                                snapshot_changed=fresh is not None)
+            except (FreshRecError, OSError, ValueError) as exc:
+                if fresh is None:
+                    raise
+                # The new snapshot's lists are read when a model binds them: one that cannot be bound leaves the
+                # versions on the snapshot they serve now (and its watermark), as an unreadable one always did.
+                log.error("online snapshot %s unreadable (%s); keeping %r", fresh.name, exc, self._snapshot.name)
+                fresh = None
+                table = await self._build_table(desired, self._snapshot, force=force or retry_due, snapshot_changed=False)
+            if fresh is not None:
+                self._snapshot = fresh
             # Compared with what was last *attempted*: a refused version or an unreadable snapshot is not
             # retried on every poll, only after RETRY_FAILED_AFTER_S or on a change.
             self._last_seen = seen
@@ -142,19 +154,18 @@ class Reconciler:
             self._metrics.reconciles.labels("swapped").inc()
             return self.describe()
 
-    async def _refresh_snapshot(self, name: str | None) -> bool:
-        if (name or "") == self._snapshot.name:
-            return False
-        if name is None:
-            return False
+    async def _next_snapshot(self, name: str | None) -> BindableSnapshot | None:
+        """The live snapshot when it is not the one served (None when it is, or when it cannot be opened)."""
+        if name is None or name == self._snapshot.name:
+            return None
         try:
-            self._snapshot = await asyncio.to_thread(read_snapshot, self._online_dir, name)
+            return await asyncio.to_thread(open_snapshot, self._online_dir, name)
         except (FreshRecError, OSError, ValueError) as exc:
             log.error("online snapshot %s unreadable (%s); keeping %r", name, exc, self._snapshot.name)
-            return False
-        return True
+            return None
 
-    async def _build_table(self, desired: DesiredState, *, force: bool, snapshot_changed: bool) -> RoutingTable:
+    async def _build_table(self, desired: DesiredState, snapshot: BindableSnapshot, *, force: bool,
+                           snapshot_changed: bool) -> RoutingTable:
         current = self.table
         loaded = {s.version: s for _, s in current.loaded()}
 
@@ -165,14 +176,14 @@ class Reconciler:
             if existing is not None and _same_artifact(existing, want):
                 if snapshot_changed:
                     return await asyncio.to_thread(
-                        rebind, existing, self._snapshot, self.settings, self._scoring_executor, self._observer(want.version)
+                        rebind, existing, snapshot, self.settings, self._scoring_executor, self._observer(want.version)
                     )
                 return existing
             model = await self._load(want, force=force)
             if model is None:
                 return None
             return await asyncio.to_thread(
-                serve_version, model, self._snapshot, self.settings, self._scoring_executor, self._observer(want.version)
+                serve_version, model, snapshot, self.settings, self._scoring_executor, self._observer(want.version)
             )
 
         champion = await served(desired.champion)
@@ -181,7 +192,7 @@ class Reconciler:
             champion = current.champion
             if snapshot_changed:
                 champion = await asyncio.to_thread(
-                    rebind, champion, self._snapshot, self.settings, self._scoring_executor, self._observer(champion.version)
+                    rebind, champion, snapshot, self.settings, self._scoring_executor, self._observer(champion.version)
                 )
         canary = await served(desired.canary)
         previous = await served(desired.previous)
@@ -199,7 +210,7 @@ class Reconciler:
             canary_weight=desired.canary_weight if canary is not None else 0.0,
             shadow=desired.shadow,
             generation=applied_generation(desired, current, champion, canary),
-            snapshot_name=self._snapshot.name,
+            snapshot_name=snapshot.name,
             faults={v.version: dict(v.faults) for v in wanted},
         )
 

@@ -26,7 +26,7 @@ from freshrec.serving.ragged import Ragged
 from freshrec.serving.ranking import padded_candidates, right_aligned
 from freshrec.serving.registry_gateway import DesiredVersion
 from freshrec.serving.scorers import build_scorer
-from freshrec.serving.snapshot import OnlineSnapshot, UserTable, bind_snapshot
+from freshrec.serving.snapshot import BindableSnapshot, UserTable
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class ServedVersion:
     users: UserTable
     candidates: np.ndarray  # int64 item indices scored for /v1/recommend
     candidate_pos: np.ndarray  # int64 [n_items + 1]: item index -> position in candidates, -1 if absent
-    seen_positions: Ragged  # per user row: positions in candidates of the items they have seen
+    seen_positions: MappedRows  # per user row: positions in candidates of the items they have seen
     batcher: MicroBatcher
 
     @property
@@ -149,12 +149,12 @@ def batch_runner(scorer: Scorer, candidates: np.ndarray, max_batch: int):
 
 def serve_version(
     model: VersionModel,
-    snapshot: OnlineSnapshot,
+    snapshot: BindableSnapshot,
     settings: Settings,
     executor: Executor | None,
     observe: BatchObserver | None = None,
 ) -> ServedVersion:
-    users = bind_snapshot(snapshot, model.item_ids, settings.data.online_history_length)
+    users = snapshot.bind(model.item_ids, settings.data.online_history_length)
     candidates = shared_candidates(model.n_items, users, settings.serving.max_candidates)
     s = settings.serving
     batcher = MicroBatcher(
@@ -176,14 +176,27 @@ def candidate_positions(candidates: np.ndarray, n_items: int) -> np.ndarray:
     return positions
 
 
-def seen_positions(users: UserTable, positions: np.ndarray) -> Ragged:
-    """Precomputed so removing seen items costs one assignment per request."""
-    return users.seen.mapped(positions)
+@dataclass(frozen=True)
+class MappedRows:
+    """A user's seen items as positions in the version's candidates, mapped when asked (a few hundred lookups per
+    request) rather than stored: a stored copy would be one more per-user array in every worker."""
+
+    seen: Ragged
+    positions: np.ndarray  # int64 [n_items + 1]: item index -> position in candidates, -1 if absent
+    complete: bool  # every item is a candidate: no position is -1
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        mapped = self.positions[self.seen[row]]
+        return mapped if self.complete else mapped[mapped >= 0]
+
+
+def seen_positions(users: UserTable, positions: np.ndarray) -> MappedRows:
+    return MappedRows(users.seen, positions, complete=bool((positions[1:] >= 0).all()))
 
 
 def rebind(
     served: ServedVersion,
-    snapshot: OnlineSnapshot,
+    snapshot: BindableSnapshot,
     settings: Settings,
     executor: Executor | None,
     observe: BatchObserver | None = None,
@@ -192,5 +205,5 @@ def rebind(
     if served.candidates.size < served.model.n_items:
         # A retrieval set follows popularity and the batcher's pre-built candidate matrix has its shape.
         return serve_version(served.model, snapshot, settings, executor, observe)
-    users = bind_snapshot(snapshot, served.model.item_ids, settings.data.online_history_length)
+    users = snapshot.bind(served.model.item_ids, settings.data.online_history_length)
     return replace(served, users=users, seen_positions=seen_positions(users, served.candidate_pos))
