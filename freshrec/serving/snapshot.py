@@ -229,6 +229,10 @@ def open_snapshot(online_dir: Path, name: str) -> SharedSnapshot:
     folder = online_dir / name
     if not (folder / USERS_FILE).is_file() or not (folder / ITEMS_FILE).is_file():
         raise NotFound(f"online snapshot {folder} lacks {USERS_FILE} or {ITEMS_FILE}")
+    for path, columns in ((folder / USERS_FILE, {"user_id", "history", "seen"}), (folder / ITEMS_FILE, {"item_id", "popularity"})):
+        missing = columns - set(pq.read_schema(path).names)  # a file that is not Parquet fails here, before any bind
+        if missing:
+            raise DataValidationError(f"{path} lacks the columns {sorted(missing)}")
     return SharedSnapshot(name, folder, Watermark.read(folder))
 
 

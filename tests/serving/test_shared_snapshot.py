@@ -115,3 +115,19 @@ def test_seen_positions_are_mapped_per_request() -> None:
     assert full.complete and full[0].tolist() == [0, 1, 2]
     part = seen_positions(table, np.array([-1, 0, -1, 1]))  # y is not a candidate
     assert not part.complete and part[0].tolist() == [0, 1]
+
+
+def test_a_snapshot_that_is_not_one_is_refused_when_opened(tmp_path: Path) -> None:
+    """Before any model binds it: the reconciler then keeps the snapshot it serves (tests/serving/test_hot_swap.py)."""
+    import pyarrow.parquet as pq
+
+    from freshrec.core.errors import DataValidationError
+
+    write_snapshot(tmp_path, "snap-1", _users(5), {"i1": 1.0})
+    (tmp_path / "snap-1" / "users.parquet").write_bytes(b"not parquet")
+    with pytest.raises(pa.ArrowInvalid):
+        open_snapshot(tmp_path, "snap-1")
+    write_snapshot(tmp_path, "snap-2", _users(5), {"i1": 1.0})
+    pq.write_table(pa.table({"user_id": ["u"]}), tmp_path / "snap-2" / "users.parquet")
+    with pytest.raises(DataValidationError, match="lacks the columns"):
+        open_snapshot(tmp_path, "snap-2")
