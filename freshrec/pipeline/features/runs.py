@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -99,6 +100,17 @@ def spark_environment(settings: Settings) -> dict[str, str]:
     }
 
 
+def run_spark_module(settings: Settings, module: str, arguments: list[str],
+                     failure: Callable[[str], FreshRecError]) -> dict:
+    """``python -m <module> <arguments>`` with Spark's environment; its summary (the last stdout line, JSON), or
+    ``failure(the end of its stderr)`` raised when it exits non-zero."""
+    env = {**os.environ, **spark_environment(settings)}
+    result = subprocess.run([sys.executable, "-m", module, *arguments], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise failure(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def spark_arguments(plan: FeaturesPlan) -> list[str]:
     return ["--from", plan.from_ds, "--to", plan.to_ds, "--staging", plan.staging]
 
@@ -127,22 +139,14 @@ def land_stream(settings: Settings) -> dict:
     skipped. Without segments no Spark application is started."""
     if not landing_pending(settings):
         return {"batches": [], "events": {}, "skipped": "no segments in the ingestion log"}
-    env = {**os.environ, **spark_environment(settings)}
-    cmd = [sys.executable, "-m", "freshrec.spark.landing_stream", "--home", str(settings.home)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise LandingFailed(f"landing the ingestion log failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_spark_module(settings, "freshrec.spark.landing_stream", ["--home", str(settings.home)],
+                            lambda stderr: LandingFailed(f"landing the ingestion log failed: {stderr}"))
 
 
 def publish(settings: Settings, plan: FeaturesPlan) -> dict:
     """Publish a validated staging directory atomically (partition by partition, snapshot last)."""
-    env = {**os.environ, **spark_environment(settings)}
-    cmd = [sys.executable, "-m", "freshrec.spark.publish", "--home", str(settings.home), "--staging", plan.staging]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise PublishFailed(f"publishing {plan.staging} failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_spark_module(settings, "freshrec.spark.publish", ["--home", str(settings.home), "--staging", plan.staging],
+                            lambda stderr: PublishFailed(f"publishing {plan.staging} failed: {stderr}"))
 
 
 def discard(plan: FeaturesPlan) -> None:

@@ -13,10 +13,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +23,7 @@ import pyarrow.parquet as pq
 
 from freshrec.core.errors import DataValidationError, StageFailed
 from freshrec.core.settings import Settings
-from freshrec.pipeline.features.runs import spark_environment
+from freshrec.pipeline.features.runs import run_spark_module
 from freshrec.pipeline.training.dataset import INTERACTION_COLUMNS, SIGNAL_COLUMNS, Vocab, timed_histories
 
 # user_id -> item indices (last-interaction order), user_id -> their last-interaction times, user_id -> signals
@@ -50,15 +46,11 @@ def spark_histories(settings: Settings, folder: Path) -> HistoryBuilder:
         folder.mkdir(parents=True, exist_ok=True)
         events, out = folder / EVENTS_FILE, folder / HISTORIES_FILE
         write_parts(parts, events)
-        env = {**os.environ, **spark_environment(settings)}
-        cmd = [sys.executable, "-m", "freshrec.spark.training_input", "--home", str(settings.home),
-               "--events", str(events), "--out", str(out)]
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise StageFailed(f"the Spark training-input job failed (exit {result.returncode}): {result.stderr[-2000:]}")
+        summary = run_spark_module(
+            settings, "freshrec.spark.training_input", ["--home", str(settings.home), "--events", str(events), "--out", str(out)],
+            lambda stderr: StageFailed(f"the Spark training-input job failed: {stderr}"))
         events.unlink(missing_ok=True)
         built = read_histories(out, vocab, list(parts))
-        summary = json.loads(result.stdout.strip().splitlines()[-1])
         if summary.get("rows") != sum(len(users) for users, _, _ in built.values()):
             raise StageFailed(f"{out}: the job reported {summary.get('rows')} rows, the file holds others")
         return built
