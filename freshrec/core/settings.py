@@ -190,6 +190,8 @@ class Settings(BaseSettings):
     registry_url: str | None = Field(default=None, description="SQLAlchemy URL; default sqlite under home")
     spark_master: str = Field(default="local[*]", description="local[N], spark://..., yarn, k8s://... or sc:// (Spark Connect)")
     spark_driver_memory: str = "4g"
+    spark_job_timeout_s: float = Field(default=3600.0, gt=0, description="a Spark job the pipeline runs as a subprocess "
+                                       "(landing, publish, training input) is killed past this and fails its task")
     admin_token: SecretStr | None = Field(default=None, description="bearer token for serving admin routes")
     ingest_token: SecretStr | None = Field(default=None, description="bearer token POST /v1/events requires when set")
     serving_url: str = Field(default="http://127.0.0.1:8000", description="where tasks reach the serving tier")

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -103,12 +104,26 @@ def spark_environment(settings: Settings) -> dict[str, str]:
 def run_spark_module(settings: Settings, module: str, arguments: list[str],
                      failure: Callable[[str], FreshRecError]) -> dict:
     """``python -m <module> <arguments>`` with Spark's environment; its summary (the last stdout line, JSON), or
-    ``failure(the end of its stderr)`` raised when it exits non-zero."""
+    ``failure(the end of its stderr)`` raised when it exits non-zero or runs past ``settings.spark_job_timeout_s``.
+
+    The job runs in its own process group, so a job past its time is killed with its JVM (a wedged streaming query
+    must not hold a task forever): the landing's checkpoint, the publish's staging folder and the training input's
+    work folder make the next attempt safe.
+    """
     env = {**os.environ, **spark_environment(settings)}
-    result = subprocess.run([sys.executable, "-m", module, *arguments], env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise failure(result.stderr[-2000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    timeout = settings.spark_job_timeout_s
+    with subprocess.Popen([sys.executable, "-m", module, *arguments], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            raise failure(f"{module} ran past spark_job_timeout_s={timeout:g} s and was killed; "
+                          f"the end of its stderr: {stderr[-1500:]}") from None
+    if proc.returncode != 0:
+        raise failure(stderr[-2000:])
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def spark_arguments(plan: FeaturesPlan) -> list[str]:
