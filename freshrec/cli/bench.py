@@ -182,6 +182,15 @@ def faults(
         raise typer.Exit(1)
 
 
+@app.command("scale")
+def scale(
+    items: Annotated[str | None, typer.Option(help="catalogue sizes, e.g. 10000,100000,1000000")] = None,
+    fetch: Annotated[int | None, typer.Option(help="items the ANN index returns per request (default 200)")] = None,
+) -> None:
+    """ANN retrieval vs exact full scoring by catalogue size: recall@10, single-stream latency, index build and size."""
+    _run("scale", items=_ints(items), fetch=fetch)
+
+
 @app.command("all")
 def all_() -> None:
     """Every benchmark, one after another."""

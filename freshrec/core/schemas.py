@@ -20,9 +20,18 @@ ONNX_INPUT_HISTORY: Final = "history"
 ONNX_INPUT_CANDIDATES: Final = "candidates"
 ONNX_OUTPUT_SCORES: Final = "scores"
 PAD_INDEX: Final = 0
+# ANN retrieval (catalogues above serving.max_candidates): the student's user tower,
+#   history int64 [batch, history_len] -> query float32 [batch, dim + 1], extra_items int64 [batch, n]
+# (the items its sparse terms score exactly, 0 = padding), and an index of the item keys [out_i; bias_i]
+# (usearch HNSW, inner product, key = item index), searched with the query.
+ONNX_OUTPUT_QUERY: Final = "query"
+ONNX_OUTPUT_EXTRA_ITEMS: Final = "extra_items"
 
 # Files of a model bundle directory (models/<run>/).
 BUNDLE_VOCAB: Final = "vocab.json"          # {"items": [...item_id], "users": [...user_id]}
 BUNDLE_CARD: Final = "model_card.json"
 SHA256SUMS: Final = "SHA256SUMS"            # "<sha256>  <file>" for every bundle file, the card included
+BUNDLE_USER_TOWER: Final = "student.user.onnx"      # retrieval only: the query graph (above)
+BUNDLE_CANDIDATE_GRAPH: Final = "student.candidates.onnx"  # retrieval only: scores the given candidates only
+BUNDLE_ITEM_INDEX: Final = "items.usearch"           # retrieval only: the item keys' HNSW index
 ARTIFACT_VARIANTS: Final = ("fp32", "int8", "fp16")

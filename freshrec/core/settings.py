@@ -117,7 +117,13 @@ class ServingSettings(_Group):
     slo_latency_ms: float = Field(default=10.0, gt=0, description="p99 latency SLO threshold (a histogram bucket boundary)")
     artifact_variant: Literal["auto", "fp32", "int8", "fp16", "teacher"] = Field(
         default="auto", description="artifact served; auto = int8 on CPU, fp16 (else fp32) on CUDA")
-    max_candidates: int = Field(default=5000, ge=1, description="catalogues larger than this go through a retrieval stage")
+    max_candidates: int = Field(default=5000, ge=1, description="catalogues larger than this go through a retrieval stage: "
+                                "ANN over the student's item vectors when the bundle has an index (export builds one "
+                                "above this size), else its max_candidates most popular items")
+    retrieval_fetch: int = Field(default=200, ge=10, le=10_000, description="items the ANN index returns per request "
+                                 "(scored exactly with the sparse terms' items; seen items are removed after)")
+    retrieval_expansion: int = Field(default=256, ge=10, le=10_000, description="HNSW search list length (ef) per query; "
+                                     "at least retrieval_fetch")
     cuda_graphs: bool = Field(default=False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000, description="events one POST /v1/events may carry")
     log_fsync: bool = Field(default=True, description="fsync the ingestion log before acknowledging events (group commit)")

@@ -252,6 +252,8 @@ class Reconciler:
                     "sha256": s.model.sha256,
                     "n_items": s.model.n_items,
                     "n_candidates": int(s.candidates.size),
+                    # ANN retrieval above serving.max_candidates: what /v1/recommend ranks with instead
+                    "retrieval": s.model.retrieval.describe() if s.model.retrieval else None,
                     "loaded_at": s.model.loaded_at,
                     "age_s": (now - s.model.created_at.timestamp()) if s.model.created_at else None,
                     "faults": table.faults.get(s.version, {}),

@@ -31,6 +31,7 @@ from freshrec.serving.routing import RoutingTable
 from freshrec.serving.versions import ServedVersion
 
 SHADOW = "shadow"
+MAX_OVERFETCH = 1000  # seen items an ANN request fetches extra for (a longer seen list may leave fewer than k)
 
 
 class InjectedFault(FreshRecError):
@@ -127,14 +128,25 @@ class RecommendationService:
             if explain:
                 because = [[] for _ in range(items.size)]
         else:
-            row_scores = await served.batcher.score(history)
-            positions, scores = top_k(row_scores, k, seen_positions)
+            retrieval = served.model.retrieval
+            if retrieval is None:
+                candidates = served.candidates
+                row_scores = await served.batcher.score(history)
+                positions, scores = top_k(row_scores, k, seen_positions)
+            else:
+                # ANN candidates (over-fetched by the seen items, removed after exact scoring); the shares are
+                # softmax shares among the retrieved items (the rest of a large catalogue holds little mass).
+                n_seen = 0 if seen is None else seen.size
+                candidates = retrieval.retriever.candidates(history.reshape(1, -1), more=min(n_seen, MAX_OVERFETCH))[0]
+                row_scores = await served.batcher.score(history, candidates)
+                masked = np.flatnonzero(np.isin(candidates, seen)) if seen is not None and n_seen else None
+                positions, scores = top_k(row_scores, k, masked)
             shares = softmax_shares(row_scores, scores)
-            items = served.candidates[positions]
+            items = candidates[positions]
             if shadow is not None:
                 self._shadow_score(shadow, history)
             if explain:
-                because = await self._contributors(served, history, positions)
+                because = await self._contributors(served, history, positions, candidates)
         item_ids = served.model.item_ids
         answer = [{"item_id": item_ids[i - 1], "score": s} for i, s in zip(items.tolist(), shares.tolist())]
         if because is not None:
@@ -177,15 +189,16 @@ class RecommendationService:
                 out[slot] = value
         return orjson.dumps({"scores": out, "model_version": version, "variant": variant})
 
-    async def _contributors(self, served: ServedVersion, history: np.ndarray,
-                            positions: np.ndarray) -> list[list[tuple[int, float]]]:
+    async def _contributors(self, served: ServedVersion, history: np.ndarray, positions: np.ndarray,
+                            scored: np.ndarray) -> list[list[tuple[int, float]]]:
         """Each recommended item's top history items: the drop in its share when that one item is left out.
 
-        One scorer call of L + 1 rows over the shared candidates, on a thread: it stays off the micro-batcher
-        (it would split the rows into calls of serving.max_batch and hold the queue the hot path shares)
-        and off the event loop (~3 ms for 256 history items with the demo student on one CPU core)."""
+        One scorer call of L + 1 rows over the candidates the answer was ranked among (``scored``), on a thread:
+        it stays off the micro-batcher (it would split the rows into calls of serving.max_batch and hold the
+        queue the hot path shares) and off the event loop (~3 ms for 256 history items with the demo student on
+        one CPU core)."""
         rows = explanation_rows(history)
-        candidates = np.ascontiguousarray(np.broadcast_to(served.candidates, (rows.shape[0], served.candidates.size)))
+        candidates = np.ascontiguousarray(np.broadcast_to(scored, (rows.shape[0], scored.size)))
         async with self._explaining:
             scores = await asyncio.to_thread(served.model.scorer.score, rows, candidates)
         shares = softmax_shares(scores, scores[:, positions])

@@ -18,13 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from freshrec.core.errors import ArtifactIntegrityError, NotFound
-from freshrec.core.schemas import BUNDLE_VOCAB, SHA256SUMS
+from freshrec.core.schemas import (
+    BUNDLE_CANDIDATE_GRAPH,
+    BUNDLE_ITEM_INDEX,
+    BUNDLE_USER_TOWER,
+    BUNDLE_VOCAB,
+    SHA256SUMS,
+)
 from freshrec.core.settings import Settings
 from freshrec.serving.batcher import BatchObserver, MicroBatcher, ScoreJob
 from freshrec.serving.execution import Scorer, default_variant, warm_up
 from freshrec.serving.ragged import Ragged
 from freshrec.serving.ranking import padded_candidates, right_aligned
 from freshrec.serving.registry_gateway import DesiredVersion
+from freshrec.serving.retrieval import Retriever
 from freshrec.serving.scorers import build_scorer
 from freshrec.serving.snapshot import BindableSnapshot, UserTable
 
@@ -41,6 +48,7 @@ class VersionModel:
     item_index: dict[str, int]
     created_at: dt.datetime | None
     loaded_at: float
+    retrieval: RetrievalSetup | None = None  # a catalogue above serving.max_candidates whose bundle has an ANN index
 
     @property
     def n_items(self) -> int:
@@ -78,22 +86,64 @@ def pick_artifact(desired: DesiredVersion, configured: str, providers: list[str]
     raise NotFound(f"version {desired.version} has neither a {preferred} nor an fp32 artifact")
 
 
+def bundle_sha256(bundle_dir: Path, name: str) -> str | None:
+    """What the bundle's SHA256SUMS says ``name`` hashes to; None when the bundle has no SHA256SUMS. A listed
+    bundle that does not list ``name`` is refused."""
+    sums = bundle_dir / SHA256SUMS
+    if not sums.is_file():
+        return None
+    expected = next((line.split("  ", 1)[0] for line in sums.read_text().splitlines()
+                     if line.split("  ", 1)[-1] == name), None)
+    if expected is None:
+        raise ArtifactIntegrityError(f"{bundle_dir / name} is not in the bundle's {SHA256SUMS}")
+    return expected
+
+
 def read_vocab_items(bundle_dir: Path) -> list[str]:
     """The model's item ids, from the bytes the bundle's SHA256SUMS vouches for (when it has one): an
     edited vocabulary would silently map every score to the wrong item."""
     path = bundle_dir / BUNDLE_VOCAB
     try:
         raw = path.read_bytes()
-        sums = bundle_dir / SHA256SUMS
-        if sums.is_file():
-            expected = next((line.split("  ", 1)[0] for line in sums.read_text().splitlines()
-                             if line.split("  ", 1)[-1] == BUNDLE_VOCAB), None)
-            if expected is None or hashlib.sha256(raw).hexdigest() != expected:
-                raise ArtifactIntegrityError(f"the item vocabulary {path} does not match the bundle's {SHA256SUMS}")
+        expected = bundle_sha256(bundle_dir, BUNDLE_VOCAB)
+        if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
+            raise ArtifactIntegrityError(f"the item vocabulary {path} does not match the bundle's {SHA256SUMS}")
         items = json.loads(raw)["items"]
     except (OSError, ValueError, KeyError) as exc:
         raise ArtifactIntegrityError(f"cannot read the item vocabulary {path}: {exc}") from exc
     return [str(i) for i in items]
+
+
+@dataclass(frozen=True)
+class RetrievalSetup:
+    """A version served through ANN retrieval: the candidate graph scores what the retriever finds."""
+
+    retriever: Retriever
+    graph_sha256: str
+
+    def describe(self) -> dict:
+        return {"graph": BUNDLE_CANDIDATE_GRAPH, "graph_variant": "fp32", "graph_sha256": self.graph_sha256,
+                "index": BUNDLE_ITEM_INDEX, "index_bytes": self.retriever.index_bytes, "fetch": self.retriever.fetch,
+                "expansion": self.retriever.expansion}
+
+
+def retrieval_files(bundle_dir: Path) -> dict[str, Path] | None:
+    """The bundle's retrieval files when it has all of them (export writes them above serving.max_candidates)."""
+    files = {name: bundle_dir / name for name in (BUNDLE_CANDIDATE_GRAPH, BUNDLE_USER_TOWER, BUNDLE_ITEM_INDEX)}
+    return files if all(path.is_file() for path in files.values()) else None
+
+
+def _verified(bundle_dir: Path, path: Path) -> str:
+    """The file's sha256, checked against the bundle's SHA256SUMS (a bundle without one: computed only)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    actual = digest.hexdigest()
+    expected = bundle_sha256(bundle_dir, path.name)
+    if expected is not None and actual != expected:
+        raise ArtifactIntegrityError(f"{path} does not match the bundle's {SHA256SUMS}")
+    return actual
 
 
 def shared_candidates(n_items: int, users: UserTable, max_candidates: int) -> np.ndarray:
@@ -108,10 +158,24 @@ def load_model(desired: DesiredVersion, settings: Settings, providers: list[str]
     variant = pick_artifact(desired, settings.serving.artifact_variant, providers)
     artifact = desired.artifacts[variant]
     item_ids = read_vocab_items(desired.bundle_dir)
-    n_shared = min(len(item_ids), settings.serving.max_candidates)
+    s = settings.serving
+    n_shared = min(len(item_ids), s.max_candidates)
     history_length = settings.data.online_history_length
-    scorer = build_scorer(artifact.path, artifact.sha256, settings.serving, providers, history_length, n_shared)
-    warm_up(scorer, np.arange(1, n_shared + 1, dtype=np.int64), history_length, settings.serving.max_batch)
+    files = retrieval_files(desired.bundle_dir) if len(item_ids) > s.max_candidates else None
+    retrieval = None
+    if files is None:
+        scorer = build_scorer(artifact.path, artifact.sha256, s, providers, history_length, n_shared)
+    else:
+        # The catalogue is too large to score whole: the candidate graph scores what the ANN index retrieves.
+        graph = files[BUNDLE_CANDIDATE_GRAPH]
+        graph_sha = _verified(desired.bundle_dir, graph)
+        for name in (BUNDLE_USER_TOWER, BUNDLE_ITEM_INDEX):
+            _verified(desired.bundle_dir, files[name])
+        scorer = build_scorer(graph, graph_sha, s, providers, history_length, s.retrieval_fetch)
+        retrieval = RetrievalSetup(Retriever(files[BUNDLE_USER_TOWER], files[BUNDLE_ITEM_INDEX], len(item_ids),
+                                             s.retrieval_fetch, s.retrieval_expansion), graph_sha)
+        retrieval.retriever.candidates(np.ones((1, history_length), dtype=np.int64))  # pages the index in, checks it
+    warm_up(scorer, np.arange(1, n_shared + 1, dtype=np.int64), history_length, s.max_batch)
     return VersionModel(
         version=desired.version,
         artifact_variant=variant,
@@ -121,6 +185,7 @@ def load_model(desired: DesiredVersion, settings: Settings, providers: list[str]
         item_index={item: i + 1 for i, item in enumerate(item_ids)},
         created_at=desired.created_at,
         loaded_at=time.time(),
+        retrieval=retrieval,
     )
 
 

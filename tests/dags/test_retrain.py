@@ -27,13 +27,18 @@ def tiny_lake(freshrec_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return freshrec_home
 
 
-def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, tiny_lake: Path) -> None:
+def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, tiny_lake: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from freshrec.core.registry import open_registry
     from freshrec.core.settings import get_settings
     from freshrec.dags._local import run_dag
     from freshrec.pipeline.export.bundle import verify_bundle
     from freshrec.pipeline.training.run import plan_run
 
+    # 32 items above serving.max_candidates: the bundle gets the ANN retrieval files, checked and measured
+    monkeypatch.setenv("FRESHREC_SERVING__MAX_CANDIDATES", "20")
+    monkeypatch.setenv("FRESHREC_SERVING__RETRIEVAL_FETCH", "12")
+    get_settings.cache_clear()
     conf = {"teacher_epochs": 1, "student_epochs": 1, "trigger_release": False}
     assert run_dag("retrain", conf) == "success"
     with open_registry(get_settings()) as registry:
@@ -41,10 +46,15 @@ def test_retrain_dag_registers_and_promotes_then_warm_starts(airflow_db: Path, t
     assert champion is not None and champion.version == 1
     bundle = Path(champion.bundle_dir)
     for name in ("student.fp32.onnx", "student.int8.onnx", "teacher.fp32.onnx", "vocab.json", "model_card.json",
-                 "student.eval.int8.onnx", "student.eval.safetensors", "teacher.eval.safetensors"):
+                 "student.eval.int8.onnx", "student.eval.safetensors", "teacher.eval.safetensors",
+                 "student.candidates.onnx", "student.user.onnx", "items.usearch"):
         assert (bundle / name).is_file(), name
     assert verify_bundle(bundle) == []
     card = json.loads((bundle / "model_card.json").read_text())
+    retrieval = card["export"]["retrieval"]
+    assert {"student.candidates.onnx", "student.user.onnx", "items.usearch"} <= set(card["files"])
+    assert retrieval["items"] == 32 and retrieval["index"]["items"] == 32 and retrieval["recall@10_vs_exact"] >= 0.95
+    assert retrieval["candidate_graph_max_abs_diff"] <= 1e-3
     # served = refit on every interaction after the gates passed on the holdout-trained models
     served, gated = card["training_data"]["served_model"], card["training_data"]["holdout_trained_model"]
     assert served["rows"] > gated["rows"] and served["last_ts"] > gated["last_ts"]

@@ -1,7 +1,8 @@
 """Finish a bundle (model card, sha256 of every artifact) and record it in the registry.
 
 A bundle is ``models/<run id>/``: student.fp32/int8/fp16.onnx, teacher.fp32.onnx, vocab.json,
-model_card.json, the checkpoints (safetensors) the next run warm-starts from, and SHA256SUMS. When the served
+model_card.json, the checkpoints (safetensors) the next run warm-starts from, and SHA256SUMS; above
+serving.max_candidates items also the retrieval files (student.candidates.onnx, student.user.onnx, items.usearch). When the served
 models were refitted on all interactions, the holdout-trained (gated) int8 student and checkpoints are
 there too (student.eval.int8.onnx, teacher.eval.safetensors, student.eval.safetensors): checksummed, never served.
 When export kept a pruned student, its weights (export's ``work/export/student.safetensors``, the torch twin of the
@@ -17,14 +18,23 @@ from pathlib import Path
 from freshrec.core.artifacts import CHECKPOINT_SUFFIX, RunLayout
 from freshrec.core.registry import sha256_file
 from freshrec.core.registry.integrity import bundle_mismatches
-from freshrec.core.schemas import BUNDLE_CARD, BUNDLE_VOCAB, SHA256SUMS
+from freshrec.core.schemas import (
+    BUNDLE_CANDIDATE_GRAPH,
+    BUNDLE_CARD,
+    BUNDLE_ITEM_INDEX,
+    BUNDLE_USER_TOWER,
+    BUNDLE_VOCAB,
+    SHA256SUMS,
+)
 
 # registry variant -> file in the bundle
 VARIANT_FILES = {"fp32": "student.fp32.onnx", "int8": "student.int8.onnx", "fp16": "student.fp16.onnx", "teacher": "teacher.fp32.onnx"}
 EVAL_FILES = ("student.eval.int8.onnx", f"student.eval{CHECKPOINT_SUFFIX}", f"teacher.eval{CHECKPOINT_SUFFIX}")
 EXPORT_FILES = (RunLayout(Path()).export_checkpoint("student").as_posix(),)  # present only when a pruned student was kept
+# present only for a catalogue above serving.max_candidates (freshrec.pipeline.export.retrieval)
+RETRIEVAL_FILES = (BUNDLE_CANDIDATE_GRAPH, BUNDLE_USER_TOWER, BUNDLE_ITEM_INDEX)
 BUNDLE_FILES = (*VARIANT_FILES.values(), BUNDLE_VOCAB, f"student{CHECKPOINT_SUFFIX}", f"teacher{CHECKPOINT_SUFFIX}", *EVAL_FILES,
-                *EXPORT_FILES)
+                *EXPORT_FILES, *RETRIEVAL_FILES)
 
 
 def bundle_artifacts(run_dir: Path) -> dict[str, Path]:

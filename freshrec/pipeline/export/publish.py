@@ -31,6 +31,7 @@ from freshrec.core.settings import Settings
 from freshrec.pipeline.evaluation.gates import decide, served_gates, with_gates
 from freshrec.pipeline.export.bundle import register, write_card
 from freshrec.pipeline.export.onnx_export import OPSET
+from freshrec.pipeline.export.retrieval import export_retrieval
 from freshrec.pipeline.training import prepare as prep
 from freshrec.pipeline.training.checkpoint import load_checkpoint
 from freshrec.pipeline.training.histories import HISTORIES_FILE
@@ -184,6 +185,9 @@ def publish(
             },
         },
     }
+    if verdict["passed"]:  # a rejected candidate is never served: no index for it
+        card["export"]["retrieval"] = export_retrieval(run_dir, settings.serving.max_candidates,
+                                                       settings.serving.retrieval_fetch)
     run_lineage = lineage(settings, run_dir, dag_run_id, parent_version)
     card["lineage"] = run_lineage
     card["training_data"] = run_lineage["training_data"]

@@ -170,19 +170,75 @@ class Student(nn.Module):
             pooled = pooled + weighted + follow
         return pooled + self.mlp(pooled)
 
-    def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
-        logits = self.user_vector(history) @ self.item_out + self.item_bias
+    def sparse_terms(self, history: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The exactly scored (item ids, scores) [B, n] added to the factorised scores: the newest item's
+        successors, every history item's neighbours. Padding rows point at column 0 with score 0 (never a
+        candidate, masked in training)."""
+        terms = []
         if self.successor_ids is not None and self.successor_scores is not None:
             newest = history[:, -1]
-            logits = torch.scatter_add(logits, 1, self.successor_ids[newest], self.successor_scores[newest])
+            terms.append((self.successor_ids[newest], self.successor_scores[newest]))
         if self.neighbour_ids is not None and self.neighbour_scores is not None:
-            # padding rows point at column 0 with score 0 (never a candidate, masked in training)
-            logits = torch.scatter_add(logits, 1, self.neighbour_ids[history].flatten(1),
-                                       self.neighbour_scores[history].flatten(1))
+            terms.append((self.neighbour_ids[history].flatten(1), self.neighbour_scores[history].flatten(1)))
+        return terms
+
+    def catalogue_logits(self, history: torch.Tensor) -> torch.Tensor:
+        logits = self.user_vector(history) @ self.item_out + self.item_bias
+        for ids, scores in self.sparse_terms(history):
+            logits = torch.scatter_add(logits, 1, ids, scores)
         return logits
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         return torch.gather(self.catalogue_logits(history), 1, candidates)
+
+
+class CandidateStudent(nn.Module):
+    """A student scored on its candidates only: the served graph of a catalogue too large to score whole, whose
+    candidates come from ANN retrieval (freshrec.pipeline.export.retrieval). The same scores as ``Student`` on the
+    same candidates, at O(candidates x dim) instead of O(catalogue x dim): the output vectors of the candidates
+    are gathered (rows of a transposed table) before the product. The sparse terms go through a zero row of the
+    catalogue's width (a memset, no multiply-adds) and are gathered like the rest."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+        self.config = student.config
+
+    def forward(self, history: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        s = self.student
+        user = s.user_vector(history)
+        vectors = F.embedding(candidates, s.item_out.t())  # [B, C, dim]
+        scores = torch.matmul(vectors, user.unsqueeze(-1)).squeeze(-1) + s.item_bias[candidates]
+        terms = s.sparse_terms(history)
+        if terms:
+            extra = torch.zeros(history.shape[0], s.item_bias.shape[0], dtype=scores.dtype)
+            for ids, values in terms:
+                extra = torch.scatter_add(extra, 1, ids, values)
+            scores = scores + torch.gather(extra, 1, candidates)
+        return scores
+
+
+class UserTower(nn.Module):
+    """What ANN retrieval asks of a student: the user's query vector [B, dim + 1] (its last component 1, against
+    each item's bias stored beside its output vector: score = query . [out_c; bias_c]) and the item ids its sparse
+    terms score exactly [B, n] (candidates the factorised product may miss; 0 is padding)."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        user = self.student.user_vector(history)
+        query = torch.cat([user, torch.ones_like(user[:, :1])], dim=1)
+        ids = [ids for ids, _ in self.student.sparse_terms(history)]
+        extra = torch.cat(ids, dim=1) if ids else torch.zeros_like(history[:, -1:])
+        return query, extra
+
+
+def item_keys(student: Student) -> torch.Tensor:
+    """[n_items, dim + 1]: each item's output vector and bias, the vectors a UserTower query is matched against
+    (row i is item index i + 1; the padding row is left out)."""
+    return torch.cat([student.item_out.t(), student.item_bias.unsqueeze(1)], dim=1)[1:].detach()
 
 
 @dataclass(frozen=True)
@@ -275,6 +331,8 @@ class Teacher(nn.Module):
 
 
 def model_config(model: nn.Module) -> StudentConfig | TeacherConfig:
+    if isinstance(model, CandidateStudent):
+        return model.config
     if not isinstance(model, (Student, Teacher)):
         raise TypeError(f"not a Student or Teacher: {type(model).__name__}")
     return model.config
