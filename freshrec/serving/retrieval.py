@@ -33,7 +33,10 @@ class Retriever:
         self.n_items = n_items
         self.fetch = min(fetch, n_items)
         self.expansion = max(expansion, self.fetch)
-        opened = Index.restore(str(index), view=True, expansion_search=self.expansion)  # the file does not keep ef
+        try:
+            opened = Index.restore(str(index), view=True, expansion_search=self.expansion)  # the file does not keep ef
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ArtifactIntegrityError(f"{index} is not a usearch index: {exc}") from exc
         if opened is None:
             raise ArtifactIntegrityError(f"{index} is not a usearch index")
         query_width = self._tower.get_outputs()[0].shape[-1]
