@@ -186,9 +186,13 @@ def faults(
 def scale(
     items: Annotated[str | None, typer.Option(help="catalogue sizes, e.g. 10000,100000,1000000")] = None,
     fetch: Annotated[int | None, typer.Option(help="items the ANN index returns per request (default 200)")] = None,
+    served_users: Annotated[int | None, typer.Option(help="also serve the largest size (2 workers) to this many "
+                                                           "synthetic users under load (0: off)")] = None,
+    rates: Annotated[str | None, typer.Option(help="open-loop rates for the served run, e.g. 500,1000,2000")] = None,
 ) -> None:
-    """ANN retrieval vs exact full scoring by catalogue size: recall@10, single-stream latency, index build and size."""
-    _run("scale", items=_ints(items), fetch=fetch)
+    """ANN retrieval vs exact full scoring by catalogue size: recall@10, single-stream latency, index build and size;
+    with --served-users, the served max rate within the SLO and the memory per worker and host."""
+    _run("scale", items=_ints(items), fetch=fetch, served_users=served_users, rates=_ints(rates))
 
 
 @app.command("all")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from freshrec.core.errors import ArtifactIntegrityError, NotFound
+from freshrec.core.registry.integrity import sha256_file
 from freshrec.core.schemas import (
     BUNDLE_CANDIDATE_GRAPH,
     BUNDLE_ITEM_INDEX,
@@ -135,11 +136,7 @@ def retrieval_files(bundle_dir: Path) -> dict[str, Path] | None:
 
 def _verified(bundle_dir: Path, path: Path) -> str:
     """The file's sha256, checked against the bundle's SHA256SUMS (a bundle without one: computed only)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    actual = digest.hexdigest()
+    actual = sha256_file(path)
     expected = bundle_sha256(bundle_dir, path.name)
     if expected is not None and actual != expected:
         raise ArtifactIntegrityError(f"{path} does not match the bundle's {SHA256SUMS}")

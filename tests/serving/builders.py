@@ -97,3 +97,40 @@ def served_variant() -> tuple[str, str]:
 
     providers = choose_providers(None)
     return ("int8", CPU) if providers[0] == CPU else ("fp32", providers[0])
+
+
+def ann_student(n_items: int, seed: int):
+    """A small order-aware torch Student with random weights and a successor table (sparse terms to retrieve)."""
+    import torch
+
+    from freshrec.pipeline.training.models import Student, StudentConfig
+
+    torch.manual_seed(seed)
+    student = Student(StudentConfig(n_items=n_items, dim=8, hidden=16, order_window=4, successors=4)).eval()
+    with torch.no_grad():
+        for param in student.parameters():
+            if param.dtype.is_floating_point:
+                param.normal_(0, 0.5)
+        student.init_successors(torch.randn(n_items + 1, n_items + 1))
+        student.item_in.weight[0].zero_()
+    return student
+
+
+def write_retrieval_bundle(bundle_dir: Path, item_ids: list[str], student) -> dict[str, Path]:
+    """models/<run>/ served through ANN retrieval: the student's graphs, its user tower and item index, vocab.json
+    and SHA256SUMS (what export writes above serving.max_candidates)."""
+    import hashlib
+
+    from freshrec.core.schemas import BUNDLE_CANDIDATE_GRAPH, BUNDLE_ITEM_INDEX, BUNDLE_USER_TOWER, SHA256SUMS
+    from freshrec.pipeline.export.retrieval import IndexParams, build_index, candidate_student, export_user_tower, keys_of
+    from freshrec.pipeline.export.stage import export_fp32
+
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    fp32 = export_fp32(student, bundle_dir / "student.fp32.onnx")
+    export_fp32(candidate_student(student), bundle_dir / BUNDLE_CANDIDATE_GRAPH)
+    export_user_tower(student, bundle_dir / BUNDLE_USER_TOWER)
+    build_index(keys_of(student), bundle_dir / BUNDLE_ITEM_INDEX, IndexParams(connectivity=8, expansion_add=64))
+    (bundle_dir / "vocab.json").write_text(json.dumps({"items": item_ids, "users": []}))
+    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle_dir.iterdir() if p.is_file()}
+    (bundle_dir / SHA256SUMS).write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
+    return {"fp32": fp32}

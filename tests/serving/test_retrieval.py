@@ -5,46 +5,23 @@ SHA256SUMS is refused. Real torch student, real ONNX graphs, real uvicorn."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
 
-from freshrec.core.schemas import BUNDLE_CANDIDATE_GRAPH, BUNDLE_ITEM_INDEX, BUNDLE_USER_TOWER, SHA256SUMS
-from freshrec.pipeline.export.retrieval import IndexParams, build_index, candidate_student, export_user_tower, keys_of
-from freshrec.pipeline.export.stage import export_fp32
-from freshrec.pipeline.training.models import Student, StudentConfig
+from freshrec.core.schemas import BUNDLE_CANDIDATE_GRAPH, BUNDLE_ITEM_INDEX
+from freshrec.pipeline.training.models import Student
+from tests.serving.builders import ann_student, write_retrieval_bundle
 from tests.serving.conftest import N_ITEMS, RunningServer
 
 pytestmark = pytest.mark.slow
 
 
-def _student(seed: int) -> Student:
-    torch.manual_seed(seed)
-    student = Student(StudentConfig(n_items=N_ITEMS, dim=8, hidden=16, order_window=4, successors=4)).eval()
-    with torch.no_grad():
-        for param in student.parameters():
-            if param.dtype.is_floating_point:
-                param.normal_(0, 0.5)
-        student.init_successors(torch.randn(N_ITEMS + 1, N_ITEMS + 1))
-        student.item_in.weight[0].zero_()
-    return student
-
-
-def _retrieval_bundle(bundle: Path, items: list[str], student: Student) -> dict[str, Path]:
-    bundle.mkdir(parents=True, exist_ok=True)
-    fp32 = export_fp32(student, bundle / "student.fp32.onnx")
-    export_fp32(candidate_student(student), bundle / BUNDLE_CANDIDATE_GRAPH)
-    export_user_tower(student, bundle / BUNDLE_USER_TOWER)
-    build_index(keys_of(student), bundle / BUNDLE_ITEM_INDEX, IndexParams(connectivity=8, expansion_add=64))
-    (bundle / "vocab.json").write_text(json.dumps({"items": items, "users": []}))
-    sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle.iterdir() if p.is_file()}
-    (bundle / SHA256SUMS).write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
-    return {"fp32": fp32}
+def _student(seed: int):
+    return ann_student(N_ITEMS, seed)
 
 
 @pytest.fixture
@@ -69,7 +46,7 @@ def _exact_top(student: Student, history: list[int], seen: set[int], k: int) -> 
 def test_recommend_ranks_ann_candidates_exactly_without_seen_items(ann_world):
     world = ann_world
     student = _student(3)
-    artifacts = _retrieval_bundle(world.home / "models" / "run-ann", world.items, student)
+    artifacts = write_retrieval_bundle(world.home / "models" / "run-ann", world.items, student)
     view = world.registry.register_candidate(world.home / "models" / "run-ann", artifacts, {"ndcg_at_10": 0.3}, {}, {},
                                              actor="test")
     world.registry.promote(str(view.version), actor="test", reason="retrieval champion")
@@ -92,7 +69,7 @@ def test_recommend_ranks_ann_candidates_exactly_without_seen_items(ann_world):
 def test_an_index_changed_after_promotion_is_refused_at_load(ann_world):
     """(Promotion itself refuses a bundle whose files do not match SHA256SUMS; this is the file changed after.)"""
     world = ann_world
-    artifacts = _retrieval_bundle(world.home / "models" / "run-bad", world.items, _student(4))
+    artifacts = write_retrieval_bundle(world.home / "models" / "run-bad", world.items, _student(4))
     view = world.registry.register_candidate(world.home / "models" / "run-bad", artifacts, {"ndcg_at_10": 0.3}, {}, {},
                                              actor="test")
     world.registry.promote(str(view.version), actor="test", reason="champion")

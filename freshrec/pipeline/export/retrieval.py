@@ -18,7 +18,6 @@ vectors (``IO_FLAG_MMAP_IFC``); its HNSW links were 27 of 51 MB private memory p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from usearch.index import Index
 
 from freshrec.core.artifacts import RunLayout
 from freshrec.core.errors import ArtifactIntegrityError, StageFailed
+from freshrec.core.registry import sha256_file
 from freshrec.core.schemas import (
     BUNDLE_CANDIDATE_GRAPH,
     BUNDLE_ITEM_INDEX,
@@ -81,14 +81,6 @@ def build_index(keys: np.ndarray, path: Path, params: IndexParams = IndexParams(
     tmp.replace(path)
     return {"items": len(keys), "ndim": int(keys.shape[1]), "params": params.to_dict(), "build_s": round(build_s, 3),
             "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_user_tower(student: Student, path: Path) -> Path:

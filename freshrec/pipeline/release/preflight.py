@@ -13,7 +13,13 @@ import numpy as np
 
 from freshrec.core.errors import ArtifactIntegrityError, GateFailed, NotFound
 from freshrec.core.registry import Registry, VersionView, verify_artifact
-from freshrec.core.schemas import BUNDLE_VOCAB, ONNX_INPUT_CANDIDATES, ONNX_INPUT_HISTORY, ONNX_OUTPUT_SCORES
+from freshrec.core.schemas import (
+    BUNDLE_CANDIDATE_GRAPH,
+    BUNDLE_VOCAB,
+    ONNX_INPUT_CANDIDATES,
+    ONNX_INPUT_HISTORY,
+    ONNX_OUTPUT_SCORES,
+)
 from freshrec.core.settings import Settings
 
 
@@ -106,12 +112,16 @@ def run_preflight(settings: Settings, registry: Registry, version: int | str, *,
     preferred = preferred_providers(settings)
     providers = preferred if cuda_usable(preferred) else ["CPUExecutionProvider"]
     variant = serving_variant(view, settings, on_gpu="CUDAExecutionProvider" in providers)
-    vocab = json.loads((Path(view.bundle_dir) / BUNDLE_VOCAB).read_text())
+    bundle = Path(view.bundle_dir)
+    vocab = json.loads((bundle / BUNDLE_VOCAB).read_text())
     n_items = len(vocab["items"])
+    graph, n_candidates = Path(view.artifacts[variant].uri), min(n_items, settings.serving.max_candidates)
+    if n_items > settings.serving.max_candidates and (bundle / BUNDLE_CANDIDATE_GRAPH).is_file():
+        # served through ANN retrieval: the candidate graph ranks the fetched items (the index search is not timed)
+        graph, n_candidates, variant = bundle / BUNDLE_CANDIDATE_GRAPH, settings.serving.retrieval_fetch, "candidates"
     latency = measure_onnx_latency(
-        Path(view.artifacts[variant].uri), n_items=n_items, history_len=settings.data.online_history_length,
-        n_candidates=min(n_items, settings.serving.max_candidates), providers=providers,
-        intra_op_threads=settings.serving.intra_op_threads,
+        graph, n_items=n_items, history_len=settings.data.online_history_length,
+        n_candidates=n_candidates, providers=providers, intra_op_threads=settings.serving.intra_op_threads,
     )
     evidence = {"checksums": checksums, "variant": variant, "providers": providers, "offline_latency": latency,
                 "budget_ms": budget_ms}

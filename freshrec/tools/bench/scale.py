@@ -9,27 +9,48 @@ Reported per size: recall@10 of the ANN path's final top-10 against the exact to
 nothing excluded), single-stream latency p50/p99 of both paths (fp32 graphs, one thread, best of interleaved
 rounds), index build time and size, the graphs' sizes. JSON + a log-log PNG under reports/bench/.
 
-Not yet measured here (issue 16): served max rate and RSS per worker with an ANN version, teacher training by
-item count, 1-vs-2-process training.
+Served (``--served``, the largest size): the ANN bundle (the same graphs and index, checksummed, registered and
+promoted in a scratch home) behind ``freshrec serve`` with 2 workers and a synthetic snapshot of ``--users`` users,
+measured like ``freshrec bench serving`` (result cache off: single stream, open-loop sweep, max rate with p99 within
+the SLO, every answer 2xx), plus PSS/RSS per worker and for the host (the index is a shared file mapping).
+
+Not yet measured here (issue 16): teacher training by item count, 1-vs-2-process training.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+import httpx  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import track  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
-from freshrec.core.settings import Settings  # noqa: E402
+from freshrec.core.errors import StageFailed  # noqa: E402
+from freshrec.core.layout import Layout  # noqa: E402
+from freshrec.core.registry import sha256_file  # noqa: E402
+from freshrec.core.schemas import (  # noqa: E402
+    BUNDLE_CANDIDATE_GRAPH,
+    BUNDLE_ITEM_INDEX,
+    BUNDLE_USER_TOWER,
+    BUNDLE_VOCAB,
+    SHA256SUMS,
+)
+from freshrec.core.settings import Settings, load_settings  # noqa: E402
 from freshrec.pipeline.export.latency import time_calls  # noqa: E402
 from freshrec.pipeline.export.onnx_export import run_scores, session  # noqa: E402
 from freshrec.pipeline.export.retrieval import (  # noqa: E402
@@ -44,12 +65,14 @@ from freshrec.pipeline.training.models import Student, StudentConfig  # noqa: E4
 from freshrec.serving.ranking import top_k  # noqa: E402
 from freshrec.serving.retrieval import Retriever  # noqa: E402
 from freshrec.tools.bench.reports import save, scratch  # noqa: E402
+from freshrec.tools.bench.serving import ServerSpec, measure_server, request_bodies, server_process  # noqa: E402
 
 DEFAULT_ITEMS = [10_000, 100_000, 1_000_000]
 USERS = 300  # held-out synthetic users per size (recall and latency)
 HISTORY = 30
 CLUSTERS = 200
 ROUNDS = 3
+DEFAULT_RATES = [250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
 console = Console()
 
 
@@ -91,13 +114,14 @@ def measure(n_items: int, work: Path, dim: int, params: IndexParams, fetch: int,
     student, cluster = synthetic_student(n_items, dim, seed)
     histories = user_histories(cluster, USERS, seed + 1)
     started = time.perf_counter()
-    full, candidates_graph, tower = folder / "student.fp32.onnx", folder / "student.candidates.onnx", folder / "tower.onnx"
+    full, candidates_graph, tower = (folder / "student.fp32.onnx", folder / BUNDLE_CANDIDATE_GRAPH,
+                                     folder / BUNDLE_USER_TOWER)
     export_fp32(student, full)
     export_fp32(candidate_student(student), candidates_graph)
     export_user_tower(student, tower)
     export_s = time.perf_counter() - started
-    index = build_index(keys_of(student), folder / "items.usearch", params, threads=0)
-    retriever = Retriever(tower, folder / "items.usearch", n_items, fetch, params.expansion_search)
+    index = build_index(keys_of(student), folder / BUNDLE_ITEM_INDEX, params, threads=0)
+    retriever = Retriever(tower, folder / BUNDLE_ITEM_INDEX, n_items, fetch, params.expansion_search)
     scorer, exact_scorer = session(candidates_graph), session(full)
     catalogue = np.arange(1, n_items + 1, dtype=np.int64).reshape(1, -1)
 
@@ -127,9 +151,82 @@ def measure(n_items: int, work: Path, dim: int, params: IndexParams, fetch: int,
     console.print(f"{n_items:>9,} items: recall@10 {recall:.4f}; ANN p50 {latency['ann']['p50_ms']:.3f} ms "
                   f"p99 {latency['ann']['p99_ms']:.3f} ms; exact p50 {latency['exact']['p50_ms']:.3f} ms; "
                   f"index {index['bytes'] / 1e6:.1f} MB built in {index['build_s']:.1f} s")
+    np.save(folder / "clusters.npy", cluster)
     return {"items": n_items, "recall@10": recall, "exact_graph_recall@10_vs_torch": onnx_exact,
             "mean_candidates": float(np.mean([len(retriever.candidates(histories[i : i + 1])[0]) for i in range(50)])),
             "latency": latency, "index": index, "export_s": round(export_s, 2), "file_bytes": sizes}
+
+
+def _bundle(folder: Path, home: Path, n_items: int, fetch: int) -> tuple[Settings, Path]:
+    """``folder``'s graphs and index as a checksummed bundle, registered and promoted in a scratch home whose
+    servers fetch ``fetch`` items per request (its freshrec.toml)."""
+    from freshrec.core.registry import open_registry
+
+    home.mkdir(parents=True)
+    (home / "freshrec.toml").write_text(f"[serving]\nretrieval_fetch = {fetch}\n")
+    settings = load_settings(home=home)
+    bundle = Layout(home).models / "scale-ann"
+    bundle.mkdir(parents=True)
+    for name in ("student.fp32.onnx", BUNDLE_CANDIDATE_GRAPH, BUNDLE_USER_TOWER, BUNDLE_ITEM_INDEX):
+        (folder / name).replace(bundle / name)
+    (bundle / BUNDLE_VOCAB).write_text(json.dumps({"items": [f"i{n}" for n in range(1, n_items + 1)], "users": []}))
+    sums = {p.name: sha256_file(p) for p in bundle.iterdir()}
+    (bundle / SHA256SUMS).write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
+    with open_registry(settings) as registry:
+        view = registry.register_candidate(bundle, {"fp32": bundle / "student.fp32.onnx"}, {}, {}, {}, actor="bench scale")
+        registry.promote(view.version, actor="bench scale", reason="scale benchmark")
+    return settings, bundle
+
+
+def _snapshot(home: Path, cluster: np.ndarray, users: int, seed: int) -> Path:
+    online = Layout(home).online
+    folder = online / "scale-snapshot"
+    folder.mkdir(parents=True)
+    ids = [f"i{n}" for n in range(len(cluster) + 1)]
+    rows = user_histories(cluster, users, seed)
+    histories = [list(dict.fromkeys(ids[i] for i in row)) for row in rows]  # distinct, as a snapshot holds
+    pq.write_table(pa.table({"user_id": [f"u{n}" for n in range(users)], "history": histories, "seen": histories}),
+                   folder / "users.parquet")
+    popularity = np.bincount(rows.ravel(), minlength=len(cluster) + 1)[1:].astype(float)
+    pq.write_table(pa.table({"item_id": ids[1:], "popularity": popularity}), folder / "items.parquet")
+    (online / "CURRENT").write_text(folder.name)
+    return folder
+
+
+def _memory(process: subprocess.Popen) -> dict:
+    """PSS / RSS / USS of the server's workers (uvicorn's children) and of the host's server processes together."""
+    parent = psutil.Process(process.pid)
+    workers = []
+    for child in parent.children(recursive=True):
+        info = child.memory_full_info()
+        workers.append({"pid": child.pid, "pss_mb": info.pss / 2**20, "rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20})
+    own = parent.memory_full_info()
+    return {"workers": workers, "host_pss_mb": own.pss / 2**20 + sum(w["pss_mb"] for w in workers),
+            "host_rss_mb": own.rss / 2**20 + sum(w["rss_mb"] for w in workers)}
+
+
+def served(work: Path, row: dict, users: int, fetch: int, rates: list[int], duration_s: float, seed: int) -> dict:
+    """The largest size's ANN bundle behind ``freshrec serve`` (2 workers), under load."""
+    n_items = row["items"]
+    folder = work / f"items-{n_items}"
+    home = work / "served-home"
+    settings, bundle = _bundle(folder, home, n_items, fetch)
+    snapshot = _snapshot(home, np.load(folder / "clusters.npy"), users, seed + 2)
+    bodies = request_bodies(snapshot)
+    spec = ServerSpec("ann, 2 workers", "fp32", workers=2)
+    with server_process(spec, settings, bundle, snapshot) as (port, process), \
+            tqdm(total=1, desc=f"serving {n_items:,} items, {users:,} users") as progress:
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).json()
+        retrieval = [v.get("retrieval") for v in models["versions"]]
+        if not retrieval or retrieval[0] is None:
+            raise StageFailed(f"the server did not load the ANN version: {models}")
+        result = measure_server(port, bodies, rates, duration_s, settings.serving.slo_latency_ms, 64, progress)
+        memory = _memory(process)
+    single = result["single_stream"]
+    console.print(f"served {n_items:,} items: single stream p50 {single['p50_ms']:.2f} ms p99 {single['p99_ms']:.2f} ms; "
+                  f"max rate within the SLO {result['max_rate_within_slo']}/s; host PSS {memory['host_pss_mb']:.0f} MB")
+    return {"items": n_items, "users": users, "workers": spec.workers, "retrieval": retrieval[0], **result,
+            "memory": memory, "slo_p99_ms": settings.serving.slo_latency_ms}
 
 
 def plot(report: dict, path: Path) -> Path:
@@ -157,15 +254,20 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def run(settings: Settings, items: list[int] | None = None, dim: int = 64, fetch: int = 200, seed: int = 0) -> Path:
+def run(settings: Settings, items: list[int] | None = None, dim: int = 64, fetch: int = 200, seed: int = 0,
+        served_users: int = 0, rates: list[int] | None = None, duration_s: float = 5.0) -> Path:
+    """``served_users`` > 0 also serves the largest size to that many synthetic users under load."""
     params = IndexParams()
     torch.set_num_threads(1)
     sizes = []
+    serving = None
     with scratch(settings, "bench-scale-") as work:
         for n_items in items or DEFAULT_ITEMS:
             sizes.append(measure(n_items, work, dim, params, fetch, seed))
+        if served_users:
+            serving = served(work, sizes[-1], served_users, fetch, rates or DEFAULT_RATES, duration_s, seed)
     report = {"benchmark": "scale", "part": "ann retrieval", "dim": dim, "fetch": fetch, "index": params.to_dict(),
               "users": USERS, "history": HISTORY, "clusters": CLUSTERS, "cpu_count": os.cpu_count(),
               "machine": platform.processor() or platform.machine(), "graphs": "fp32, ORT CPU, 1 intra-op thread",
-              "sizes": sizes}
+              "load_average_after": os.getloadavg(), "sizes": sizes, "served": serving}
     return save(settings, "scale", report, plot)
