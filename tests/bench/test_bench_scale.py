@@ -26,7 +26,7 @@ def test_scale_bench_reports_recall_latency_and_index_cost(tmp_path: Path, monke
         for path in ("ann", "exact"):
             assert 0 < row["latency"][path]["p50_ms"] <= row["latency"][path]["p99_ms"]
         assert row["index"]["items"] == row["items"] and row["index"]["bytes"] > 0 and row["index"]["build_s"] > 0
-        assert {"items.usearch", "tower.onnx", "student.candidates.onnx", "student.fp32.onnx"} <= set(row["file_bytes"])
+        assert {"items.usearch", "student.user.onnx", "student.candidates.onnx", "student.fp32.onnx"} <= set(row["file_bytes"])
     served = report["served"]
     assert served["items"] == 3_000 and served["users"] == 400 and served["retrieval"]["fetch"] == 100
     assert served["single_stream"]["non_2xx"] == 0 and served["single_stream"]["p50_ms"] > 0

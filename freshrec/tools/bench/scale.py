@@ -196,13 +196,16 @@ def _snapshot(home: Path, cluster: np.ndarray, users: int, seed: int) -> Path:
 def _memory(process: subprocess.Popen) -> dict:
     """PSS / RSS / USS of the server's workers (uvicorn's children) and of the host's server processes together."""
     parent = psutil.Process(process.pid)
-    workers = []
-    for child in parent.children(recursive=True):
+    processes = []
+    for child in [parent, *parent.children(recursive=True)]:
         info = child.memory_full_info()
-        workers.append({"pid": child.pid, "pss_mb": info.pss / 2**20, "rss_mb": info.rss / 2**20, "uss_mb": info.uss / 2**20})
-    own = parent.memory_full_info()
-    return {"workers": workers, "host_pss_mb": own.pss / 2**20 + sum(w["pss_mb"] for w in workers),
-            "host_rss_mb": own.rss / 2**20 + sum(w["rss_mb"] for w in workers)}
+        role = ("supervisor" if child.pid == parent.pid
+                else "helper" if any("resource_tracker" in part for part in child.cmdline()) else "worker")
+        processes.append({"pid": child.pid, "role": role, "pss_mb": info.pss / 2**20, "rss_mb": info.rss / 2**20,
+                          "uss_mb": info.uss / 2**20})
+    return {"workers": [p for p in processes if p["role"] == "worker"],
+            "others": [p for p in processes if p["role"] != "worker"],
+            "host_pss_mb": sum(p["pss_mb"] for p in processes), "host_rss_mb": sum(p["rss_mb"] for p in processes)}
 
 
 def served(work: Path, row: dict, users: int, fetch: int, rates: list[int], duration_s: float, seed: int) -> dict:
