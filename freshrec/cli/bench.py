@@ -185,7 +185,7 @@ def faults(
 @app.command("scale")
 def scale(
     items: Annotated[str | None, typer.Option(help="catalogue sizes, e.g. 10000,100000,1000000")] = None,
-    fetch: Annotated[int | None, typer.Option(help="items the ANN index returns per request (default 200)")] = None,
+    fetch: Annotated[int | None, typer.Option(help="items the ANN index returns per request (default 100)")] = None,
     served_users: Annotated[int | None, typer.Option(help="also serve the largest size (2 workers) to this many "
                                                            "synthetic users under load (0: off)")] = None,
     rates: Annotated[str | None, typer.Option(help="open-loop rates for the served run, e.g. 500,1000,2000")] = None,

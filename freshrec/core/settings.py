@@ -120,9 +120,9 @@ class ServingSettings(_Group):
     max_candidates: int = Field(default=5000, ge=1, description="catalogues larger than this go through a retrieval stage: "
                                 "ANN over the student's item vectors when the bundle has an index (export builds one "
                                 "above this size), else its max_candidates most popular items")
-    retrieval_fetch: int = Field(default=200, ge=10, le=10_000, description="items the ANN index returns per request "
+    retrieval_fetch: int = Field(default=100, ge=10, le=10_000, description="items the ANN index returns per request "
                                  "(scored exactly with the sparse terms' items; seen items are removed after)")
-    retrieval_expansion: int = Field(default=256, ge=10, le=10_000, description="HNSW search list length (ef) per query; "
+    retrieval_expansion: int = Field(default=128, ge=10, le=10_000, description="HNSW search list length (ef) per query; "
                                      "at least retrieval_fetch")
     cuda_graphs: bool = Field(default=False, description="capture CUDA graphs per padded batch size (CUDA EP only)")
     max_events_per_request: int = Field(default=1000, ge=1, le=100_000, description="events one POST /v1/events may carry")

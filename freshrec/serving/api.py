@@ -142,6 +142,7 @@ class ServingRuntime:
             await self.live.store.close()
         if self.scoring_executor is not None:
             self.scoring_executor.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(self.gateway.close)  # its pooled database connections (files, sockets)
 
 
 def _runtime(request: Request) -> ServingRuntime:

@@ -54,6 +54,9 @@ class RegistryGateway(Protocol):
 
     def rollback(self, reason: str) -> None: ...
 
+    def close(self) -> None:
+        """Release connections (the server is stopping)."""
+
 
 def _desired_version(view: Any) -> DesiredVersion | None:
     if view is None:
@@ -97,3 +100,6 @@ class SqlRegistryGateway:
 
     def rollback(self, reason: str) -> None:
         self._registry.rollback(actor=ADMIN_ACTOR, reason=reason)
+
+    def close(self) -> None:
+        self._registry.close()

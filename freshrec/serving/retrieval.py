@@ -8,8 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-from usearch.index import Index
+import onnxruntime as ort  # before usearch: see below
+
+# usearch 2.26's compiled module, once loaded, makes a later `import onnxruntime` (onnxruntime-gpu 1.31.1) crash the
+# interpreter (SIGSEGV at import). onnxruntime loaded first is safe, so usearch is imported here only, after it, and
+# the rest of FreshRec takes Index from this module (tests/serving/test_retriever.py holds both orders to account).
+from usearch.index import Index  # noqa: E402
 
 from freshrec.core.errors import ArtifactIntegrityError
 from freshrec.core.schemas import ONNX_INPUT_HISTORY, ONNX_OUTPUT_EXTRA_ITEMS, ONNX_OUTPUT_QUERY

@@ -49,3 +49,22 @@ def test_an_index_that_does_not_fit_is_refused(files):
         Retriever(tower, folder / "items.usearch", N_ITEMS + 1, fetch=10, expansion=64)
     with pytest.raises(ArtifactIntegrityError, match="not a usearch index"):
         Retriever(tower, folder / "junk.usearch", N_ITEMS, fetch=10, expansion=64)
+
+
+def test_usearch_is_imported_in_one_place_after_onnxruntime():
+    """usearch 2.26 loaded before onnxruntime makes `import onnxruntime` crash the interpreter: FreshRec imports it in
+    freshrec/serving/retrieval.py only, after onnxruntime, and that order runs in a fresh interpreter."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import freshrec
+
+    root = Path(freshrec.__file__).parent
+    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                       if re.search(r"^\s*(from|import)\s+usearch", p.read_text(), re.MULTILINE))
+    assert importers == ["serving/retrieval.py"]
+    done = subprocess.run([sys.executable, "-c", "import freshrec.serving.retrieval, freshrec.pipeline.export.retrieval, "
+                           "onnxruntime; print('ok')"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -27,7 +27,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from usearch.index import Index
 
 from freshrec.core.artifacts import RunLayout
 from freshrec.core.errors import ArtifactIntegrityError, StageFailed
@@ -45,7 +44,7 @@ from freshrec.pipeline.export.stage import export_fp32
 from freshrec.pipeline.training import prepare as prep
 from freshrec.pipeline.training.checkpoint import load_model
 from freshrec.pipeline.training.models import CandidateStudent, Student, UserTower, item_keys
-from freshrec.serving.retrieval import Retriever
+from freshrec.serving.retrieval import Index, Retriever  # Index from there: see its import order note
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-3  # max |score| difference between the candidate graph (ORT fp32) and the student (torch)

@@ -257,10 +257,10 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
-def run(settings: Settings, items: list[int] | None = None, dim: int = 64, fetch: int = 200, seed: int = 0,
+def run(settings: Settings, items: list[int] | None = None, dim: int = 64, fetch: int = 100, seed: int = 0,
         served_users: int = 0, rates: list[int] | None = None, duration_s: float = 5.0) -> Path:
     """``served_users`` > 0 also serves the largest size to that many synthetic users under load."""
-    params = IndexParams()
+    params = IndexParams(expansion_search=max(128, fetch))  # as serving: serving.retrieval_expansion 128
     torch.set_num_threads(1)
     sizes = []
     serving = None
