@@ -129,7 +129,8 @@ def write_retrieval_bundle(bundle_dir: Path, item_ids: list[str], student) -> di
     fp32 = export_fp32(student, bundle_dir / "student.fp32.onnx")
     export_fp32(candidate_student(student), bundle_dir / BUNDLE_CANDIDATE_GRAPH)
     export_user_tower(student, bundle_dir / BUNDLE_USER_TOWER)
-    build_index(keys_of(student), bundle_dir / BUNDLE_ITEM_INDEX, IndexParams(connectivity=8, expansion_add=64))
+    # one thread: a deterministic graph (a parallel build of a tiny index may leave a node unreachable)
+    build_index(keys_of(student), bundle_dir / BUNDLE_ITEM_INDEX, IndexParams(connectivity=16, expansion_add=64), threads=1)
     (bundle_dir / "vocab.json").write_text(json.dumps({"items": item_ids, "users": []}))
     sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in bundle_dir.iterdir() if p.is_file()}
     (bundle_dir / SHA256SUMS).write_text("".join(f"{sha}  {name}\n" for name, sha in sorted(sums.items())))
